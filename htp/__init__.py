@@ -1,0 +1,7 @@
+"""Hierarchical Token Prepending: a decoder-only LM as a training-free text embedder."""
+
+from htp.config import METHODS, EncoderConfig
+from htp.encoder import HTPEncoder
+from htp.models import MODELS, ModelNotFoundError
+
+__all__ = ["METHODS", "MODELS", "EncoderConfig", "HTPEncoder", "ModelNotFoundError"]

@@ -1,0 +1,237 @@
+"""HTPEncoder: texts in, L2-normalised float32 vectors out, for HTP and its baselines on one code path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from htp.batching import token_budget_batches
+from htp.config import KINDS, EncoderConfig
+from htp.layout import PLACEHOLDER, Layout, build_layout
+from htp.models import defaults_for, load_model, pick_device, pick_dtype
+from htp.pooling import last_pool, mean_pool, normalise
+from htp.rewire import Copies, EarlyExit, rewired
+from htp.segment import Segmenter, make_blocks
+
+REWIRED_METHODS = ("tp", "htp")
+
+
+@dataclass
+class EncodeStats:
+    """Running counts: texts, pooled text tokens, sequence tokens, positions computed (with padding), truncations."""
+
+    texts: int = 0
+    text_tokens: int = 0
+    sequence_tokens: int = 0
+    computed_positions: int = 0
+    truncated: int = 0
+
+    @property
+    def padding_waste(self) -> float:
+        """Share of computed positions that were padding."""
+        return 0.0 if not self.computed_positions else 1 - self.sequence_tokens / self.computed_positions
+
+
+def resolve_config(config: EncoderConfig) -> EncoderConfig:
+    """Fill every `None` from the model's registry defaults, so a manifest records what actually ran."""
+    d = defaults_for(config.model)
+    return replace(
+        config,
+        exit_layer=d.exit_layer if config.exit_layer is None else config.exit_layer,
+        window=d.window if config.window is None else config.window,
+        final_norm=d.final_norm if config.final_norm is None else config.final_norm,
+        query_prompt=d.query_prompt if config.query_prompt is None else config.query_prompt,
+        document_prompt=d.document_prompt if config.document_prompt is None else config.document_prompt,
+    )
+
+
+def decoder_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    """The base decoder (embeddings -> layers -> norm) and its layer list, for Llama- and Gemma-style models."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise TypeError(f"{type(model).__name__} has no `.layers` list of decoder layers; HTP cannot rewire it")
+    return base, layers
+
+
+class HTPEncoder:
+    """A decoder-only LM used as a training-free text embedder (HTP, TP, Echo, vanilla mean/last)."""
+
+    def __init__(
+        self,
+        config: EncoderConfig | None = None,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        self.config = resolve_config(config or EncoderConfig())
+        if model is None or tokenizer is None:
+            device = pick_device(self.config.device)
+            model, tokenizer = load_model(self.config.model, device, pick_dtype(self.config.dtype, device), self.config.cache_dir)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.base, self.layers = decoder_parts(model)
+        self.embed = self.base.get_input_embeddings()
+        self.device = next(model.parameters()).device
+        self.n_layers = len(self.layers)
+        self.exit_layer = self.layers_to_run(self.config.exit_layer)
+        self.bos_id = self._fixed_first_token()
+        self.placeholder = self._mean_token_embedding()
+        needs_sentences = self.config.method == "htp" and self.config.block_mode != "tokens"
+        self.segmenter = Segmenter(self.config.spacy_model) if needs_sentences else None
+        self.prompts = {
+            "query": self._ids(self.config.query_prompt or ""),
+            "document": self._ids(self.config.document_prompt or ""),
+        }
+        self.stats = EncodeStats()
+
+    @classmethod
+    def from_dict(cls, section: dict) -> "HTPEncoder":
+        """Build from config.yaml's `encoder:` section."""
+        return cls(EncoderConfig.from_dict(section))
+
+    @property
+    def dimension(self) -> int:
+        """Length of the output vectors."""
+        return int(self.embed.weight.shape[1])
+
+    def layers_to_run(self, exit_layer: int) -> int:
+        """Exit layer as a hidden-state index (1..n, or negative like Python: -1 = last) -> layers to run."""
+        count = exit_layer if exit_layer > 0 else self.n_layers + 1 + exit_layer
+        if not 1 <= count <= self.n_layers:
+            raise ValueError(f"exit layer {exit_layer} is outside this {self.n_layers}-layer model (use 1..{self.n_layers} or -1..-{self.n_layers})")
+        return count
+
+    def _fixed_first_token(self) -> int:
+        """The attention-sink token kept at position 0: BOS, else EOS, else id 0."""
+        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    @torch.inference_mode()
+    def _mean_token_embedding(self) -> torch.Tensor:
+        """Placeholder initialisation: the mean of all token embeddings (as the embedding layer outputs them)."""
+        total = None
+        vocab = self.embed.weight.shape[0]
+        for start in range(0, vocab, 8192):
+            ids = torch.arange(start, min(start + 8192, vocab), device=self.device)
+            chunk = self.embed(ids).float().sum(dim=0)
+            total = chunk if total is None else total + chunk
+        return (total / vocab).to(self.embed.weight.dtype)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def layouts(self, texts: Sequence[str], kind: str = "document") -> list[Layout]:
+        """Token layouts of texts: segmentation and blocks (for HTP), prompt, placeholders, truncation."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {index} is {type(text).__name__}, not str")
+            if not text.strip():
+                raise ValueError(f"text {index} is empty or whitespace-only: there is nothing to embed")
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
+        cfg = self.config
+        out = []
+        for ids, offsets, sentence_starts in zip(encoded["input_ids"], encoded["offset_mapping"], starts):
+            blocks = make_blocks(offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
+            out.append(build_layout(cfg.method, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length))
+        return out
+
+    def encode(
+        self, texts: Sequence[str], kind: str = "document", batch_size: int | None = None, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed texts as [n, dimension] float32, L2-normalised, in input order."""
+        return self.encode_layers(texts, [self.config.exit_layer], kind, batch_size, show_progress)[0]
+
+    def encode_layers(
+        self,
+        texts: Sequence[str],
+        exit_layers: Sequence[int],
+        kind: str = "document",
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embeddings at several exit layers from one forward pass each batch: [len(exit_layers), n, d].
+
+        The rewiring window is the configured one whichever exit is read, so each slice equals what
+        `encode` gives with that exit layer (used by the layer sweep).
+        """
+        counts = [self.layers_to_run(layer) for layer in exit_layers]
+        layouts = self.layouts(texts, kind)
+        out = np.zeros((len(counts), len(texts), self.dimension), dtype=np.float32)
+        lengths = [len(layout.ids) for layout in layouts]
+        batches = token_budget_batches(lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size)
+        show = len(batches) > 1 if show_progress is None else show_progress
+        with tqdm(total=len(texts), desc=f"encode {kind}s", unit="text", disable=not show) as bar:
+            for batch in batches:
+                vectors = self._forward([layouts[i] for i in batch], counts)
+                out[:, batch] = vectors.cpu().numpy()
+                bar.update(len(batch))
+        self.stats.texts += len(texts)
+        self.stats.truncated += sum(layout.truncated for layout in layouts)
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, layouts: Sequence[Layout], counts: Sequence[int]) -> torch.Tensor:
+        """One padded batch through the decoder with rewiring; pooled vectors at each requested depth."""
+        rows, width = len(layouts), max(len(layout.ids) for layout in layouts)
+        ids = torch.zeros((rows, width), dtype=torch.long)
+        weights = torch.zeros((rows, width))
+        is_placeholder = torch.zeros((rows, width), dtype=torch.bool)
+        for r, layout in enumerate(layouts):
+            row = torch.tensor(layout.ids)
+            is_placeholder[r, : len(row)] = row == PLACEHOLDER
+            ids[r, : len(row)] = row.clamp_min(0)
+            weights[r, layout.pooled] = 1.0
+        self.stats.text_tokens += int(weights.sum())
+        self.stats.sequence_tokens += sum(len(layout.ids) for layout in layouts)
+        self.stats.computed_positions += rows * width
+        ids, weights, is_placeholder = ids.to(self.device), weights.to(self.device), is_placeholder.to(self.device)
+        embeds = self.embed(ids)
+        embeds[is_placeholder] = self.placeholder
+        copies = self._copies(layouts) if self.config.method in REWIRED_METHODS else None
+        last = torch.tensor([layout.last for layout in layouts], device=self.device)
+        pooled: dict[int, torch.Tensor] = {}
+
+        def reader(count: int):
+            return lambda hidden: pooled.__setitem__(count, self._read_out(hidden, weights, last))
+
+        taps = {count - 1: reader(count) for count in set(counts)}
+        # Right padding and no attention mask: under the causal mask a real token never sees the padding
+        # after it, so results equal unpadded ones and SDPA can take its fast causal path.
+        with rewired(self.layers, self.config.window, copies, max(counts), taps):
+            try:
+                self.base(inputs_embeds=embeds, use_cache=False)
+            except EarlyExit:
+                pass
+        return torch.stack([pooled[count] for count in counts])
+
+    def _read_out(self, hidden: torch.Tensor, weights: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        if self.config.final_norm:
+            hidden = self.base.norm(hidden)
+        if self.config.method == "vanilla-last":
+            return normalise(last_pool(hidden, last))
+        return normalise(mean_pool(hidden.float(), weights))
+
+    def _copies(self, layouts: Sequence[Layout]) -> Copies:
+        """Flatten every row's PST/end/B-PST positions into index tensors for one vectorised copy."""
+        rows, pst, ends, b_rows, bpst, b_src = [], [], [], [], [], []
+        for r, layout in enumerate(layouts):
+            rows += [r] * len(layout.pst)
+            pst += layout.pst
+            ends += layout.ends
+            b_rows += [r] * len(layout.bpst)
+            bpst += layout.bpst
+            b_src += layout.pst[: len(layout.bpst)]
+
+        def tensor(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long, device=self.device)
+
+        return Copies(tensor(rows), tensor(pst), tensor(ends), tensor(b_rows), tensor(bpst), tensor(b_src))

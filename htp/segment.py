@@ -1,0 +1,105 @@
+"""Sentence segmentation with spaCy and grouping of a text's tokens into HTP blocks."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+import spacy
+from spacy.language import Language
+
+
+def load_spacy(name: str) -> Language:
+    """`sentencizer` is the rule-based splitter (no download); any other name is an installed spaCy pipeline."""
+    if name == "sentencizer":
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer")
+    else:
+        try:
+            nlp = spacy.load(name, exclude=["ner", "lemmatizer", "textcat"])
+        except OSError as err:
+            raise ValueError(
+                f"spaCy pipeline {name!r} is not installed: install it as a package, or use encoder.spacy_model: sentencizer"
+            ) from err
+    nlp.max_length = 10_000_000
+    return nlp
+
+
+class Segmenter:
+    """Splits texts into sentence character spans, in batches through `nlp.pipe`."""
+
+    def __init__(self, spacy_model: str = "sentencizer", batch_size: int = 64) -> None:
+        self.nlp = load_spacy(spacy_model)
+        self.batch_size = batch_size
+
+    def sentence_starts(self, texts: Sequence[str]) -> list[list[int]]:
+        """For each text, the character offsets where its sentences start (sorted, first is 0)."""
+        out = []
+        for doc in self.nlp.pipe(texts, batch_size=self.batch_size):
+            starts = sorted({sent.start_char for sent in doc.sents} | {0})
+            out.append(starts)
+        return out
+
+
+def token_sentence_ids(offsets: Sequence[tuple[int, int]], sentence_starts: Sequence[int]) -> list[int]:
+    """Which sentence each token belongs to, by the character where the token's text starts.
+
+    A token that spans a sentence boundary (e.g. " The" with its leading space) belongs to the sentence
+    its last character is in, so leading whitespace never makes a one-token block of its own.
+    """
+    ids = []
+    for start, end in offsets:
+        anchor = max(start, end - 1)
+        ids.append(max(0, bisect.bisect_right(sentence_starts, anchor) - 1))
+    return ids
+
+
+def sentence_blocks(sentence_ids: Sequence[int], per_block: int) -> list[tuple[int, int]]:
+    """Group runs of tokens of K consecutive sentences into [start, stop) token ranges."""
+    blocks: list[tuple[int, int]] = []
+    seen_sentences = 0
+    current = None
+    start = 0
+    for i, sid in enumerate(sentence_ids):
+        if sid != current:
+            if current is not None:
+                seen_sentences += 1
+                if seen_sentences % per_block == 0:
+                    blocks.append((start, i))
+                    start = i
+            current = sid
+    if sentence_ids:
+        blocks.append((start, len(sentence_ids)))
+    return blocks
+
+
+def token_blocks(n_tokens: int, interval: int) -> list[tuple[int, int]]:
+    """Fixed-size token intervals (the paper's ablation of sentence blocks)."""
+    return [(s, min(s + interval, n_tokens)) for s in range(0, n_tokens, interval)]
+
+
+def adaptive_per_block(n_sentences: int, per_block: int, max_blocks: int) -> int:
+    """Adaptive K: the smallest K >= the configured one that keeps the block count <= max_blocks.
+
+    K = max(K0, ceil(n_sentences / max_blocks)); short texts keep K0, long ones get coarser blocks.
+    """
+    return max(per_block, math.ceil(n_sentences / max_blocks))
+
+
+def make_blocks(
+    offsets: Sequence[tuple[int, int]],
+    sentence_starts: Sequence[int],
+    mode: str,
+    per_block: int,
+    interval: int,
+    max_blocks: int,
+) -> list[tuple[int, int]]:
+    """Token ranges of a text's blocks for a block mode: sentences, tokens or adaptive."""
+    if mode == "tokens":
+        return token_blocks(len(offsets), interval)
+    sentence_ids = token_sentence_ids(offsets, sentence_starts)
+    if mode == "adaptive":
+        n_sentences = len(set(sentence_ids))
+        per_block = adaptive_per_block(n_sentences, per_block, max_blocks)
+    return sentence_blocks(sentence_ids, per_block)
