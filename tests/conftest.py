@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny tokenizer trained on the fly and tiny random Llama / Gemma decoders (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+from htp import EncoderConfig, HTPEncoder
+
+CORPUS = [
+    "The cat sat on the mat. It was a sunny day in the park.",
+    "Stock markets fell sharply on Tuesday after the report. Investors were worried.",
+    "A library stores books, journals and records. Librarians index them by subject.",
+    "Proteins fold into shapes that decide their function! Why does misfolding matter?",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with a few hundred tokens, trained in milliseconds."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_llama(vocab: int) -> LlamaModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    return LlamaModel(config).eval()
+
+
+def tiny_gemma(vocab: int) -> GemmaForCausalLM:
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=2048)
+    return GemmaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session", params=["llama", "gemma"])
+def tiny_model(request, tiny_tokenizer):
+    """Each tiny decoder family in turn."""
+    build = tiny_llama if request.param == "llama" else tiny_gemma
+    return build(len(tiny_tokenizer))
+
+
+@pytest.fixture
+def make_encoder(tiny_model, tiny_tokenizer):
+    """Build an HTPEncoder over the tiny model with config overrides."""
+
+    def make(**overrides) -> HTPEncoder:
+        settings = dict(model="tiny", method="htp", exit_layer=-2, window=(1, 4), max_length=256, batch_tokens=4096)
+        settings.update(overrides)
+        return HTPEncoder(EncoderConfig(**settings), model=tiny_model, tokenizer=tiny_tokenizer)
+
+    return make

@@ -1,0 +1,164 @@
+"""The hooked fast path against an explicit layer-by-layer reference, batching invariance, copies, pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from htp.layout import PLACEHOLDER
+from htp.rewire import _output_hidden
+
+TEXTS = [
+    "The cat sat on the mat. It was a sunny day.",
+    "Stock markets fell. Investors were worried! Why did it happen?",
+    "A library stores books.",
+]
+LONG = " ".join(["Librarians index journals and records by subject. The park was sunny."] * 12)
+
+
+def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarray:
+    """Explicit loop over decoder layers, copies applied by hand one block at a time, causal mask built here."""
+    layout = encoder.layouts([text], kind)[0]
+    base = encoder.base
+    ids = torch.tensor([[max(i, 0) for i in layout.ids]])
+    with torch.no_grad():
+        h = base.get_input_embeddings()(ids).clone()
+        for position in layout.placeholders:
+            h[0, position] = encoder.placeholder
+        length = h.shape[1]
+        positions = torch.arange(length)[None]
+        mask = torch.full((length, length), float("-inf")).triu(1)[None, None]
+        rotary = base.rotary_emb(h, positions)
+        start, stop = encoder.config.window
+        for index in range(encoder.exit_layer):
+            if encoder.config.method in ("tp", "htp") and start <= index < stop:
+                for pst, end in zip(layout.pst, layout.ends):
+                    h[0, pst] = h[0, end]
+                for bpst, pst in zip(layout.bpst, layout.pst):
+                    h[0, bpst] = h[0, pst]
+            out = base.layers[index](h, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+            h = _output_hidden(out)
+        if encoder.config.final_norm:
+            h = base.norm(h)
+        if encoder.config.method == "vanilla-last":
+            vector = h[0, layout.last]
+        else:
+            vector = h[0, layout.pooled].mean(dim=0)
+    return torch.nn.functional.normalize(vector.float(), dim=-1).numpy()
+
+
+@pytest.mark.parametrize("method", ["vanilla-last", "vanilla-mean", "echo", "tp", "htp"])
+def test_fast_path_equals_reference_loop(make_encoder, method):
+    encoder = make_encoder(method=method)
+    fast = encoder.encode(TEXTS)
+    for text, vector in zip(TEXTS, fast):
+        assert np.abs(reference_embedding(encoder, text) - vector).max() < 1e-5
+
+
+@pytest.mark.parametrize("overrides", [dict(final_norm=True), dict(sentences_per_block=2), dict(block_mode="tokens", block_tokens=5),
+                                       dict(query_prompt="Retrieve relevant document. Text:")])
+def test_fast_path_equals_reference_with_options(make_encoder, overrides):
+    encoder = make_encoder(**overrides)
+    fast = encoder.encode(TEXTS, kind="query")
+    for text, vector in zip(TEXTS, fast):
+        assert np.abs(reference_embedding(encoder, text, kind="query") - vector).max() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["vanilla-mean", "echo", "tp", "htp"])
+def test_alone_equals_batched_beside_longer_texts(make_encoder, method):
+    encoder = make_encoder(method=method)
+    alone = encoder.encode([TEXTS[2]])
+    batched = encoder.encode([LONG, TEXTS[2], LONG + " More.", TEXTS[0]])
+    assert np.abs(alone[0] - batched[1]).max() < 1e-5
+
+
+def test_placeholders_hold_block_end_state_at_every_window_layer(make_encoder):
+    encoder = make_encoder(window=(1, 4), exit_layer=-1)
+    layout = encoder.layouts([TEXTS[1]])[0]
+    assert len(layout.pst) == 3
+    seen = []
+
+    def capture(_module, args):
+        seen.append(args[0][0].clone())
+
+    # input_layernorm is the first thing each layer runs, after the layer's own pre-hooks (the copies).
+    handles = [encoder.layers[i].input_layernorm.register_forward_pre_hook(capture) for i in range(encoder.n_layers)]
+    try:
+        encoder.encode([TEXTS[1]])
+    finally:
+        for handle in handles:
+            handle.remove()
+    for index, h in enumerate(seen):
+        in_window = 1 <= index < 4
+        for pst, end, bpst in zip(layout.pst, layout.ends, layout.bpst):
+            assert torch.equal(h[pst], h[end]) == in_window
+            assert torch.equal(h[bpst], h[end]) == in_window
+
+
+def test_placeholders_never_enter_the_pooled_mean(make_encoder):
+    encoder = make_encoder(exit_layer=-1)
+    layout = encoder.layouts([TEXTS[0]])[0]
+    assert not set(layout.pooled) & set(layout.placeholders)
+    assert layout.ids[0] == encoder.bos_id and 0 not in layout.pooled
+    exits = []
+    handle = encoder.layers[-1].register_forward_hook(lambda _m, _a, out: exits.append(_output_hidden(out)[0].clone()))
+    try:
+        vector = encoder.encode([TEXTS[0]])[0]
+    finally:
+        handle.remove()
+    hidden = exits[0]
+    text_only = torch.nn.functional.normalize(hidden[layout.pooled].mean(0), dim=-1).numpy()
+    with_placeholders = torch.nn.functional.normalize(hidden[layout.pooled + layout.placeholders].mean(0), dim=-1).numpy()
+    assert np.abs(vector - text_only).max() < 1e-6
+    assert np.abs(vector - with_placeholders).max() > 1e-4
+
+
+def test_literal_marker_strings_make_no_placeholders(make_encoder):
+    encoder = make_encoder()
+    text = "The <PST> cat. Sat on the <B-PST> mat."
+    layout = encoder.layouts([text])[0]
+    assert layout.ids.count(PLACEHOLDER) == 2 * len(layout.pst) == 4
+    text_ids = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert [layout.ids[p] for p in layout.pooled] == text_ids
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t "])
+def test_empty_text_is_a_clear_error(make_encoder, bad):
+    encoder = make_encoder()
+    with pytest.raises(ValueError, match="text 1 is empty or whitespace-only"):
+        encoder.encode(["fine text.", bad])
+
+
+def test_truncation_is_counted_and_bounded(make_encoder):
+    encoder = make_encoder(max_length=40)
+    vectors = encoder.encode([LONG, TEXTS[2]])
+    assert vectors.shape == (2, encoder.dimension)
+    assert encoder.stats.truncated == 1
+    assert max(len(layout.ids) for layout in encoder.layouts([LONG])) <= 40
+
+
+def test_vectors_are_unit_float32_and_in_input_order(make_encoder):
+    encoder = make_encoder(batch_tokens=64, max_batch_size=2)
+    texts = [LONG, TEXTS[0], TEXTS[1], TEXTS[2]]
+    vectors = encoder.encode(texts)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    for text, vector in zip(texts, vectors):
+        assert np.abs(encoder.encode([text])[0] - vector).max() < 1e-5
+
+
+def test_encode_layers_matches_encode_at_each_exit(make_encoder):
+    encoder = make_encoder(exit_layer=3)
+    many = encoder.encode_layers(TEXTS, [2, 3, -1])
+    assert np.abs(many[1] - encoder.encode(TEXTS)).max() < 1e-6
+    assert np.abs(many[2] - make_encoder(exit_layer=-1).encode(TEXTS)).max() < 1e-6
+
+
+def test_bad_settings_are_refused(make_encoder):
+    with pytest.raises(ValueError, match="exit layer 9"):
+        make_encoder(exit_layer=9)
+    with pytest.raises(ValueError, match="method"):
+        make_encoder(method="mean")
+    with pytest.raises(ValueError, match="kind"):
+        make_encoder().encode(["x y"], kind="passage")

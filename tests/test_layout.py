@@ -1,0 +1,87 @@
+"""Property-based checks of token layouts and unit checks of block grouping."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from htp.layout import PLACEHOLDER, build_layout
+from htp.segment import Segmenter, adaptive_per_block, make_blocks, sentence_blocks, token_blocks
+
+BOS = 7
+block_sizes = st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=12)
+
+
+def blocks_of(sizes: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
+    ids, blocks, start = [], [], 0
+    for size in sizes:
+        ids += list(range(100 + start, 100 + start + size))
+        blocks.append((start, start + size))
+        start += size
+    return ids, blocks
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=block_sizes, max_length=st.integers(min_value=8, max_value=200),
+       prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
+       method=st.sampled_from(["vanilla-mean", "vanilla-last", "echo", "tp", "htp"]))
+def test_layout_invariants(sizes, max_length, prompt, method):
+    ids, blocks = blocks_of(sizes)
+    layout = build_layout(method, ids, blocks, BOS, prompt, max_length)
+    n = len(layout.ids)
+    assert n <= max_length
+    assert layout.ids[0] == BOS and 0 not in layout.pooled
+    assert all(0 <= p < n for p in layout.pooled + layout.placeholders + layout.ends + [layout.last])
+    assert not set(layout.pooled) & set(layout.placeholders)
+    assert all(layout.ids[p] == PLACEHOLDER for p in layout.placeholders)
+    assert layout.ids.count(PLACEHOLDER) == len(layout.placeholders)
+    assert layout.truncated == (len(layout.pooled) < len(ids))
+    for position in range(1, 1 + len(prompt)):
+        assert position not in layout.pooled
+    if method == "htp":
+        assert len(layout.bpst) == len(layout.pst)
+        assert max(layout.bpst) < min(layout.pst)
+        bounds = layout.pst[1:] + [n]
+        for pst, end, nxt in zip(layout.pst, layout.ends, bounds):
+            assert pst < end < nxt  # each PST precedes its block, whose last token is the copy source
+            assert all(layout.ids[p] != PLACEHOLDER for p in range(pst + 1, end + 1))
+    if method in ("tp", "htp"):
+        kept = [layout.ids[p] for p in layout.pooled]
+        assert kept == ids[: len(kept)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=block_sizes, max_length=st.integers(min_value=8, max_value=120))
+def test_htp_truncation_drops_whole_trailing_blocks_first(sizes, max_length):
+    ids, blocks = blocks_of(sizes)
+    layout = build_layout("htp", ids, blocks, BOS, [], max_length)
+    survivors = [end - pst for pst, end in zip(layout.pst, layout.ends)]
+    assert survivors[:-1] == sizes[: len(survivors) - 1]
+    assert 1 <= survivors[-1] <= sizes[len(survivors) - 1]
+
+
+def test_sentence_blocks_group_k_sentences():
+    sentence_ids = [0, 0, 1, 1, 1, 2, 3, 3]
+    assert sentence_blocks(sentence_ids, 1) == [(0, 2), (2, 5), (5, 6), (6, 8)]
+    assert sentence_blocks(sentence_ids, 2) == [(0, 5), (5, 8)]
+    assert sentence_blocks(sentence_ids, 9) == [(0, 8)]
+    assert token_blocks(7, 3) == [(0, 3), (3, 6), (6, 7)]
+
+
+def test_adaptive_k_caps_the_block_count():
+    assert adaptive_per_block(10, 1, 64) == 1
+    assert adaptive_per_block(200, 1, 64) == 4
+    starts = list(range(0, 400, 4))  # 100 sentences of 4 characters, one token each
+    offsets = [(i, i + 4) for i in range(0, 400, 4)]
+    assert len(make_blocks(offsets, starts, "adaptive", 1, 32, 10)) == 10
+    assert len(make_blocks(offsets, starts, "sentences", 1, 32, 10)) == 100
+
+
+def test_spacy_sentencizer_and_token_mapping(tiny_tokenizer):
+    text = "The cat sat. Stock markets fell! Why?"
+    starts = Segmenter("sentencizer").sentence_starts([text])[0]
+    assert starts == [0, 13, 33]
+    encoded = tiny_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    blocks = make_blocks(encoded["offset_mapping"], starts, "sentences", 1, 32, 64)
+    pieces = [tiny_tokenizer.decode(encoded["input_ids"][a:b]).strip() for a, b in blocks]
+    assert pieces == ["The cat sat.", "Stock markets fell!", "Why?"]
