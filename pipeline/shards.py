@@ -1,0 +1,148 @@
+"""Embeddings on disk as Parquet shards, each written atomically, so a killed build resumes where it stopped.
+
+Shard i holds the documents [i * shard_size, (i + 1) * shard_size) of the input order; only the last may be short.
+A resumed build therefore starts at the number of documents in the completed shards, after checking that their
+ids are the input's ids at those positions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META = "meta.json"
+PATTERN = "shard-*.parquet"
+TEMP_SUFFIX = ".tmp"
+
+
+class ShardError(ValueError):
+    """The shard folder does not fit this build (other settings, other input, or damaged)."""
+
+
+def shard_name(index: int) -> str:
+    """File name of shard `index`."""
+    return f"shard-{index:05d}.parquet"
+
+
+class ShardWriter:
+    """Writes numbered shards into one folder, recording dim, shard_size and the caller's config hash in meta.json."""
+
+    def __init__(self, folder: Path, *, shard_size: int, config_hash: str, dim: int | None = None) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.folder = Path(folder)
+        self.shard_size = shard_size
+        self.config_hash = config_hash
+        self.dim = dim
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_path = self.folder / META
+        if meta_path.exists():
+            self._check_meta(json.loads(meta_path.read_text()))
+        else:
+            self._write_meta()
+        shards = self.completed()
+        self._shards = len(shards)
+        self._count = sum(pq.read_metadata(path).num_rows for path in shards)
+
+    def completed(self) -> list[Path]:
+        """Completed shard files in order; leftovers of interrupted writes are deleted."""
+        for temp in self.folder.glob(f"*{TEMP_SUFFIX}"):
+            temp.unlink()
+        return _completed(self.folder)
+
+    def resume_offset(self, ids: Sequence[str]) -> int:
+        """How many input documents the completed shards already hold, after checking they match the input order."""
+        offset = 0
+        shards = self.completed()
+        for number, path in enumerate(shards):
+            stored = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+            short = len(stored) != self.shard_size and number != len(shards) - 1
+            if short or list(ids[offset:offset + len(stored)]) != stored:
+                raise ShardError(
+                    f"input changed since the interrupted build: {path} does not hold the input's documents "
+                    f"{offset}..{offset + len(stored) - 1}; delete {self.folder} or use a new out dir"
+                )
+            offset += len(stored)
+        return offset
+
+    def write(self, ids: Sequence[str], vectors: np.ndarray) -> Path:
+        """Write the next shard atomically (temp file, fsync, rename); returns its path."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(ids) or len(ids) == 0:
+            raise ValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
+                             f"{vectors.shape}")
+        if len(ids) > self.shard_size:
+            raise ValueError(f"a shard holds at most {self.shard_size} documents, got {len(ids)}")
+        if self._count != self._shards * self.shard_size:
+            raise ShardError(f"the last shard in {self.folder} is short, so the input ended there; nothing can follow it")
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+            self._write_meta()
+        if vectors.shape[1] != self.dim:
+            raise ShardError(f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}")
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
+        path = self.folder / shard_name(self._shards)
+        _write_atomically(path, lambda f: pq.write_table(table, f))
+        self._shards += 1
+        self._count += len(ids)
+        return path
+
+    def _check_meta(self, meta: dict) -> None:
+        """Refuse a folder written with another config hash, shard size or dimension."""
+        if meta.get("config_hash") != self.config_hash:
+            raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
+                             f"this build {self.config_hash}); delete it or use a new out dir")
+        if meta.get("shard_size") != self.shard_size:
+            raise ShardError(f"{self.folder} was written with shard_size {meta.get('shard_size')}, this build uses "
+                             f"{self.shard_size}; use the same shard_size to resume, or delete the folder")
+        stored_dim = meta.get("dim")
+        if stored_dim is not None and self.dim is not None and stored_dim != self.dim:
+            raise ShardError(f"{self.folder} holds {stored_dim}-dimensional vectors, this build makes {self.dim}")
+        self.dim = self.dim if stored_dim is None else stored_dim
+
+    def _write_meta(self) -> None:
+        """meta.json, written atomically like the shards."""
+        meta = {"dim": self.dim, "shard_size": self.shard_size, "config_hash": self.config_hash}
+        _write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+
+def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, float32 vectors [n, dim]) per completed shard, in order; temp files of a running writer are skipped."""
+    for path in _completed(Path(folder)):
+        table = pq.read_table(path)
+        column = table.column("embedding").combine_chunks()
+        dim = column.type.list_size
+        yield table.column("id").to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
+
+
+def _completed(folder: Path) -> list[Path]:
+    """Shard files in order, refusing a gap in the numbering (a shard deleted by hand)."""
+    shards = sorted(folder.glob(PATTERN))
+    for number, path in enumerate(shards):
+        if path.name != shard_name(number):
+            raise ShardError(f"{folder} lacks {shard_name(number)} but has {path.name}; delete the folder and build again")
+    return shards
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write via a temp file in the same folder, fsync it, rename over `path`, and fsync the folder."""
+    temp = path.with_name(path.name + TEMP_SUFFIX)
+    with temp.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
