@@ -1,0 +1,122 @@
+"""The whole configuration (config.yaml) as dataclasses; unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from htp import EncoderConfig
+
+SEARCH_MODES = ("dense", "bm25", "hybrid")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Field names of the input records."""
+
+    id_field: str = "_id"
+    title_field: str | None = "title"
+    text_field: str = "text"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the FAISS (and BM25) index is built."""
+
+    factory: str = "auto"
+    memory_budget_mb: int = 4096
+    shard_size: int = 512
+    train_sample: int = 100_000
+    center: bool = True
+    bm25: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.memory_budget_mb < 1 or self.train_sample < 1:
+            raise ValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How queries are answered: dense, BM25 or both fused by reciprocal rank."""
+
+    mode: str = "hybrid"
+    k: int = 10
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    candidates: int = 100
+    nprobe: int = 16
+    ef_search: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in SEARCH_MODES:
+            raise ValueError(f"search.mode {self.mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        if self.k < 1 or self.candidates < 1:
+            raise ValueError("search.k and search.candidates must be >= 1")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Default input and output locations, relative to the working directory."""
+
+    input: str = "data/sample/corpus.jsonl"
+    index_dir: str = "out/sample-index"
+
+
+@dataclass(frozen=True)
+class Config:
+    """config.yaml: encoder, data fields, index, search, paths."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+        """Build from a parsed YAML mapping, refusing unknown sections and keys by name."""
+        raw = raw or {}
+        sections = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config sections: {', '.join(unknown)} (known: {', '.join(sections)})")
+        built = {}
+        for name, factory in sections.items():
+            section = raw.get(name) or {}
+            if not isinstance(section, dict):
+                raise ValueError(f"config section {name!r} must be a mapping")
+            kind = type(factory())
+            if kind is EncoderConfig:
+                built[name] = EncoderConfig.from_dict(section)
+                continue
+            known = {f.name for f in fields(kind)}
+            bad = sorted(set(section) - known)
+            if bad:
+                raise ValueError(f"unknown keys in {name}: {', '.join(bad)} (known: {', '.join(sorted(known))})")
+            built[name] = kind(**section)
+        return cls(**built)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        """Read a YAML file; `None` gives the built-in defaults."""
+        if path is None:
+            return cls()
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(yaml.safe_load(f))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping (the encoder section as EncoderConfig.to_dict gives it)."""
+        out = asdict(self)
+        out["encoder"] = self.encoder.to_dict()
+        return out
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """Short stable hash of a mapping, used to key shards and to check a query encoder against its index."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,32 @@
+"""config.yaml and its dataclasses agree; bad keys and values are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_yaml_is_the_built_in_default_and_lists_every_key():
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert Config.from_dict(raw) == Config()
+    assert raw == Config().to_dict()
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"encoder": {"metod": "htp"}}, "unknown encoder keys: metod"),
+    ({"index": {"factroy": "Flat"}}, "unknown keys in index: factroy"),
+    ({"serach": {}}, "unknown config sections: serach"),
+    ({"encoder": {"method": "mean"}}, "encoder.method 'mean'"),
+    ({"encoder": {"window": [5, 2]}}, "encoder.window"),
+    ({"search": {"mode": "fuzzy"}}, "search.mode 'fuzzy'"),
+    ({"index": {"shard_size": 0}}, "shard_size"),
+])
+def test_bad_configs_are_refused_by_name(raw, message):
+    with pytest.raises(ValueError, match=message):
+        Config.from_dict(raw)
