@@ -61,3 +61,17 @@ def make_encoder(tiny_model, tiny_tokenizer):
         return HTPEncoder(EncoderConfig(**settings), model=tiny_model, tokenizer=tiny_tokenizer)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny Llama saved as a local Hugging Face folder, so configs and subprocesses can name it."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    from transformers import LlamaForCausalLM
+
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,148 @@
+"""`htp build`: load -> segment + encode -> write shards -> index, resumable and streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from htp import HTPEncoder
+from htp.encoder import resolve_config
+from indexes.factory import resolve_factory
+from indexes.faiss_index import build_faiss
+from indexes.lexical import build_bm25
+from indexes.store import Manifest, write_version
+from pipeline.config import Config, config_hash
+from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
+from pipeline.records import full_text
+from pipeline.shards import ShardWriter, read_shards
+from pipeline.vectors import prepare, streamed_mean
+from pipeline.versions import package_versions
+
+
+@dataclass
+class BuildSummary:
+    """What a build did, for the CLI's closing line and for tests."""
+
+    documents: int
+    skipped_empty: int
+    encoded: int
+    resumed: int
+    truncated: int
+    factory: str
+    version_dir: Path
+    shard_dir: Path
+    seconds: float
+
+
+def encoder_key(config: Config) -> str:
+    """Hash of the resolved encoder settings that change vectors (runtime knobs such as device excluded)."""
+    return config_hash(vector_settings(config))
+
+
+RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "cache_dir")
+
+
+def vector_settings(config: Config) -> dict:
+    """The encoder settings a query must share with its index: everything but runtime knobs."""
+    resolved = resolve_config(config.encoder).to_dict()
+    return {key: value for key, value in resolved.items() if key not in RUNTIME_KEYS}
+
+
+def content_key(dataset) -> str:
+    """Hash of every id, title and text in order: shards are reused only for exactly the same documents."""
+    digest = hashlib.sha256()
+    for batch in iter_batches(dataset, 4096):
+        for row in zip(batch["id"], batch["title"], batch["text"]):
+            digest.update(json.dumps(row).encode())
+    return digest.hexdigest()[:16]
+
+
+def _field_names(config: Config) -> FieldNames:
+    return FieldNames(id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field)
+
+
+def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encoder: HTPEncoder | None = None) -> tuple[int, int, int]:
+    """Stage 2+3: encode documents shard by shard, each shard written atomically; resume after a crash.
+
+    Returns (newly encoded, resumed from completed shards, truncated).
+    """
+    dataset = loaded.dataset
+    writer = ShardWriter(shard_dir, shard_size=config.index.shard_size, config_hash=encoder_key(config))
+    start = writer.resume_offset(dataset["id"])
+    remaining = len(dataset) - start
+    truncated = 0
+    if remaining:
+        encoder = encoder or HTPEncoder(config.encoder)
+        before = encoder.stats.truncated
+        with tqdm(total=len(dataset), initial=start, desc="encode", unit="doc") as bar:
+            for batch in iter_batches(dataset, config.index.shard_size, start):
+                texts = [full_text(title, text) for title, text in zip(batch["title"], batch["text"])]
+                writer.write(batch["id"], encoder.encode(texts, kind="document", show_progress=False))
+                bar.update(len(texts))
+        truncated = encoder.stats.truncated - before
+    return remaining, start, truncated
+
+
+def _train_sample(shard_dir: Path, count: int, limit: int, center: np.ndarray | None, seed: int = 0) -> np.ndarray:
+    """A uniform random sample of at most `limit` prepared vectors, read shard by shard."""
+    keep = np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
+    picked, offset = [], 0
+    for _, vectors in read_shards(shard_dir):
+        rows = keep[(keep >= offset) & (keep < offset + len(vectors))] - offset
+        picked.append(prepare(vectors[rows], center))
+        offset += len(vectors)
+    return np.concatenate(picked)
+
+
+def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path) -> tuple[str, Path]:
+    """Stage 4: centre, train, add shard by shard, and write the version (index, ids, docs, BM25, manifest)."""
+    ids = [i for shard_ids, _ in read_shards(shard_dir) for i in shard_ids]
+    if ids != loaded.dataset["id"]:
+        raise RuntimeError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
+    first = next(read_shards(shard_dir))[1]
+    dim = first.shape[1]
+    center = streamed_mean(v for _, v in read_shards(shard_dir)) if config.index.center else None
+    factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
+    train = _train_sample(shard_dir, len(ids), config.index.train_sample, center)
+    batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
+    index = build_faiss(factory, dim, batches, train)
+    bm25 = None
+    if config.index.bm25:
+        data = loaded.dataset
+        bm25 = build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
+    encoder = resolve_config(config.encoder)
+    manifest = Manifest(
+        model=encoder.model, method=encoder.method, exit_layer=encoder.exit_layer, window=list(encoder.window or []),
+        dimension=dim, metric="inner_product", count=len(ids), factory=factory, config_hash=encoder_key(config),
+        encoder=vector_settings(config), package_versions=package_versions(), checksums={}, created="",
+        bm25=bm25 is not None, centered=center is not None,
+    )
+    docs = loaded.dataset.data.table.select(["id", "title", "text"])
+    version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center)
+    return factory, version
+
+
+def build(config: Config, input_path: Path | None = None, index_dir: Path | None = None, encoder: HTPEncoder | None = None) -> BuildSummary:
+    """Run every stage; a killed build run again resumes from its completed shards."""
+    began = time.perf_counter()
+    input_path = Path(input_path or config.paths.input)
+    index_dir = Path(index_dir or config.paths.index_dir)
+    loaded = load_documents(input_path, _field_names(config))
+    print(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
+    if len(loaded.dataset) == 0:
+        raise ValueError(f"{input_path} holds no non-empty documents: nothing to index")
+    shard_dir = index_dir / "shards" / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
+    encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, encoder)
+    print(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
+          f"{config.encoder.max_length} tokens")
+    factory, version = index_shards(loaded, config, shard_dir, index_dir)
+    seconds = time.perf_counter() - began
+    print(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
+    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version, shard_dir, seconds)

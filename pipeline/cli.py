@@ -1,0 +1,126 @@
+"""The `htp` command: build, query, info, eval, synth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from pipeline.config import SEARCH_MODES, Config
+
+
+def _config(path: str | None) -> Config:
+    return Config.load(path)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from pipeline.build import build
+
+    config = _config(args.config)
+    if args.factory:
+        config = replace(config, index=replace(config.index, factory=args.factory))
+    build(config, args.input and Path(args.input), args.out and Path(args.out))
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from pipeline.search import Searcher
+
+    config = _config(args.config) if args.config else None
+    index_dir = Path(args.index_dir or (config or Config()).paths.index_dir)
+    searcher = Searcher(index_dir, config)
+    hits = searcher.search(args.question, args.k, args.mode)
+    if args.json:
+        print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        return
+    print(f"{'rank':>4}  {'score':>7}  {'id':<28} title / snippet")
+    for hit in hits:
+        print(f"{hit.rank:>4}  {hit.score:>7.4f}  {hit.id:<28} {hit.title}")
+        print(f"{'':>43}{hit.snippet}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from indexes.store import open_index
+
+    index = open_index(Path(args.index_dir))
+    print(json.dumps(asdict(index.manifest), indent=2, ensure_ascii=False))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from pipeline.evaluate import EvalRequest, run_eval
+
+    request = EvalRequest(
+        dataset=Path(args.dataset), methods=args.methods.split(","), out=Path(args.out), split=args.split,
+        modes=args.modes.split(","), factory=args.index_factory, sample_queries=args.sample_queries, seed=args.seed,
+        ignore_identical_ids=args.ignore_identical_ids,
+    )
+    run_eval(_config(args.config), request)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from pipeline.synthetic import main as synth_main
+
+    synth_main(args.rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Arguments of every subcommand."""
+    top = argparse.ArgumentParser(prog="htp", description="HTP embeddings, FAISS indexes, search and evaluation")
+    top.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build an index from documents")
+    p.add_argument("--config", default="config.yaml", help="configuration file (default: config.yaml)")
+    p.add_argument("--input", help="documents: jsonl/json/parquet/csv/arrow file, save_to_disk or BEIR folder")
+    p.add_argument("--out", help="index folder (default: paths.index_dir)")
+    p.add_argument("--factory", help="override index.factory (e.g. Flat, HNSW32, IVF256,PQ48, auto)")
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("query", help="search an index")
+    p.add_argument("index_dir", nargs="?", help="index folder (default: paths.index_dir)")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=None, help="hits to return (default: search.k)")
+    p.add_argument("--mode", choices=SEARCH_MODES, help="dense, bm25 or hybrid (default: search.mode)")
+    p.add_argument("--config", help="check this configuration's encoder against the index and use its search settings")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.set_defaults(run=cmd_query)
+
+    p = sub.add_parser("info", help="print an index's manifest")
+    p.add_argument("index_dir")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("eval", help="evaluate methods on a BEIR-format dataset")
+    p.add_argument("--dataset", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--methods", default="vanilla-last,vanilla-mean,echo,tp,htp")
+    p.add_argument("--modes", default="dense", help="comma list of dense, bm25, hybrid")
+    p.add_argument("--index-factory", default="Flat")
+    p.add_argument("--split", default="test")
+    p.add_argument("--sample-queries", type=int, default=None, help="evaluate on a random sample of judged queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ignore-identical-ids", action="store_true", help="drop a hit whose id equals its query's id")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--out", default="runs/eval", help="folder for indexes, results.json, results.md and plot.png")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("synth", help="generate needle/passkey long-document tasks (see `htp synth -- --help`)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=cmd_synth)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `htp` console script; errors print one line, not a traceback."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"htp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

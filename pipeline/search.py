@@ -1,0 +1,97 @@
+"""`htp query`: encode queries with the index's own encoder, search dense / BM25 / hybrid, return ranked hits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from htp import EncoderConfig, HTPEncoder
+from indexes.store import OpenIndex, open_index
+from pipeline.build import vector_settings
+from pipeline.config import Config, SearchConfig
+from pipeline.fusion import rrf
+from pipeline.vectors import prepare
+
+
+class EncoderMismatchError(ValueError):
+    """The configuration asked for an encoder other than the one the index was built with."""
+
+
+@dataclass
+class Hit:
+    """One ranked result."""
+
+    rank: int
+    id: str
+    score: float
+    title: str
+    snippet: str
+
+
+def check_encoder(config: Config, index: OpenIndex) -> None:
+    """Refuse a configuration whose vector settings differ from the index's, naming each difference."""
+    wanted, built = vector_settings(config), index.manifest.encoder
+    diffs = [f"{key}: index has {built.get(key)!r}, config has {wanted.get(key)!r}"
+             for key in sorted(set(wanted) | set(built)) if wanted.get(key) != built.get(key)]
+    if diffs:
+        raise EncoderMismatchError(
+            f"the index at {index.path} was built with another encoder; its vectors cannot be compared with these "
+            "queries. Rebuild the index with this config, or query without --config to use the index's own "
+            "encoder. Differences: " + "; ".join(diffs)
+        )
+
+
+def snippet(text: str, width: int = 160) -> str:
+    """The first `width` characters on one line, cut at a word."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width].rsplit(" ", 1)[0] + " ..."
+
+
+class Searcher:
+    """A read-only view of an index plus the encoder its manifest names."""
+
+    def __init__(self, index_dir: Path, config: Config | None = None, encoder: HTPEncoder | None = None) -> None:
+        self.index = open_index(Path(index_dir))
+        if config is not None:
+            check_encoder(config, self.index)
+        self.settings: SearchConfig = config.search if config else SearchConfig()
+        runtime = {} if config is None else {k: getattr(config.encoder, k) for k in ("device", "dtype", "cache_dir")}
+        self._encoder = encoder
+        self._encoder_config = EncoderConfig.from_dict({**self.index.manifest.encoder, **runtime})
+
+    @property
+    def encoder(self) -> HTPEncoder:
+        """Loaded on first dense query, so BM25-only search needs no model."""
+        if self._encoder is None:
+            self._encoder = HTPEncoder(self._encoder_config)
+        return self._encoder
+
+    def dense(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Dense ranking: queries through the index's encoder and centering, then FAISS."""
+        vectors = prepare(self.encoder.encode(queries, kind="query"), self.index.center)
+        return self.index.search(vectors, k, nprobe=self.settings.nprobe, ef_search=self.settings.ef_search)
+
+    def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
+        """(id, score) lists per query for dense, bm25, or hybrid (weighted reciprocal rank fusion)."""
+        mode = mode or self.settings.mode
+        if mode == "dense":
+            return self.dense(queries, k)
+        if mode == "bm25":
+            return self.index.search_bm25(queries, k)
+        depth = max(k, self.settings.candidates)
+        dense, lexical = self.dense(queries, depth), self.index.search_bm25(queries, depth)
+        weights = [self.settings.dense_weight, self.settings.bm25_weight]
+        return [rrf([[i for i, _ in d], [i for i, _ in b]], weights, k=self.settings.rrf_k, top=k) for d, b in zip(dense, lexical)]
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """Ranked hits with title and snippet for one query."""
+        if not query.strip():
+            raise ValueError("the query is empty: give some words to search for")
+        ranked = self.rankings([query], k or self.settings.k, mode)[0]
+        docs = {doc["id"]: doc for doc in self.index.documents([i for i, _ in ranked])}
+        return [Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"])) for rank, (i, score) in enumerate(ranked, 1)]
+
+
+def search(index_dir: Path, query: str, k: int = 10, mode: str | None = None, config: Config | None = None) -> list[Hit]:
+    """One-shot Python API: open, search, return hits."""
+    return Searcher(index_dir, config).search(query, k, mode)

@@ -1,0 +1,128 @@
+"""Build -> query through the pipeline on the tiny local model: search equals raw FAISS, mismatches refused,
+resume after SIGKILL, atomic swap under a reader, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.build import build
+from pipeline.cli import main as cli_main
+from pipeline.config import Config
+from pipeline.search import EncoderMismatchError, Searcher
+from pipeline.shards import read_shards
+from pipeline.vectors import prepare
+
+WORDS = "library catalogue subject index journal record protein market stock park cat mat sunny report".split()
+
+
+def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    with path.open("w") as f:
+        for i in range(count):
+            sentences = [" ".join(rng.choice(WORDS, size=6)).capitalize() + "." for _ in range(1 + i % 3)]
+            f.write(json.dumps({"_id": f"d{i}", "title": f"Doc {i}", "text": " ".join(sentences)}) + "\n")
+    return path
+
+
+@pytest.fixture
+def config(tiny_model_dir, tmp_path) -> Config:
+    base = Config()
+    return replace(base,
+                   encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
+                   index=replace(base.index, factory="Flat", shard_size=8),
+                   paths=replace(base.paths, index_dir=str(tmp_path / "index")))
+
+
+def test_search_equals_raw_faiss_on_the_same_vectors(config, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 30)
+    summary = build(config, corpus)
+    assert summary.documents == 30 and summary.encoded == 30
+    index_dir = Path(config.paths.index_dir)
+    ids, vectors = zip(*read_shards(summary.shard_dir))
+    ids = [i for part in ids for i in part]
+    center = np.load(summary.version_dir / "center.npy")
+    docs = prepare(np.concatenate(vectors), center)
+    raw = faiss.IndexFlatIP(docs.shape[1])
+    raw.add(docs)
+    searcher = Searcher(index_dir, config)
+    query = "library catalogue of the stock market"
+    q = prepare(searcher.encoder.encode([query], kind="query"), center)
+    scores, rows = raw.search(q, 5)
+    got = searcher.dense([query], 5)[0]
+    assert [i for i, _ in got] == [ids[r] for r in rows[0]]
+    assert np.allclose([s for _, s in got], scores[0], atol=1e-6)
+    hits = searcher.search(query, 5, mode="dense")
+    assert [h.id for h in hits] == [ids[r] for r in rows[0]] and hits[0].title.startswith("Doc")
+
+
+def test_modes_return_k_hits(config, tmp_path):
+    build(config, write_corpus(tmp_path / "corpus.jsonl", 20))
+    searcher = Searcher(Path(config.paths.index_dir), config)
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = searcher.search("protein market", 7, mode=mode)
+        assert [h.rank for h in hits] == list(range(1, 8))
+        assert len({h.id for h in hits}) == 7
+
+
+def test_mismatched_query_encoder_is_refused(config, tmp_path):
+    build(config, write_corpus(tmp_path / "corpus.jsonl", 10))
+    other = replace(config, encoder=replace(config.encoder, method="vanilla-mean"))
+    with pytest.raises(EncoderMismatchError, match="method: index has 'htp', config has 'vanilla-mean'"):
+        Searcher(Path(config.paths.index_dir), other)
+    runtime_only = replace(config, encoder=replace(config.encoder, batch_tokens=999))
+    Searcher(Path(config.paths.index_dir), runtime_only)
+
+
+def test_rebuild_swaps_atomically_while_a_reader_holds_the_old_index(config, tmp_path):
+    build(config, write_corpus(tmp_path / "a.jsonl", 12, seed=1))
+    index_dir = Path(config.paths.index_dir)
+    old = Searcher(index_dir, config)
+    before = old.search("stock park", 5, mode="dense")
+    build(config, write_corpus(tmp_path / "b.jsonl", 20, seed=2))
+    assert [h.id for h in old.search("stock park", 5, mode="dense")] == [h.id for h in before]
+    new = Searcher(index_dir, config)
+    assert new.index.manifest.count == 20 and old.index.manifest.count == 12
+
+
+def test_build_resumes_after_sigkill_with_every_document_once(config, tmp_path):
+    total = 2000
+    corpus = write_corpus(tmp_path / "corpus.jsonl", total)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    index_dir = Path(config.paths.index_dir)
+    command = [sys.executable, "-m", "pipeline.cli", "build", "--config", str(config_path), "--input", str(corpus)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(index_dir.glob("shards/*/shard-*.parquet"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(index_dir.glob("shards/*/shard-*.parquet")))
+    assert 3 <= done_before < total // 8, "the kill should land mid-build"
+    assert not (index_dir / "CURRENT").exists()
+    summary = build(config, corpus)
+    assert summary.resumed == done_before * 8 and summary.encoded == total - done_before * 8
+    ids = [i for part, _ in read_shards(summary.shard_dir) for i in part]
+    assert ids == [f"d{i}" for i in range(total)]
+    assert Searcher(index_dir, config).index.manifest.count == total
+
+
+def test_cli_reports_bad_input_in_one_line(config, tmp_path, capsys):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    missing = tmp_path / "nope.jsonl"
+    assert cli_main(["build", "--config", str(config_path), "--input", str(missing)]) == 2
+    assert "htp build: error:" in capsys.readouterr().err
+    assert cli_main(["query", str(tmp_path / "no-index"), "anything"]) == 2
+    assert "no index at" in capsys.readouterr().err
