@@ -9,6 +9,7 @@ import numpy as np
 
 EF_CONSTRUCTION = 80
 DEFAULT_NPROBE = 16
+DEFAULT_EF_SEARCH = 128
 
 
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:
@@ -41,6 +42,6 @@ def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | 
         ivf.nprobe = min(nprobe or DEFAULT_NPROBE, ivf.nlist)
     hnsw = _hnsw(index)
     if hnsw is not None:
-        hnsw.efSearch = max(ef_search or 64, k)
+        hnsw.efSearch = max(ef_search or DEFAULT_EF_SEARCH, k)
     scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, rows

@@ -51,7 +51,7 @@ class SearchConfig:
     bm25_weight: float = 1.0
     candidates: int = 100
     nprobe: int = 16
-    ef_search: int = 64
+    ef_search: int = 128
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
