@@ -1,0 +1,111 @@
+"""Encoding speed of htp against vanilla-mean on real documents, side by side in one run.
+
+Same model, same exit layer, same batch budget; runs alternate (vanilla, htp, htp, vanilla, ...) and the
+medians are reported: real-text tokens/s, their ratio, padding waste, peak RSS, and the model's achieved
+FLOP/s against a torch matmul measured in the same process.
+
+    python -m benchmarks.encode_speed --dataset ../shared/data/cisi --docs 300 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from htp import EncoderConfig, HTPEncoder
+from htp.batching import token_budget_batches
+from htp.models import load_model, pick_device
+from pipeline.records import full_text
+
+
+def matmul_flops(seconds: float = 3.0, size: int = 2048) -> float:
+    """FLOP/s of a square float32 matmul, the machine's practical peak for dense math."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    runs, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - began)
+
+
+def model_flops(encoder: HTPEncoder, layer_count: int, widths: list[tuple[int, int]]) -> float:
+    """FLOPs the decoder layers compute for batches of (rows, padded width): 2 x weights per position,
+    plus causal attention (QK^T and AV over the lower triangle)."""
+    per_layer = sum(p.numel() for p in encoder.layers[0].parameters() if p.dim() == 2)
+    heads_dim = encoder.model.config.num_attention_heads * getattr(encoder.model.config, "head_dim", encoder.dimension // encoder.model.config.num_attention_heads)
+    total = 0.0
+    for rows, width in widths:
+        total += rows * (2 * per_layer * width + 2 * heads_dim * width * (width + 1)) * layer_count
+    return total
+
+
+def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
+    """One pass: seconds, real text tokens, padding waste, and the padded batch shapes it ran."""
+    before = (encoder.stats.text_tokens, encoder.stats.sequence_tokens, encoder.stats.computed_positions)
+    layouts = encoder.layouts(texts)
+    lengths = [len(layout.ids) for layout in layouts]
+    batches = token_budget_batches(lengths, encoder.config.batch_tokens, encoder.config.max_batch_size)
+    widths = [(len(b), max(lengths[i] for i in b)) for b in batches]
+    began = time.perf_counter()
+    encoder.encode(texts, show_progress=False)
+    seconds = time.perf_counter() - began
+    text_tokens = encoder.stats.text_tokens - before[0]
+    sequence = encoder.stats.sequence_tokens - before[1]
+    computed = encoder.stats.computed_positions - before[2]
+    return {"seconds": seconds, "text_tokens": text_tokens, "tokens_per_s": text_tokens / seconds,
+            "padding_waste": 1 - sequence / computed, "flops": model_flops(encoder, encoder.exit_layer, widths)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cisi"))
+    parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--exit-layer", type=int, default=None, help="default: the model's registry default")
+    parser.add_argument("--batch-tokens", type=int, default=EncoderConfig().batch_tokens)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.json"))
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in (args.dataset / "corpus.jsonl").read_text().splitlines()[: args.docs]]
+    texts = [full_text(r.get("title"), r["text"]) for r in rows]
+    model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
+    encoders = {m: HTPEncoder(EncoderConfig(method=m, exit_layer=args.exit_layer, batch_tokens=args.batch_tokens), model, tokenizer)
+                for m in ("vanilla-mean", "htp")}
+    encoders["htp"].encode(texts[:8])  # warm-up of spaCy and kernels
+    runs: dict[str, list[dict]] = {m: [] for m in encoders}
+    for repeat in range(args.repeats):
+        order = ["vanilla-mean", "htp"] if repeat % 2 == 0 else ["htp", "vanilla-mean"]
+        for method in order:
+            runs[method].append(timed_encode(encoders[method], texts))
+            print(f"repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s", flush=True)
+    peak = matmul_flops()
+    summary = {}
+    for method, results in runs.items():
+        flops = statistics.median(r["flops"] / r["seconds"] for r in results)
+        summary[method] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
+                           "padding_waste": statistics.median(r["padding_waste"] for r in results),
+                           "achieved_flops": flops, "share_of_matmul": flops / peak}
+    summary["htp_over_vanilla"] = summary["htp"]["tokens_per_s"] / summary["vanilla-mean"]["tokens_per_s"]
+    summary["matmul_flops"] = peak
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary["setup"] = {"docs": len(texts), "repeats": args.repeats, "exit_layer": encoders["htp"].exit_layer,
+                        "batch_tokens": args.batch_tokens, "threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
+    print(f"\n| method | text tokens/s (median of {args.repeats}) | padding waste | achieved GFLOP/s | share of matmul |")
+    print("|---|---|---|---|---|")
+    for method in encoders:
+        s = summary[method]
+        print(f"| {method} | {s['tokens_per_s']:.0f} | {100 * s['padding_waste']:.1f}% | {s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |")
+    print(f"\nhtp / vanilla-mean tokens/s: {summary['htp_over_vanilla']:.3f}; matmul {peak / 1e9:.1f} GFLOP/s; "
+          f"peak RSS {summary['peak_rss_mb']:.0f} MB; {len(texts)} docs, exit layer {summary['setup']['exit_layer']}")
+
+
+if __name__ == "__main__":
+    main()
