@@ -13,6 +13,14 @@ HNSW_LINKS = 32
 MIN_TRAIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
 
 
+def ivf_lists(n_vectors: int) -> int:
+    """IVF list count ~ 4*sqrt(n) as a power of two, lowered until each list has 39 training points."""
+    nlist = 2 ** max(0, round(math.log2(4 * math.sqrt(n_vectors))))
+    while nlist > 1 and nlist * MIN_TRAIN_PER_LIST > n_vectors:
+        nlist //= 2
+    return nlist
+
+
 def choose_factory(n_vectors: int, dim: int, memory_budget_bytes: int) -> str:
     """The `auto` rule, after autofaiss: exact search while small, graph while it fits, compressed IVF beyond.
 
@@ -25,14 +33,11 @@ def choose_factory(n_vectors: int, dim: int, memory_budget_bytes: int) -> str:
         return "Flat"
     if n_vectors < HNSW_MAX and n_vectors * (dim * 4 + HNSW_LINKS * 2 * 4) <= memory_budget_bytes:
         return f"HNSW{HNSW_LINKS}"
-    nlist = 2 ** max(0, round(math.log2(4 * math.sqrt(n_vectors))))
-    while nlist > 1 and nlist * MIN_TRAIN_PER_LIST > n_vectors:
-        nlist //= 2
     fitting = [m for m in range(1, dim // 4 + 1) if dim % m == 0 and n_vectors * m <= memory_budget_bytes]
     if not fitting:
         raise ValueError(f"{n_vectors} vectors do not fit a {memory_budget_bytes / 2**20:.0f} MB budget even as "
                          "1-byte PQ codes: raise index.memory_budget_mb")
-    return f"IVF{nlist},PQ{max(fitting)}"
+    return f"IVF{ivf_lists(n_vectors)},PQ{max(fitting)}"
 
 
 def resolve_factory(spec: str, n_vectors: int, dim: int, memory_budget_bytes: int) -> str:
