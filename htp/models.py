@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import logging as transformers_logging
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _gguf_path(name: str, spec: ModelSpec) -> Path:
 def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
     """Convert a GGUF file once into safetensors + config + tokenizer under the cache; later loads read that."""
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"decoder:{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir / f"{name}-{key}"
     if (target / "config.json").is_file():
         return target
@@ -119,12 +120,12 @@ def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # transformers refuses to save a model it marks as GGUF-quantised; the weights are already plain
-        # float32, so copy them into an unmarked model of the same config and save that.
+        # float32, so copy the decoder (no LM head: embedding needs none) into an unmarked model and save that.
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
+        model = AutoModel.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.get_decoder().state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
@@ -155,6 +156,7 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the decoder (without LM head) and its fast tokenizer, in eval mode on `device`."""
     source = resolve_model_source(name, cache_dir)
+    transformers_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source, dtype=dtype)

