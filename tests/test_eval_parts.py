@@ -19,7 +19,6 @@ from pipeline.synthetic import main as synth_main
 from pipeline.synthetic import make_needle, make_passkey
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi"
-needs_cisi = pytest.mark.skipif(not CISI.is_dir(), reason=f"{CISI} is not present")
 
 
 def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]]) -> Path:
@@ -62,7 +61,6 @@ def test_load_beir_missing_split_lists_the_present_ones(messy, tmp_path):
         load_beir(messy, split="dev", cache_dir=tmp_path / "cache")
 
 
-@needs_cisi
 def test_cisi_loads_without_problems(tmp_path):
     data = load_beir(CISI, cache_dir=tmp_path / "cache")
     assert (len(data.corpus), len(data.queries), len(data.judged_query_ids())) == (1460, 112, 76)
@@ -159,8 +157,7 @@ def test_rrf_equal_weights_ties_top_and_errors():
 @pytest.fixture(scope="module")
 def haystack(tmp_path_factory) -> list[str]:
     """CISI abstracts: the real text the synthetic documents are cut from."""
-    if not CISI.is_dir():
-        pytest.skip(f"{CISI} is not present")
+    assert CISI.is_dir(), f"{CISI} is missing: the tests read ../shared/data beside the project"
     return list(load_documents(CISI, FieldNames(), cache_dir=tmp_path_factory.mktemp("cache")).dataset["text"])
 
 
@@ -220,7 +217,6 @@ def test_token_counter_sets_the_length(haystack, tmp_path):
         assert 280 <= characters_over_four(doc["text"]) == meta[doc["_id"]]["tokens"] <= 300
 
 
-@needs_cisi
 def test_command_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     synth_main(["--", "--haystack", str(CISI), "--out", str(tmp_path), "--task", "needle", "--lengths", "64,128",
