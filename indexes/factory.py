@@ -54,3 +54,8 @@ def resolve_factory(spec: str, n_vectors: int, dim: int, memory_budget_bytes: in
         raise ValueError(f"index factory {spec!r} needs at least {match.group(1)} vectors to train its lists, "
                          f"but there are {n_vectors}: use fewer lists, Flat, or auto")
     return spec
+
+
+def needs_training(factory: str, dim: int) -> bool:
+    """Whether the index must see a training sample before vectors are added (IVF, PQ, ...)."""
+    return not faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT).is_trained

@@ -21,7 +21,11 @@ def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sam
     if not index.is_trained:
         if train_sample is None or len(train_sample) == 0:
             raise ValueError(f"index {factory!r} must be trained: give a sample of vectors")
-        index.train(np.ascontiguousarray(train_sample, dtype=np.float32))
+        try:
+            index.train(np.ascontiguousarray(train_sample, dtype=np.float32))
+        except RuntimeError as err:
+            raise ValueError(f"training {factory!r} on {len(train_sample)} vectors failed: "
+                             f"{str(err).splitlines()[-1].split('failed: ')[-1]}") from err
     for batch in batches:
         index.add(np.ascontiguousarray(batch, dtype=np.float32))
     return index

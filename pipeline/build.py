@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from htp import HTPEncoder
 from htp.encoder import resolve_config
-from indexes.factory import resolve_factory
+from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
 from indexes.store import Manifest, write_version
@@ -103,14 +103,20 @@ def _train_sample(shard_dir: Path, count: int, limit: int, center: np.ndarray | 
 
 def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path) -> tuple[str, Path]:
     """Stage 4: centre, train, add shard by shard, and write the version (index, ids, docs, BM25, manifest)."""
-    ids = [i for shard_ids, _ in read_shards(shard_dir) for i in shard_ids]
+    ids: list[str] = []
+
+    def vectors_noting_ids():
+        for shard_ids, vectors in read_shards(shard_dir):
+            ids.extend(shard_ids)
+            yield vectors
+
+    mean = streamed_mean(vectors_noting_ids())
     if ids != loaded.dataset["id"]:
         raise RuntimeError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
-    first = next(read_shards(shard_dir))[1]
-    dim = first.shape[1]
-    center = streamed_mean(v for _, v in read_shards(shard_dir)) if config.index.center else None
+    dim = len(mean)
+    center = mean if config.index.center else None
     factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
-    train = _train_sample(shard_dir, len(ids), config.index.train_sample, center)
+    train = _train_sample(shard_dir, len(ids), config.index.train_sample, center) if needs_training(factory, dim) else None
     batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
     index = build_faiss(factory, dim, batches, train)
     bm25 = None

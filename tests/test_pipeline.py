@@ -126,3 +126,15 @@ def test_cli_reports_bad_input_in_one_line(config, tmp_path, capsys):
     assert "htp build: error:" in capsys.readouterr().err
     assert cli_main(["query", str(tmp_path / "no-index"), "anything"]) == 2
     assert "no index at" in capsys.readouterr().err
+
+
+def test_ivf_pq_build_trains_on_a_sample(config, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 300)
+    too_few = replace(config, index=replace(config.index, factory="IVF4,PQ4", train_sample=200))
+    with pytest.raises(ValueError, match="training 'IVF4,PQ4' on 200 vectors failed: Number of training points"):
+        build(too_few, corpus)
+    ivf = replace(config, index=replace(config.index, factory="IVF4,PQ4", train_sample=300))
+    summary = build(ivf, corpus)
+    assert summary.factory == "IVF4,PQ4"
+    hits = Searcher(Path(config.paths.index_dir), ivf).search("stock market report", 5, mode="dense")
+    assert len(hits) == 5
