@@ -20,16 +20,18 @@ import torch
 from benchmarks.embed_cache import cached_layers
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
+from indexes.lexical import build_bm25, search_bm25
 from pipeline.beir import BeirData, load_beir, split_queries
+from pipeline.fusion import rrf
 from pipeline.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 
 INSTRUCTION = "Retrieve relevant document. Text:"
+FUSION_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 VARIANTS = [
     dict(method="vanilla-mean"),
     dict(method="htp", window=(1, 2)),
-    dict(method="htp", window=(1, 3)),
     dict(method="htp", window=(1, 4)),
     dict(method="htp", window=(1, 7)),
 ]
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     query_texts = [data.queries[q] for q in query_ids]
     model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
     name = args.dataset.name
-    rows, curves = [], {}
+    rows, curves, runs = [], {}, {}
     for variant in VARIANTS:
         docs = cached_layers(args.cache, name, texts, EncoderConfig(**variant), "document",
                              HTPEncoder(EncoderConfig(**variant), model, tokenizer))
@@ -85,14 +87,33 @@ def main(argv: list[str] | None = None) -> None:
                     test_curve.append(ndcg(data, test_ids, run))
                 best = int(np.argmax(dev_curve))
                 key = f"{label(variant)} | prompt={'yes' if prompt else 'no'} | centered={'yes' if centered else 'no'}"
+                center = np.asarray(docs[best]).mean(axis=0) if centered else None
+                runs[key] = dense_run(prepare(queries[best], center), prepare(docs[best], center), query_ids, doc_ids)
                 curves[key] = {"dev": dev_curve, "test": test_curve}
                 rows.append({"setting": key, "exit_layer": best + 1, "dev": dev_curve[best], "test": test_curve[best],
                              "dev_last_layer": dev_curve[-1], "test_last_layer": test_curve[-1]})
                 print(f"{key}: best exit layer {best + 1} dev {dev_curve[best]:.2f} test {test_curve[best]:.2f}", flush=True)
-    write(args.out, rows, curves, len(dev_ids), len(test_ids), time.perf_counter() - began)
+    best_htp = max((r for r in rows if r["setting"].startswith("htp")), key=lambda r: r["dev"])
+    fusion = fusion_rows(data, dev_ids, test_ids, doc_ids, texts, query_ids, query_texts, runs[best_htp["setting"]])
+    write(args.out, rows, curves, fusion, best_htp["setting"], len(dev_ids), len(test_ids), time.perf_counter() - began)
 
 
-def write(out: Path, rows: list[dict], curves: dict, n_dev: int, n_test: int, seconds: float) -> None:
+def fusion_rows(data: BeirData, dev_ids: list[str], test_ids: list[str], doc_ids: list[str], texts: list[str],
+                query_ids: list[str], query_texts: list[str], dense: dict) -> list[dict]:
+    """BM25 alone, then HTP + BM25 fused by reciprocal rank with several dense weights (BM25 weight 1)."""
+    scores, rows = search_bm25(build_bm25(texts), query_texts, 100)
+    lexical = {q: {doc_ids[r]: float(v) for v, r in zip(srow, rrow) if r >= 0} for q, srow, rrow in zip(query_ids, scores, rows)}
+    out = [{"setting": "bm25", "dev": ndcg(data, dev_ids, lexical), "test": ndcg(data, test_ids, lexical)}]
+    for weight in FUSION_WEIGHTS:
+        fused = {q: dict(rrf([list(dense[q]), list(lexical[q])], [weight, 1.0], top=100)) for q in query_ids}
+        out.append({"setting": f"hybrid, dense weight {weight}", "dev": ndcg(data, dev_ids, fused), "test": ndcg(data, test_ids, fused)})
+    for row in out:
+        print(f"{row['setting']}: dev {row['dev']:.2f} test {row['test']:.2f}", flush=True)
+    return out
+
+
+def write(out: Path, rows: list[dict], curves: dict, fusion: list[dict], fused_with: str, n_dev: int, n_test: int,
+          seconds: float) -> None:
     """Markdown table (sorted by dev NDCG@10), JSON with every curve, and a plot of NDCG@10 against exit layer."""
     import matplotlib
 
@@ -105,8 +126,11 @@ def write(out: Path, rows: list[dict], curves: dict, n_dev: int, n_test: int, se
              "| setting | best exit layer (dev) | dev | test | dev, last layer | test, last layer |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['exit_layer']} | {r['dev']:.2f} | {r['test']:.2f} | {r['dev_last_layer']:.2f} | "
               f"{r['test_last_layer']:.2f} |" for r in rows]
+    lines += ["", f"Fusion with the best HTP setting on dev ({fused_with}), reciprocal rank fusion k=60:", "",
+              "| setting | dev | test |", "|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in fusion]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "curves.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=1))
+    (out / "curves.json").write_text(json.dumps({"rows": rows, "fusion": fusion, "curves": curves}, indent=1))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, curve in curves.items():
         if key.endswith("centered=yes") and "prompt=no" in key:

