@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+import os
 
-from htp import EncoderConfig, HTPEncoder
+# Everything the suite loads must come from disk: a hub or dataset download would fail here.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel,  # noqa: E402
+                          PreTrainedTokenizerFast)
+
+from htp import EncoderConfig, HTPEncoder  # noqa: E402
 
 CORPUS = [
     "The cat sat on the mat. It was a sunny day in the park.",
@@ -70,8 +77,6 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    from transformers import LlamaForCausalLM
-
     LlamaForCausalLM(config).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
