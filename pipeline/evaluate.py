@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.beir import BeirData, load_beir, sample_queries
@@ -33,7 +33,6 @@ class EvalRequest:
     ignore_identical_ids: bool = False
     query_ids: Sequence[str] | None = None
     name: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def bucket_name(words: float) -> str:
@@ -92,7 +91,7 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
             rows[label] = _score(data, query_ids, searcher.rankings(query_texts, DEPTH, mode), request, buckets)
             print(f"eval {name}: {label}: NDCG@10 {100 * rows[label]['ndcg@10']:.2f} over {len(query_ids)} queries")
     results = {"dataset": name, "split": request.split, "queries": len(query_ids), "problems": data.problems,
-               "factory": request.factory, "encoder": config.encoder.to_dict(), "results": rows, **request.extra}
+               "factory": request.factory, "encoder": config.encoder.to_dict(), "results": rows}
     write_results(results, request.out / name)
     return results
 
