@@ -1,0 +1,1 @@
+"""FAISS and BM25 indexes on disk: factory choice, building and searching, versioned index folders."""

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import faiss
 import numpy as np
 
+from indexes.factory import faiss_reason
+
 EF_CONSTRUCTION = 80
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 128
@@ -15,37 +17,64 @@ DEFAULT_EF_SEARCH = 128
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:
     """Create from a factory string, train on the sample when the index needs it, then add batch by batch."""
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    hnsw = _hnsw(index)
-    if hnsw is not None:
-        hnsw.efConstruction = EF_CONSTRUCTION
+    core = _core(index)
+    if isinstance(core, faiss.IndexHNSW):
+        core.hnsw.efConstruction = EF_CONSTRUCTION
+    if hasattr(core, "do_polysemous_training"):
+        core.do_polysemous_training = False  # only serves Hamming-filtered search, which is never used here
     if not index.is_trained:
-        if train_sample is None or len(train_sample) == 0:
-            raise ValueError(f"index {factory!r} must be trained: give a sample of vectors")
-        try:
-            index.train(np.ascontiguousarray(train_sample, dtype=np.float32))
-        except RuntimeError as err:
-            raise ValueError(f"training {factory!r} on {len(train_sample)} vectors failed: "
-                             f"{str(err).splitlines()[-1].split('failed: ')[-1]}") from err
-    for batch in batches:
-        index.add(np.ascontiguousarray(batch, dtype=np.float32))
+        _train(index, factory, dim, train_sample)
+    for number, batch in enumerate(batches):
+        index.add(_matrix(batch, dim, f"batch {number}"))
     return index
 
 
-def _hnsw(index: faiss.Index) -> faiss.HNSW | None:
-    """The HNSW graph of an HNSW index, or None."""
-    inner = faiss.downcast_index(index)
-    return inner.hnsw if hasattr(inner, "hnsw") else None
+def _core(index: faiss.Index) -> faiss.Index:
+    """The index under any pre-transform (OPQ, PCA, ...), downcast to its concrete class."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+
+
+def _train(index: faiss.Index, factory: str, dim: int, sample: np.ndarray | None) -> None:
+    """Train on the sample, refusing one too small for the IVF lists before FAISS does."""
+    if sample is None or len(sample) == 0:
+        raise ValueError(f"index {factory!r} must be trained before adding vectors: give a train_sample")
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and len(sample) < ivf.nlist:
+        raise ValueError(f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
+                         "give a larger sample or use fewer lists")
+    try:
+        index.train(_matrix(sample, dim, "train_sample"))
+    except RuntimeError as err:
+        raise ValueError(f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
+                         "give a larger sample or a smaller index") from err
+
+
+def _matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """A C-contiguous float32 [n, dim] array, or a ValueError saying which input has the wrong shape."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"{what} has shape {vectors.shape}, expected [n, {dim}]: vectors must match the index dimension")
+    return vectors
 
 
 def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None = None,
                  ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, row positions) per query; k is clipped to the index size, missing hits are -1."""
-    k = max(1, min(k, index.ntotal))
+    """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the index size, missing rows are -1.
+
+    nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    queries = _matrix(queries, index.d, "queries")
+    k = min(k, index.ntotal)
+    if k == 0:
+        return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+    space = faiss.ParameterSpace()
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        ivf.nprobe = min(nprobe or DEFAULT_NPROBE, ivf.nlist)
-    hnsw = _hnsw(index)
-    if hnsw is not None:
-        hnsw.efSearch = max(ef_search or DEFAULT_EF_SEARCH, k)
-    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        space.set_index_parameter(index, "nprobe", min(nprobe or DEFAULT_NPROBE, ivf.nlist))
+    if isinstance(_core(index), faiss.IndexHNSW):
+        space.set_index_parameter(index, "efSearch", max(ef_search or DEFAULT_EF_SEARCH, k))
+    scores, rows = index.search(queries, k)
     return scores, rows

@@ -1,4 +1,8 @@
-"""A BM25 index beside the dense one, with bm25s (English stopwords, lower-casing)."""
+"""A BM25 index beside the dense one, with bm25s: lower-cased, English stopwords, no stemming.
+
+Tokenisation is fixed (no optional stemmer that would depend on what a machine has installed), so the same
+corpus gives the same index and the same scores everywhere; the measured BM25 figures in README.md use it.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ import bm25s
 import numpy as np
 
 
-def _tokens(texts: list[str]):
-    return bm25s.tokenize(texts, lower=True, stopwords="en", show_progress=False)
+def _tokens(texts: list[str], ids: bool):
+    """bm25s tokens of texts: ids plus vocabulary for indexing, word lists for queries."""
+    return bm25s.tokenize(texts, lower=True, stopwords="en", return_ids=ids, show_progress=False)
 
 
 def build_bm25(texts: list[str]) -> bm25s.BM25:
     """Index texts in order: row i of the results is texts[i]."""
+    if not texts:
+        raise ValueError("build_bm25 needs at least one text")
     model = bm25s.BM25()
-    model.index(_tokens(texts), show_progress=False)
+    model.index(_tokens(texts, ids=True), show_progress=False)
     return model
 
 
@@ -25,13 +32,19 @@ def save_bm25(model: bm25s.BM25, folder: Path) -> None:
 
 
 def load_bm25(folder: Path) -> bm25s.BM25:
-    """Read an index written by save_bm25 (memory-mapped)."""
+    """Read an index written by save_bm25 (arrays memory-mapped)."""
+    if not (Path(folder) / "params.index.json").is_file():
+        raise FileNotFoundError(f"no BM25 index in {folder}: write one with save_bm25")
     return bm25s.BM25.load(str(folder), mmap=True)
 
 
 def search_bm25(model: bm25s.BM25, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, row positions) per query; k clipped to the corpus size; rows scoring 0 are -1."""
-    k = max(1, min(k, int(model.scores["num_docs"])))
-    rows, scores = model.retrieve(_tokens(queries), k=k, show_progress=False, n_threads=1)
+    """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the corpus size, non-matches are -1."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    k = min(k, int(model.scores["num_docs"]))
+    if not queries:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+    rows, scores = model.retrieve(_tokens(queries, ids=False), k=k, show_progress=False, n_threads=1)
     rows = np.where(scores > 0, rows, -1).astype(np.int64)
     return scores.astype(np.float32), rows

@@ -14,14 +14,15 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
+import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexes.faiss_index import search_faiss
@@ -30,6 +31,11 @@ from indexes.lexical import load_bm25, save_bm25, search_bm25
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+DOC_COLUMNS = ["id", "title", "text"]
+DOCS_ROW_GROUP = 1024  # small row groups, so fetching a page of hits decodes a few thousand documents at most
+
+Hits = list[list[tuple[str, float]]]
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Manifest:
     model: str
     method: str
     exit_layer: int
-    window: list[int]
+    window: list[int] | None
     dimension: int
     metric: str
     count: int
@@ -53,14 +59,20 @@ class Manifest:
     centered: bool = False
 
     def to_json(self) -> str:
+        """Pretty, key-sorted JSON for manifest.json."""
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> Manifest:
+        """Parse manifest.json, refusing one written with other fields."""
+        try:
+            return cls(**json.loads(text))
+        except TypeError as err:
+            raise ValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
 
 
 def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -68,109 +80,162 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _files(folder: Path) -> list[Path]:
+def _data_files(folder: Path) -> list[Path]:
+    """Every file of a version except its manifest."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in [*_files(folder), folder / MANIFEST]:
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's entries to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
-                  bm25: object | None = None, center: np.ndarray | None = None) -> Path:
-    """Write a complete new version, then make it current atomically; returns its folder."""
-    if not len(ids) == index.ntotal == docs.num_rows:
-        raise ValueError(f"index holds {index.ntotal} vectors, {len(ids)} ids and {docs.num_rows} documents: they must agree")
+def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
+                  center: np.ndarray | None) -> None:
+    """Refuse a version whose parts disagree, before anything is written."""
+    if not len(ids) == index.ntotal == docs.num_rows == manifest.count:
+        raise ValueError(f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
+                         f"manifest count {manifest.count}: they must agree")
     if len(set(ids)) != len(ids):
-        raise ValueError("ids are not unique")
-    versions = Path(index_dir) / VERSIONS
+        raise ValueError("ids are not unique: give every document its own id")
+    missing = [c for c in DOC_COLUMNS if c not in docs.column_names]
+    if missing:
+        raise ValueError(f"docs lacks column(s) {missing}: it needs {DOC_COLUMNS}")
+    if docs.column("id").to_pylist() != ids:
+        raise ValueError("docs rows are not in the order of ids: row i of docs must be the document ids[i]")
+    if index.d != manifest.dimension or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
+                         f"{manifest.dimension}: build it with build_faiss over vectors of the manifest's dimension")
+    if center is not None and np.shape(center) != (index.d,):
+        raise ValueError(f"center has shape {np.shape(center)}, expected ({index.d},)")
+
+
+def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
+                  bm25: bm25s.BM25 | None = None, center: np.ndarray | None = None) -> Path:
+    """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder."""
+    _check_inputs(index, ids, docs, manifest, center)
+    index_dir = Path(index_dir)
+    versions = index_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions))
+    created = datetime.now(timezone.utc)
+    final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
         faiss.write_index(index, str(tmp / "index.faiss"))
         pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet")
-        pq.write_table(docs, tmp / "docs.parquet")
+        pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP)
         if center is not None:
             np.save(tmp / "center.npy", np.asarray(center, dtype=np.float32))
         if bm25 is not None:
             save_bm25(bm25, tmp / "bm25")
-        manifest.checksums = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
-        manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        manifest.bm25, manifest.centered = bm25 is not None, center is not None
-        (tmp / MANIFEST).write_text(manifest.to_json())
-        _fsync_tree(tmp)
-        name = f"v{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}-{tmp.name[-6:]}"
-        final = versions / name
-        os.replace(tmp, final)
+        files = _data_files(tmp)
+        written = replace(manifest, checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
+                          created=created.isoformat(timespec="seconds"), bm25=bm25 is not None,
+                          centered=center is not None)
+        (tmp / MANIFEST).write_text(written.to_json())
+        for path in [*files, tmp / MANIFEST, *{p.parent for p in files}]:
+            _fsync(path)
+        os.rename(tmp, final)
+        _fsync(versions)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    previous = _current_name(Path(index_dir))
-    pointer = Path(index_dir) / f".{CURRENT}.tmp"
-    with pointer.open("w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, Path(index_dir) / CURRENT)
+    previous = _current_name(index_dir)
+    _point_current(index_dir, final.name)
     for old in versions.iterdir():
-        if old.name not in (name, previous) and not old.name.startswith(".tmp-"):
+        if old.name not in (final.name, previous) and not old.name.startswith(TMP_PREFIX):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _point_current(index_dir: Path, name: str) -> None:
+    """Replace CURRENT atomically: write a temp file, fsync it, rename it over CURRENT, fsync the folder."""
+    pointer = index_dir / f"{TMP_PREFIX}{CURRENT}"
+    with pointer.open("w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(pointer, index_dir / CURRENT)
+    _fsync(index_dir)
+
+
 def _current_name(index_dir: Path) -> str | None:
+    """The live version's name, or None when index_dir holds no index."""
     pointer = index_dir / CURRENT
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
 class OpenIndex:
-    """One version of an index, opened read-only: nothing here writes to disk."""
+    """One version of an index, opened read-only: nothing here writes to disk.
+
+    The FAISS index and ids are loaded at open, BM25 arrays are memory-mapped and docs.parquet is kept open, so a
+    reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
+    """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
         self.faiss = faiss.read_index(str(path / "index.faiss"))
         self.ids: list[str] = pq.read_table(path / "ids.parquet").column("id").to_pylist()
-        self.center = np.load(path / "center.npy") if (path / "center.npy").is_file() else None
-        self.bm25 = load_bm25(path / "bm25") if (path / "bm25").is_dir() else None
+        self.center: np.ndarray | None = np.load(path / "center.npy") if manifest.centered else None
+        self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
+        self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[tuple[str, float]]]:
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> Hits:
+        """(id, score) lists per query, rows of -1 dropped."""
         return [[(self.ids[r], float(s)) for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None) -> list[list[tuple[str, float]]]:
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None) -> Hits:
         """Dense top-k (id, score) per query vector (already prepared like the indexed vectors)."""
         return self._hits(*search_faiss(self.faiss, queries, k, nprobe, ef_search))
 
-    def search_bm25(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+    def search_bm25(self, queries: list[str], k: int) -> Hits:
         """Lexical top-k (id, score) per query text."""
         if self.bm25 is None:
-            raise ValueError(f"the index at {self.path} has no BM25 part: build it with index.bm25: true")
+            raise ValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
         return self._hits(*search_bm25(self.bm25, queries, k))
 
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        """Row position of each id, built on the first documents() call."""
+        return {doc_id: row for row, doc_id in enumerate(self.ids)}
+
     def documents(self, ids: list[str]) -> list[dict]:
-        """id, title and text of these documents, in the order asked."""
-        table = pq.read_table(self.path / "docs.parquet", filters=pc.field("id").isin(ids))
-        found = {row["id"]: row for row in table.to_pylist()}
-        return [found[i] for i in ids if i in found]
+        """{id, title, text} of these documents, in the order asked, decoding only the row groups that hold them."""
+        if not ids:
+            return []
+        unknown = [i for i in ids if i not in self._rows]
+        if unknown:
+            raise ValueError(f"ids not in the index at {self.path}: {unknown[:5]}")
+        rows = np.array([self._rows[i] for i in ids], dtype=np.int64)
+        sizes = np.array([self._docs.metadata.row_group(g).num_rows for g in range(self._docs.num_row_groups)])
+        starts = np.cumsum(sizes) - sizes
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        wanted = np.unique(groups)
+        wanted_starts = np.cumsum(sizes[wanted]) - sizes[wanted]
+        table = self._docs.read_row_groups(wanted.tolist(), columns=DOC_COLUMNS)
+        return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
 
 
 def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
-    """Open the current version read-only; `verify` re-checks every file's checksum first."""
+    """Open the current version read-only; `verify` first re-checks every file against its manifest checksum."""
     index_dir = Path(index_dir)
     name = _current_name(index_dir)
     if name is None:
-        raise FileNotFoundError(f"no index at {index_dir}: build one with `htp build --out {index_dir}`")
+        raise FileNotFoundError(f"no index at {index_dir}: build one with `htp build`")
     path = index_dir / VERSIONS / name
+    if not (path / MANIFEST).is_file():
+        raise FileNotFoundError(f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
+                                "rebuild the index with `htp build`")
     manifest = Manifest.from_json((path / MANIFEST).read_text())
     if verify:
         for rel, expected in manifest.checksums.items():
+            if not (path / rel).is_file():
+                raise FileNotFoundError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
             if _sha256(path / rel) != expected:
-                raise ValueError(f"{path / rel} is damaged (checksum mismatch): rebuild the index")
+                raise ValueError(f"{path / rel} is damaged (checksum mismatch): rebuild the index with `htp build`")
     return OpenIndex(path, manifest)

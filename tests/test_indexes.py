@@ -9,22 +9,23 @@ import pytest
 
 from indexes.factory import choose_factory, resolve_factory
 from indexes.faiss_index import build_faiss, search_faiss
-from indexes.lexical import build_bm25, search_bm25
+from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
 from indexes.store import Manifest, open_index, write_version
 
 DIM = 32
 
 
 def clustered(n: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
+    """Normalised gaussian-mixture vectors, so approximate indexes face real neighbourhoods."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(clusters, DIM))
     vectors = centers[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, DIM))
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def manifest(count: int) -> Manifest:
-    return Manifest(model="m", method="htp", exit_layer=-2, window=[1, 7], dimension=DIM, metric="inner_product",
-                    count=count, factory="Flat", config_hash="h", encoder={}, package_versions={})
+def manifest(count: int, window: list[int] | None = None) -> Manifest:
+    return Manifest(model="m", method="htp", exit_layer=-2, window=window, dimension=DIM, metric="inner_product",
+                    count=count, factory="Flat", config_hash="h", encoder={"pooling": "last"}, package_versions={})
 
 
 def flat(vectors: np.ndarray) -> faiss.Index:
@@ -35,23 +36,32 @@ def docs(ids: list[str]) -> pa.Table:
     return pa.table({"id": ids, "title": [f"t{i}" for i in ids], "text": [f"text of {i}" for i in ids]})
 
 
+def recall_at_10(rows: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)]))
+
+
 def test_auto_factory_follows_size_and_budget():
     assert choose_factory(5_000, 576, 2**30) == "Flat"
+    assert choose_factory(19_999, 576, 2**30) == "Flat"
+    assert choose_factory(20_000, 576, 2**30) == "HNSW32"
     assert choose_factory(200_000, 576, 2**30) == "HNSW32"
-    assert choose_factory(200_000, 576, 2**27).startswith("IVF")
-    big = choose_factory(5_000_000, 576, 2**32)
-    nlist, m = int(big.split(",")[0][3:]), int(big.split("PQ")[1])
-    assert 4096 <= nlist <= 16384 and 576 % m == 0 and m <= 144
+    assert choose_factory(200_000, 576, 2**27) == "IVF2048,PQ144"
+    assert choose_factory(1_000_000, 576, 2**40).startswith("IVF4096,PQ")
+    assert choose_factory(5_000_000, 576, 2**28) == "IVF8192,PQ48"  # the budget caps m: 5M * 48 bytes <= 256 MB
+    assert choose_factory(10_000, 64, 2**16) == "IVF256,PQ4"  # nlist halved from 512 so 39 * nlist <= n
     with pytest.raises(ValueError, match="memory_budget_mb"):
         choose_factory(5_000_000, 576, 1000)
 
 
-def test_bad_factory_strings_are_named():
+def test_resolve_factory_checks_strings():
+    assert resolve_factory("auto", 5_000, DIM, 2**30) == "Flat"
+    assert resolve_factory("HNSW16", 1000, DIM, 2**30) == "HNSW16"
     with pytest.raises(ValueError, match="'IVFx,Flat'"):
         resolve_factory("IVFx,Flat", 1000, DIM, 2**30)
-    with pytest.raises(ValueError, match="needs at least 4096 vectors"):
+    with pytest.raises(ValueError, match="'PQ5'"):
+        resolve_factory("PQ5", 1000, DIM, 2**30)
+    with pytest.raises(ValueError, match="too few vectors to train IVF4096"):
         resolve_factory("IVF4096,Flat", 1000, DIM, 2**30)
-    assert resolve_factory("HNSW16", 1000, DIM, 2**30) == "HNSW16"
 
 
 def test_open_index_search_is_identical_to_raw_faiss(tmp_path):
@@ -66,23 +76,73 @@ def test_open_index_search_is_identical_to_raw_faiss(tmp_path):
     assert np.array_equal(np.array([[s for _, s in hits] for hits in got], dtype=np.float32), scores)
 
 
-@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8", "HNSW32"])
-def test_approximate_indexes_keep_recall(factory):
+@pytest.mark.parametrize(("factory", "floor"), [("IVF16,Flat", 0.95), ("IVF16,PQ16", 0.7), ("IVF16,PQ8", 0.45),
+                                              ("HNSW32", 0.8)])
+def test_approximate_indexes_keep_recall_with_default_parameters(factory, floor):
     vectors, queries = clustered(4000), clustered(50, seed=1)
     exact = faiss.IndexFlatIP(DIM)
     exact.add(vectors)
     _, truth = exact.search(queries, 10)
     index = build_faiss(factory, DIM, [vectors[:2000], vectors[2000:]], vectors[:2000])
-    _, rows = search_faiss(index, queries, 10, nprobe=8)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)])
-    assert recall > (0.5 if "PQ" in factory else 0.9)
+    scores, rows = search_faiss(index, queries, 10)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64 and rows.shape == (50, 10)
+    assert recall_at_10(rows, truth) > floor
 
 
-def test_training_needs_a_sample_and_k_is_clipped():
+def test_nprobe_and_ef_search_reach_faiss():
+    vectors, queries = clustered(4000), clustered(50, seed=1)
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(vectors)
+    _, truth = exact.search(queries, 10)
+    ivf = build_faiss("IVF16,Flat", DIM, [vectors], vectors)
+    narrow = recall_at_10(search_faiss(ivf, queries, 10, nprobe=1)[1], truth)
+    assert faiss.extract_index_ivf(ivf).nprobe == 1
+    assert narrow < recall_at_10(search_faiss(ivf, queries, 10, nprobe=100)[1], truth) == 1.0
+    assert faiss.extract_index_ivf(ivf).nprobe == 16  # capped at nlist
+    hnsw = build_faiss("HNSW32", DIM, [vectors], None)
+    assert hnsw.hnsw.efConstruction == 80
+    shallow = recall_at_10(search_faiss(hnsw, queries, 10, ef_search=16)[1], truth)
+    assert shallow < recall_at_10(search_faiss(hnsw, queries, 10, ef_search=256)[1], truth)
+    search_faiss(hnsw, queries, 10)
+    assert hnsw.hnsw.efSearch == 128  # the default
+    search_faiss(hnsw, queries, 300)
+    assert hnsw.hnsw.efSearch == 300  # never below k
+
+
+def test_training_and_shapes_are_checked():
     with pytest.raises(ValueError, match="must be trained"):
         build_faiss("IVF4,Flat", DIM, [clustered(100)], None)
-    scores, rows = search_faiss(flat(clustered(5)), clustered(2, seed=3), 50)
-    assert rows.shape == (2, 5)
+    with pytest.raises(ValueError, match="has 3 vectors but 'IVF4,Flat' has 4 lists"):
+        build_faiss("IVF4,Flat", DIM, [clustered(100)], clustered(3))
+    with pytest.raises(ValueError, match=r"batch 1 has shape \(5, 16\)"):
+        build_faiss("Flat", DIM, [clustered(5), np.zeros((5, 16))], None)
+    index = flat(clustered(5))
+    scores, rows = search_faiss(index, clustered(2, seed=3), 50)
+    assert rows.shape == scores.shape == (2, 5) and (rows >= 0).all()
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        search_faiss(index, clustered(2), 0)
+
+
+def test_write_and_open_round_trip(tmp_path):
+    vectors = clustered(3000)
+    ids = [f"doc-{i}" for i in range(3000)]
+    center = vectors.mean(axis=0)
+    version = write_version(tmp_path, flat(vectors), ids, docs(ids), manifest(3000, window=[1, 7]), center=center)
+    opened = open_index(tmp_path, verify=True)
+    assert opened.path == version and opened.ids == ids
+    assert np.array_equal(opened.center, center) and opened.center.dtype == np.float32
+    assert opened.manifest.window == [1, 7] and opened.manifest.encoder == {"pooling": "last"}
+    assert opened.manifest.centered and not opened.manifest.bm25 and opened.manifest.created
+    assert set(opened.manifest.checksums) == {"index.faiss", "ids.parquet", "docs.parquet", "center.npy"}
+    assert Manifest.from_json(opened.manifest.to_json()) == opened.manifest
+    wanted = ["doc-2999", "doc-0", "doc-1500", "doc-0"]
+    assert opened.documents(wanted) == [{"id": i, "title": f"t{i}", "text": f"text of {i}"} for i in wanted]
+    with pytest.raises(ValueError, match="ids not in the index"):
+        opened.documents(["nope"])
+    with pytest.raises(ValueError, match="no BM25 part"):
+        opened.search_bm25(["word"], 3)
+    bare = write_version(tmp_path, flat(vectors), ids, docs(ids), manifest(3000))
+    assert open_index(tmp_path).center is None and not (bare / "center.npy").exists()
 
 
 def test_swap_keeps_an_open_reader_and_prunes_old_versions(tmp_path):
@@ -91,29 +151,42 @@ def test_swap_keeps_an_open_reader_and_prunes_old_versions(tmp_path):
     reader = open_index(tmp_path)
     query = clustered(1, seed=9)
     before = reader.search(query, 5)
+    assert all(i.startswith("a") for i, _ in before[0])
     second = [f"b{i}" for i in range(60)]
     write_version(tmp_path, flat(clustered(60, seed=2)), second, docs(second), manifest(60))
     assert reader.search(query, 5) == before
     assert reader.documents(["a3"])[0]["title"] == "ta3"
-    assert open_index(tmp_path).manifest.count == 60
+    fresh = open_index(tmp_path)
+    assert fresh.manifest.count == 60 and all(i.startswith("b") for i, _ in fresh.search(query, 5)[0])
     third = [f"c{i}" for i in range(70)]
     write_version(tmp_path, flat(clustered(70, seed=3)), third, docs(third), manifest(70))
-    assert len(list((tmp_path / "versions").iterdir())) == 2
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == sorted([fresh.path.name, open_index(tmp_path).path.name])
     assert not reader.path.exists()
+    assert reader.search(query, 5) == before and reader.documents(["a4"])[0]["text"] == "text of a4"
 
 
 def test_damaged_files_and_bad_inputs_are_refused(tmp_path):
     ids = [f"d{i}" for i in range(10)]
     version = write_version(tmp_path, flat(clustered(10)), ids, docs(ids), manifest(10))
     (version / "ids.parquet").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="damaged"):
+    with pytest.raises(ValueError, match="ids.parquet is damaged"):
         open_index(tmp_path, verify=True)
+    (version / "docs.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="docs.parquet is missing"):
+        open_index(tmp_path, verify=True)
+    (tmp_path / "CURRENT").write_text("gone\n")
+    with pytest.raises(FileNotFoundError, match="names version 'gone'"):
+        open_index(tmp_path)
     with pytest.raises(ValueError, match="must agree"):
         write_version(tmp_path / "x", flat(clustered(10)), ids[:9], docs(ids), manifest(10))
     with pytest.raises(ValueError, match="not unique"):
         write_version(tmp_path / "y", flat(clustered(2)), ["a", "a"], docs(["a", "a"]), manifest(2))
-    with pytest.raises(FileNotFoundError, match="no index at"):
-        open_index(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not in the order of ids"):
+        write_version(tmp_path / "z", flat(clustered(10)), ids, docs(ids[::-1]), manifest(10))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+    for missing in (tmp_path / "missing", tmp_path / "x"):
+        with pytest.raises(FileNotFoundError, match="no index at .*: build one with `htp build`"):
+            open_index(missing)
 
 
 def test_bm25_ranks_the_rare_word_first_and_round_trips(tmp_path):
@@ -121,8 +194,16 @@ def test_bm25_ranks_the_rare_word_first_and_round_trips(tmp_path):
              "the dog sat on the log"]
     ids = ["c", "s", "z", "d"]
     model = build_bm25(texts)
-    scores, rows = search_bm25(model, ["zeppelin ride", "the of and"], 3)
-    assert rows[0][0] == 2 and scores[0][0] > 0
+    scores, rows = search_bm25(model, ["zeppelin ride", "the of and", "sat"], 10)
+    assert rows.shape == scores.shape == (3, 4) and rows.dtype == np.int64 and scores.dtype == np.float32
+    assert rows[0][0] == 2 and scores[0][0] > 0 and (rows[0][1:] == -1).all()
     assert (rows[1] == -1).all()
-    write_version(tmp_path, flat(clustered(4)), ids, docs(ids), manifest(4), bm25=model)
-    assert open_index(tmp_path).search_bm25(["zeppelin"], 2)[0][0][0] == "z"
+    assert sorted(rows[2][:2]) == [0, 3]
+    save_bm25(model, tmp_path / "bm25")
+    loaded_scores, loaded_rows = search_bm25(load_bm25(tmp_path / "bm25"), ["zeppelin ride", "the of and", "sat"], 10)
+    assert np.array_equal(loaded_rows, rows) and np.allclose(loaded_scores, scores)
+    write_version(tmp_path / "index", flat(clustered(4)), ids, docs(ids), manifest(4), bm25=model)
+    assert open_index(tmp_path / "index", verify=True).search_bm25(["Zeppelin"], 2) == [[("z", scores[0][0])]]
+
+    with pytest.raises(FileNotFoundError, match="no BM25 index in"):
+        load_bm25(tmp_path / "nothing")
