@@ -51,7 +51,8 @@ def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
     before = (encoder.stats.text_tokens, encoder.stats.sequence_tokens, encoder.stats.computed_positions)
     layouts = encoder.layouts(texts)
     lengths = [len(layout.ids) for layout in layouts]
-    batches = token_budget_batches(lengths, encoder.config.batch_tokens, encoder.config.max_batch_size)
+    batches = token_budget_batches(lengths, encoder.config.batch_tokens, encoder.config.max_batch_size,
+                                   encoder.config.max_padding)
     widths = [(len(b), max(lengths[i] for i in b)) for b in batches]
     began = time.perf_counter()
     encoder.encode(texts, show_progress=False)

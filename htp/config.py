@@ -27,6 +27,7 @@ class EncoderConfig:
     max_length: int = 512
     batch_tokens: int = 16384
     max_batch_size: int = 64
+    max_padding: float = 0.05
     query_prompt: str | None = None
     document_prompt: str | None = None
     device: str = "auto"
@@ -46,6 +47,8 @@ class EncoderConfig:
         for name in ("sentences_per_block", "block_tokens", "max_blocks", "batch_tokens", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.max_padding <= 1:
+            raise ValueError(f"encoder.max_padding must be in [0, 1], got {self.max_padding}")
         if self.max_length < 8:
             raise ValueError(f"encoder.max_length must be >= 8, got {self.max_length}")
 

@@ -167,7 +167,8 @@ class HTPEncoder:
         layouts = self.layouts(texts, kind)
         out = np.zeros((len(counts), len(texts), self.dimension), dtype=np.float32)
         lengths = [len(layout.ids) for layout in layouts]
-        batches = token_budget_batches(lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size)
+        batches = token_budget_batches(lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size,
+                                       self.config.max_padding)
         show = len(batches) > 1 if show_progress is None else show_progress
         with tqdm(total=len(texts), desc=f"encode {kind}s", unit="text", disable=not show) as bar:
             for batch in batches:

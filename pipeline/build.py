@@ -46,7 +46,7 @@ def encoder_key(config: Config) -> str:
     return config_hash(vector_settings(config))
 
 
-RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "cache_dir")
+RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
 
 
 def vector_settings(config: Config) -> dict:
