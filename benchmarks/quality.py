@@ -110,14 +110,16 @@ def write(out: Path, results: dict, seconds: float) -> None:
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"seconds": seconds, "ndcg@10": table,
                                                     "full": {n: r for n, (_, r) in results.items()}}, indent=1))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     width = 0.8 / len(columns)
     names = list(table)
+    colors = plt.get_cmap("tab20").colors
     for i, column in enumerate(columns):
-        ax.bar([x + i * width for x in range(len(names))], [table[n][column] for n in names], width, label=column)
+        ax.bar([x + i * width for x in range(len(names))], [table[n][column] for n in names], width, label=column,
+               color=colors[i % len(colors)])
     ax.set_xticks([x + width * (len(columns) - 1) / 2 for x in range(len(names))], names)
     ax.set_ylabel("NDCG@10 (x100)")
-    ax.legend(fontsize=7, ncol=4)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     print(text)
