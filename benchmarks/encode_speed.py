@@ -71,12 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--exit-layer", type=int, default=None, help="default: the model's registry default")
     parser.add_argument("--batch-tokens", type=int, default=EncoderConfig().batch_tokens)
+    parser.add_argument("--max-padding", type=float, default=EncoderConfig().max_padding)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.json"))
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in (args.dataset / "corpus.jsonl").read_text().splitlines()[: args.docs]]
     texts = [full_text(r.get("title"), r["text"]) for r in rows]
     model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
-    encoders = {m: HTPEncoder(EncoderConfig(method=m, exit_layer=args.exit_layer, batch_tokens=args.batch_tokens), model, tokenizer)
+    encoders = {m: HTPEncoder(EncoderConfig(method=m, exit_layer=args.exit_layer, batch_tokens=args.batch_tokens,
+                                              max_padding=args.max_padding), model, tokenizer)
                 for m in ("vanilla-mean", "htp")}
     encoders["htp"].encode(texts[:8])  # warm-up of spaCy and kernels
     runs: dict[str, list[dict]] = {m: [] for m in encoders}
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["matmul_flops"] = peak
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary["setup"] = {"docs": len(texts), "repeats": args.repeats, "exit_layer": encoders["htp"].exit_layer,
-                        "batch_tokens": args.batch_tokens, "threads": torch.get_num_threads()}
+                        "batch_tokens": args.batch_tokens, "max_padding": args.max_padding, "threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     print(f"\n| method | text tokens/s (median of {args.repeats}) | padding waste | achieved GFLOP/s | share of matmul |")
