@@ -4,6 +4,7 @@ resume after SIGKILL, atomic swap under a reader, CLI errors."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -127,6 +128,17 @@ def test_cli_reports_bad_input_in_one_line(config, tmp_path, capsys):
     assert cli_main(["query", str(tmp_path / "no-index"), "anything"]) == 2
     assert "no index at" in capsys.readouterr().err
 
+
+
+def test_cli_build_and_query_keep_library_debug_logs_quiet(config, tmp_path, caplog, capsys):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 20)
+    index_dir = tmp_path / "index"
+    assert cli_main(["build", "--config", str(config_path), "--input", str(corpus), "--out", str(index_dir)]) == 0
+    assert cli_main(["query", str(index_dir), "anything", "--mode", "hybrid"]) == 0
+    assert "rank" in capsys.readouterr().out
+    assert not [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < logging.WARNING]
 
 def test_ivf_pq_build_trains_on_a_sample(config, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 300)
