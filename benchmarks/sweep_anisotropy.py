@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({"final_norm": final_norm, "transform": name, "dev": ndcg(data, dev.judged_query_ids(), run),
                          "test": ndcg(data, test.judged_query_ids(), run)})
             print(json.dumps(rows[-1]), flush=True)
-    lines = [f"HTP (exit layer {encoder.exit_layer}, window {list(encoder.config.window)}), CISI seed-{args.seed} halves, "
+    start, stop = encoder.config.window
+    lines = [f"HTP (exit layer {encoder.exit_layer}, window [{start}, {stop})), CISI seed-{args.seed} halves, "
              f"NDCG@10 x100; {time.perf_counter() - began:.0f} s.", "",
              "| final norm | transform | dev | test |", "|---|---|---|---|"]
     lines += [f"| {'yes' if r['final_norm'] else 'no'} | {r['transform']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in rows]

@@ -170,7 +170,8 @@ class HTPEncoder:
         batches = token_budget_batches(lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size,
                                        self.config.max_padding)
         show = len(batches) > 1 if show_progress is None else show_progress
-        with tqdm(total=len(texts), desc=f"encode {kind}s", unit="text", disable=not show) as bar:
+        desc = "encode queries" if kind == "query" else "encode documents"
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
             for batch in batches:
                 vectors = self._forward([layouts[i] for i in batch], counts)
                 out[:, batch] = vectors.cpu().numpy()
