@@ -112,6 +112,11 @@ def fusion_rows(data: BeirData, dev_ids: list[str], test_ids: list[str], doc_ids
     return out
 
 
+def cell(setting: str) -> str:
+    """A setting key as a Markdown table cell (its ' | ' separators would split the cell)."""
+    return setting.replace(" | ", ", ")
+
+
 def write(out: Path, rows: list[dict], curves: dict, fusion: list[dict], fused_with: str, n_dev: int, n_test: int,
           seconds: float) -> None:
     """Markdown table (sorted by dev NDCG@10), JSON with every curve, and a plot of NDCG@10 against exit layer."""
@@ -124,9 +129,9 @@ def write(out: Path, rows: list[dict], curves: dict, fusion: list[dict], fused_w
     rows = sorted(rows, key=lambda r: -r["dev"])
     lines = [f"Chosen on {n_dev} dev queries, reported on {n_test} test queries; NDCG@10 x100; {seconds:.0f} s.", "",
              "| setting | best exit layer (dev) | dev | test | dev, last layer | test, last layer |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['exit_layer']} | {r['dev']:.2f} | {r['test']:.2f} | {r['dev_last_layer']:.2f} | "
+    lines += [f"| {cell(r['setting'])} | {r['exit_layer']} | {r['dev']:.2f} | {r['test']:.2f} | {r['dev_last_layer']:.2f} | "
               f"{r['test_last_layer']:.2f} |" for r in rows]
-    lines += ["", f"Fusion with the best HTP setting on dev ({fused_with}), reciprocal rank fusion k=60:", "",
+    lines += ["", f"Fusion with the best HTP setting on dev ({cell(fused_with)}), reciprocal rank fusion k=60:", "",
               "| setting | dev | test |", "|---|---|---|"]
     lines += [f"| {r['setting']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in fusion]
     (out / "table.md").write_text("\n".join(lines) + "\n")
