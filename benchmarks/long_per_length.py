@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from htp import METHODS
+from benchmarks.report import write_report
 from pipeline.beir import load_beir
 from pipeline.config import Config
 from pipeline.evaluate import EvalRequest, run_eval
@@ -65,10 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         lines.append(f"| {r['task']} | {r['length']} | {r['queries']} | {r['chance']:.1f} | "
                      + " | ".join(f"{r[m]:.2f}" for m in METHODS) + f" | {r['htp'] - r['vanilla-mean']:+.2f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.report import write_report
 from benchmarks.sweep_layers import dense_run, ndcg
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
              f"NDCG@10 x100; {time.perf_counter() - began:.0f} s.", "",
              "| final norm | transform | dev | test |", "|---|---|---|---|"]
     lines += [f"| {'yes' if r['final_norm'] else 'no'} | {r['transform']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in rows]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ quality benchmark reports on (seed 0), so the choice never sees the reported dat
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.quality import synthetic_sets
+from benchmarks.report import write_report
 from pipeline.config import Config
 from pipeline.evaluate import EvalRequest, run_eval
 
@@ -50,10 +50,7 @@ def main(argv: list[str] | None = None) -> None:
              "| blocks | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
     for name, row in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[t]:.2f}" for t in tasks) + f" | {sum(row.values()) / len(row):.2f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(table, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, table)
 
 
 if __name__ == "__main__":

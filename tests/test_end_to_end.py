@@ -4,7 +4,6 @@ the relevant document, through the CLI as a user runs it."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
