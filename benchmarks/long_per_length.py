@@ -17,12 +17,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from htp import METHODS
+from benchmarks.quality import task_folders
 from benchmarks.report import write_report
+from htp import METHODS
 from pipeline.beir import load_beir
 from pipeline.config import Config
 from pipeline.evaluate import EvalRequest, run_eval
-from pipeline.synthetic import make_needle, make_passkey, tokenizer_counter
 
 
 def chance_ndcg(n_docs: int, k: int = 10) -> float:
@@ -46,12 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     base = Config.load(args.config)
     config = replace(base, encoder=replace(base.encoder, max_length=args.max_length))
-    haystack = [d["text"] for d in load_beir(args.data / "cisi").corpus.values()]
     lengths, depths = [int(x) for x in args.lengths.split(",")], [float(x) for x in args.depths.split(",")]
-    count = tokenizer_counter(config.encoder.model)
     rows = []
-    for task, make in (("passkey", make_passkey), ("needle", make_needle)):
-        folders = make(haystack, args.work / "sets" / task, lengths, depths, args.per_cell, args.seed, count)
+    for task, folders in task_folders(args.data / "cisi", args.work, lengths, depths, args.per_cell, args.seed).items():
         for length, folder in sorted(folders.items()):
             result = run_eval(config, EvalRequest(dataset=folder, methods=METHODS, out=args.work / "eval",
                                                   name=f"{task}-{length}"))

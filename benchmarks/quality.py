@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.report import write_report
 from htp import METHODS
 from pipeline.beir import load_beir, split_queries
 from pipeline.config import Config
@@ -45,15 +46,20 @@ def merged_task(folders: dict[int, Path], out: Path) -> Path:
     return out
 
 
-def synthetic_sets(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int) -> dict[str, Path]:
-    """Passkey and needle folders (deterministic from the seed), token lengths counted by the model's tokenizer."""
+def task_folders(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int,
+                 seed: int) -> dict[str, dict[int, Path]]:
+    """Passkey and needle BEIR folders, one per length (deterministic from the seed), token lengths counted by
+    the default model's tokenizer: task -> length -> folder."""
     texts = [d["text"] for d in load_beir(haystack).corpus.values()]
     count = tokenizer_counter("smollm2-135m")
-    out = {}
-    for task, make in (("passkey", make_passkey), ("needle", make_needle)):
-        folders = make(texts, work / "parts", lengths, depths, per_cell, seed, count)
-        out[task] = merged_task(folders, work / task)
-    return out
+    return {task: make(texts, work / "parts", lengths, depths, per_cell, seed, count)
+            for task, make in (("passkey", make_passkey), ("needle", make_needle))}
+
+
+def synthetic_sets(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int) -> dict[str, Path]:
+    """One BEIR folder per task holding every length (see task_folders): task -> folder."""
+    return {task: merged_task(folders, work / task)
+            for task, folders in task_folders(haystack, work, lengths, depths, per_cell, seed).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,10 +112,8 @@ def write(out: Path, results: dict, seconds: float) -> None:
             means = {c: statistics.fmean(table[n][c] for n in names) for c in columns}
             lines.append(f"| average ({kind}) | {kind} | | " + " | ".join(f"{means[c]:.2f}" for c in columns)
                          + f" | {means['htp'] - means['vanilla-mean']:+.2f} |")
-    text = f"NDCG@10 x100; {seconds / 60:.0f} min on this machine's CPU.\n\n" + "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"seconds": seconds, "ndcg@10": table,
-                                                    "full": {n: r for n, (_, r) in results.items()}}, indent=1))
+    write_report(out.with_suffix(".md"), [f"NDCG@10 x100; {seconds / 60:.0f} min on this machine's CPU.", "", *lines],
+                 {"seconds": seconds, "ndcg@10": table, "full": {n: r for n, (_, r) in results.items()}})
     fig, ax = plt.subplots(figsize=(11, 4))
     width = 0.8 / len(columns)
     names = list(table)
@@ -122,7 +126,6 @@ def write(out: Path, results: dict, seconds: float) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
-    print(text)
 
 
 if __name__ == "__main__":

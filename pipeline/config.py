@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from htp import EncoderConfig
+from indexes.faiss_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 
@@ -50,8 +51,8 @@ class SearchConfig:
     dense_weight: float = 0.25
     bm25_weight: float = 1.0
     candidates: int = 100
-    nprobe: int = 16
-    ef_search: int = 128
+    nprobe: int = DEFAULT_NPROBE
+    ef_search: int = DEFAULT_EF_SEARCH
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
