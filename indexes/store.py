@@ -1,7 +1,8 @@
 """Index folders on disk: immutable versions, swapped in atomically through a CURRENT pointer; read-only opening.
 
     INDEX_DIR/CURRENT                 name of the live version
-    INDEX_DIR/versions/<name>/        index.faiss, ids.parquet, docs.parquet, manifest.json, [center.npy], [bm25/]
+    INDEX_DIR/versions/<name>/        index.faiss, ids.parquet, docs.parquet, manifest.json, [center.npy], [bm25/],
+                                      [calibration.npz]
 
 A reader resolves CURRENT once and keeps its version; a rebuild writes a new version, then replaces CURRENT
 with one rename, and removes only versions older than the one it replaced.
@@ -31,6 +32,7 @@ from indexes.lexical import load_bm25, save_bm25, search_bm25
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
+CALIBRATION = "calibration.npz"
 TMP_PREFIX = ".tmp-"
 DOC_COLUMNS = ["id", "title", "text"]
 DOCS_ROW_GROUP = 1024  # small row groups, so fetching a page of hits decodes a few thousand documents at most
@@ -57,6 +59,7 @@ class Manifest:
     created: str = ""
     bm25: bool = False
     centered: bool = False
+    calibration: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Pretty, key-sorted JSON for manifest.json."""
@@ -115,8 +118,11 @@ def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: 
 
 
 def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
-                  bm25: bm25s.BM25 | None = None, center: np.ndarray | None = None) -> Path:
-    """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder."""
+                  bm25: bm25s.BM25 | None = None, center: np.ndarray | None = None,
+                  calibration: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder.
+
+    `calibration` holds the arrays a query needs besides the index (described by `manifest.calibration`)."""
     _check_inputs(index, ids, docs, manifest, center)
     index_dir = Path(index_dir)
     versions = index_dir / VERSIONS
@@ -132,6 +138,8 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
             np.save(tmp / "center.npy", np.asarray(center, dtype=np.float32))
         if bm25 is not None:
             save_bm25(bm25, tmp / "bm25")
+        if calibration:
+            np.savez(tmp / CALIBRATION, **calibration)
         files = _data_files(tmp)
         written = replace(manifest, checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
                           created=created.isoformat(timespec="seconds"), bm25=bm25 is not None,
@@ -183,6 +191,10 @@ class OpenIndex:
         self.ids: list[str] = pq.read_table(path / "ids.parquet").column("id").to_pylist()
         self.center: np.ndarray | None = np.load(path / "center.npy") if manifest.centered else None
         self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
+        self.calibration_arrays: dict[str, np.ndarray] = {}
+        if manifest.calibration:
+            with np.load(path / CALIBRATION) as stored:
+                self.calibration_arrays = {name: stored[name] for name in stored.files}
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True)
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> Hits:

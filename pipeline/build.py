@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +16,12 @@ from tqdm.auto import tqdm
 
 from htp import HTPEncoder
 from htp.encoder import resolve_config
+from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
 from indexes.store import Manifest, write_version
+from pipeline.calibration import Calibration, calibrate, describe
 from pipeline.config import Config, config_hash
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
@@ -39,6 +43,7 @@ class BuildSummary:
     version_dir: Path
     shard_dir: Path
     seconds: float
+    calibration: dict | None = None
 
 
 def encoder_key(config: Config) -> str:
@@ -68,10 +73,10 @@ def _field_names(config: Config) -> FieldNames:
     return FieldNames(id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field)
 
 
-def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encoder: HTPEncoder | None = None) -> tuple[int, int, int]:
+def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encoder: Callable[[], HTPEncoder]) -> tuple[int, int, int]:
     """Stage 2+3: encode documents shard by shard, each shard written atomically; resume after a crash.
 
-    Returns (newly encoded, resumed from completed shards, truncated).
+    `encoder` gives the (lazily loaded) encoder. Returns (newly encoded, resumed from completed shards, truncated).
     """
     dataset = loaded.dataset
     writer = ShardWriter(shard_dir, shard_size=config.index.shard_size, config_hash=encoder_key(config))
@@ -79,30 +84,53 @@ def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encode
     remaining = len(dataset) - start
     truncated = 0
     if remaining:
-        encoder = encoder or HTPEncoder(config.encoder)
-        before = encoder.stats.truncated
+        model = encoder()
+        before = model.stats.truncated
         with tqdm(total=len(dataset), initial=start, desc="encode", unit="doc") as bar:
             for batch in iter_batches(dataset, config.index.shard_size, start):
                 texts = [full_text(title, text) for title, text in zip(batch["title"], batch["text"])]
-                writer.write(batch["id"], encoder.encode(texts, kind="document", show_progress=False))
+                writer.write(batch["id"], model.encode(texts, kind="document", show_progress=False))
                 bar.update(len(texts))
-        truncated = encoder.stats.truncated - before
+        truncated = model.stats.truncated - before
     return remaining, start, truncated
 
 
-def _train_sample(shard_dir: Path, count: int, limit: int, center: np.ndarray | None, seed: int = 0) -> np.ndarray:
-    """A uniform random sample of at most `limit` prepared vectors, read shard by shard."""
-    keep = np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
+def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of `count` rows, uniformly at random, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
+
+
+def _read_rows(shard_dir: Path, rows: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    """Prepared vectors of the given sorted rows, read shard by shard."""
     picked, offset = [], 0
     for _, vectors in read_shards(shard_dir):
-        rows = keep[(keep >= offset) & (keep < offset + len(vectors))] - offset
-        picked.append(prepare(vectors[rows], center))
+        inside = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
+        picked.append(prepare(vectors[inside], center))
         offset += len(vectors)
     return np.concatenate(picked)
 
 
-def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path) -> tuple[str, Path]:
-    """Stage 4: centre, train, add shard by shard, and write the version (index, ids, docs, BM25, manifest)."""
+def calibrate_index(loaded: LoadResult, config: Config, shard_dir: Path, center: np.ndarray | None,
+                    encoder: Callable[[], HTPEncoder]) -> Calibration:
+    """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents."""
+    settings = config.calibration
+    rows = _sample_rows(len(loaded.dataset), settings.max_documents, settings.seed)
+    subset = loaded.dataset.select(rows.tolist())
+    texts = [full_text(title, text) for title, text in zip(subset["title"], subset["text"])]
+    model = encoder()
+
+    def encode(items: list[str], kind: str) -> np.ndarray:
+        return model.encode(items, kind=kind)
+
+    segmenter = model.segmenter or Segmenter(model.config.spacy_model)
+    return calibrate(texts, _read_rows(shard_dir, rows, center), center, encode, segmenter.sentence_starts,
+                     settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
+
+
+def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path,
+                 encoder: Callable[[], HTPEncoder]) -> tuple[str, Path, Calibration | None]:
+    """Stage 4: centre, calibrate, train, add shard by shard, and write the version (index, ids, docs, BM25,
+    calibration, manifest)."""
     ids: list[str] = []
 
     def vectors_noting_ids():
@@ -116,23 +144,27 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
     dim = len(mean)
     center = mean if config.index.center else None
     factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
-    train = _train_sample(shard_dir, len(ids), config.index.train_sample, center) if needs_training(factory, dim) else None
+    calibration = calibrate_index(loaded, config, shard_dir, center, encoder) if config.index.calibrate else None
+    train = (_read_rows(shard_dir, _sample_rows(len(ids), config.index.train_sample, 0), center)
+             if needs_training(factory, dim) else None)
     batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
     index = build_faiss(factory, dim, batches, train)
     bm25 = None
     if config.index.bm25:
         data = loaded.dataset
         bm25 = build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
-    encoder = resolve_config(config.encoder)
+    resolved = resolve_config(config.encoder)
     manifest = Manifest(
-        model=encoder.model, method=encoder.method, exit_layer=encoder.exit_layer, window=list(encoder.window or []),
+        model=resolved.model, method=resolved.method, exit_layer=resolved.exit_layer, window=list(resolved.window or []),
         dimension=dim, metric="inner_product", count=len(ids), factory=factory, config_hash=encoder_key(config),
         encoder=vector_settings(config), package_versions=package_versions(), checksums={}, created="",
         bm25=bm25 is not None, centered=center is not None,
+        calibration=calibration.settings() if calibration else {},
     )
     docs = loaded.dataset.data.table.select(["id", "title", "text"])
-    version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center)
-    return factory, version
+    version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
+                            calibration=calibration.arrays() if calibration else None)
+    return factory, version, calibration
 
 
 def build(config: Config, input_path: Path | None = None, index_dir: Path | None = None, encoder: HTPEncoder | None = None) -> BuildSummary:
@@ -145,10 +177,18 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     if len(loaded.dataset) == 0:
         raise ValueError(f"{input_path} holds no non-empty documents: nothing to index")
     shard_dir = index_dir / "shards" / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
-    encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, encoder)
+
+    @functools.cache
+    def loaded_encoder() -> HTPEncoder:
+        return encoder or HTPEncoder(config.encoder)
+
+    encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, loaded_encoder)
     print(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
           f"{config.encoder.max_length} tokens")
-    factory, version = index_shards(loaded, config, shard_dir, index_dir)
+    factory, version, calibration = index_shards(loaded, config, shard_dir, index_dir, loaded_encoder)
+    if calibration is not None:
+        print(f"calibrate: {describe(calibration)}")
     seconds = time.perf_counter() - began
     print(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
-    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version, shard_dir, seconds)
+    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version,
+                        shard_dir, seconds, calibration.settings() if calibration else None)

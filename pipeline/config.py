@@ -12,6 +12,7 @@ import yaml
 
 from htp import EncoderConfig
 from indexes.faiss_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
+from pipeline.fusion import FUSION_METHODS
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 
@@ -35,10 +36,25 @@ class IndexConfig:
     train_sample: int = 100_000
     center: bool = True
     bm25: bool = True
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.memory_budget_mb < 1 or self.train_sample < 1:
             raise ValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Self-calibration at build time (index.calibrate): how many pseudo-queries to draw from the corpus."""
+
+    pseudo_queries: int = 2000
+    dev_queries: int = 200
+    max_documents: int = 50_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.pseudo_queries, self.dev_queries, self.max_documents) < 1:
+            raise ValueError("calibration.pseudo_queries, dev_queries and max_documents must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class SearchConfig:
 
     mode: str = "hybrid"
     k: int = 10
+    fusion: str = "auto"
     rrf_k: int = 60
     dense_weight: float = 0.25
     bm25_weight: float = 1.0
@@ -59,6 +76,8 @@ class SearchConfig:
             raise ValueError(f"search.mode {self.mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if self.k < 1 or self.candidates < 1:
             raise ValueError("search.k and search.candidates must be >= 1")
+        if self.fusion not in ("auto", *FUSION_METHODS):
+            raise ValueError(f"search.fusion {self.fusion!r} is not one of auto, {', '.join(FUSION_METHODS)}")
 
 
 @dataclass(frozen=True)
@@ -71,11 +90,12 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """config.yaml: encoder, data fields, index, search, paths."""
+    """config.yaml: encoder, data fields, index, calibration, search, paths."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 

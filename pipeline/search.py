@@ -9,7 +9,8 @@ from htp import EncoderConfig, HTPEncoder
 from indexes.store import OpenIndex, open_index
 from pipeline.build import vector_settings
 from pipeline.config import Config, SearchConfig
-from pipeline.fusion import rrf
+from pipeline.calibration import Calibration
+from pipeline.fusion import FusionChoice, fuse
 from pipeline.vectors import prepare
 
 
@@ -58,6 +59,17 @@ class Searcher:
         runtime = {} if config is None else {k: getattr(config.encoder, k) for k in ("device", "dtype", "cache_dir")}
         self._encoder = encoder
         self._encoder_config = EncoderConfig.from_dict({**self.index.manifest.encoder, **runtime})
+        manifest = self.index.manifest
+        self.calibration = Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
+        self.fusion = self._fusion()
+
+    def _fusion(self) -> FusionChoice:
+        """`auto` takes the fusion the index's calibration chose, else weighted RRF with search.dense_weight."""
+        if self.settings.fusion == "auto":
+            if self.calibration is not None:
+                return self.calibration.fusion
+            return FusionChoice("rrf", self.settings.dense_weight)
+        return FusionChoice(self.settings.fusion, self.settings.dense_weight)
 
     @property
     def encoder(self) -> HTPEncoder:
@@ -67,12 +79,14 @@ class Searcher:
         return self._encoder
 
     def dense(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        """Dense ranking: queries through the index's encoder and centering, then FAISS."""
+        """Dense ranking: queries through the index's encoder, centering and calibration, then FAISS."""
         vectors = prepare(self.encoder.encode(queries, kind="query"), self.index.center)
+        if self.calibration is not None:
+            vectors = self.calibration.queries(vectors)
         return self.index.search(vectors, k, nprobe=self.settings.nprobe, ef_search=self.settings.ef_search)
 
     def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
-        """(id, score) lists per query for dense, bm25, or hybrid (weighted reciprocal rank fusion)."""
+        """(id, score) lists per query for dense, bm25, or hybrid (the fusion in `self.fusion`)."""
         mode = mode or self.settings.mode
         if mode == "dense":
             return self.dense(queries, k)
@@ -80,8 +94,7 @@ class Searcher:
             return self.index.search_bm25(queries, k)
         depth = max(k, self.settings.candidates)
         dense, lexical = self.dense(queries, depth), self.index.search_bm25(queries, depth)
-        weights = [self.settings.dense_weight, self.settings.bm25_weight]
-        return [rrf([[i for i, _ in d], [i for i, _ in b]], weights, k=self.settings.rrf_k, top=k) for d, b in zip(dense, lexical)]
+        return [fuse(d, b, self.fusion, k, self.settings.rrf_k, self.settings.bm25_weight) for d, b in zip(dense, lexical)]
 
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         """Ranked hits with title and snippet for one query."""

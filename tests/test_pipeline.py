@@ -59,6 +59,9 @@ def test_search_equals_raw_faiss_on_the_same_vectors(config, tmp_path):
     searcher = Searcher(index_dir, config)
     query = "library catalogue of the stock market"
     q = prepare(searcher.encoder.encode([query], kind="query"), center)
+    stored = np.load(summary.version_dir / "calibration.npz")
+    q = prepare(q + q @ stored["adapter"], None) if summary.calibration["adapter"] else q
+    q = prepare(q - summary.calibration["bias_weight"] * stored["query_mean"], None)
     scores, rows = raw.search(q, 5)
     got = searcher.dense([query], 5)[0]
     assert [i for i, _ in got] == [ids[r] for r in rows[0]]

@@ -1,0 +1,143 @@
+"""Does self-calibration transfer? Calibration's own choices (adapter, correction, fusion) come from the corpus
+alone; its few constants (adapter penalty, pseudo-query count) are chosen on one collection's real dev queries
+and reported on every other collection, and on that collection's test half.
+
+For each BEIR folder: HTP vectors of the corpus, its judged queries, pseudo-queries sampled from the corpus
+and the inverse-cloze development documents (all cached under runs/cache), then NDCG@10 x100 on the real
+queries for: dense uncalibrated and calibrated, BM25, the old fixed hybrid (RRF, dense weight 0.25) and the
+calibrated hybrid; plus what the label-free development set said, to check it ranks the methods as real
+queries do. Results: benchmarks/results/calibration.{md,json}.
+
+    python -m benchmarks.calibration --choose-on cisi
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.embed_cache import cached_layers
+from benchmarks.report import write_report
+from htp import EncoderConfig, HTPEncoder
+from htp.encoder import resolve_config
+from htp.models import load_model, pick_device
+from htp.segment import Segmenter
+from indexes.lexical import build_bm25, search_bm25
+from pipeline.beir import BeirData, load_beir, split_queries
+from pipeline.calibration import Calibration, CalibrationData, calibration_data, fit
+from pipeline.fusion import FusionChoice, fuse
+from pipeline.metrics import evaluate_run
+from pipeline.records import full_text
+from pipeline.vectors import prepare
+
+PENALTIES = (1e-4, 1e-3, 1e-2)
+COUNTS = (500, 1000, 2000)
+DEPTH = 100
+OLD_HYBRID = FusionChoice("rrf", 0.25)
+
+
+class Collection:
+    """One BEIR folder with its cached HTP encodings and calibration data."""
+
+    def __init__(self, folder: Path, cache: Path, encoder: HTPEncoder, pseudo: int, dev: int, seed: int) -> None:
+        self.name = folder.name
+        self.data: BeirData = load_beir(folder)
+        self.doc_ids = list(self.data.corpus)
+        texts = [full_text(self.data.corpus[d].get("title"), self.data.corpus[d]["text"]) for d in self.doc_ids]
+        self.query_ids = self.data.judged_query_ids()
+        dev_half, test_half = split_queries(self.data, seed)
+        self.halves = {"all": self.query_ids, "dev": dev_half.judged_query_ids(), "test": test_half.judged_query_ids()}
+        layer = encoder.exit_layer - 1
+
+        def encode(items: list[str], kind: str, tag: str = "") -> np.ndarray:
+            return np.asarray(cached_layers(cache, self.name + tag, items, encoder.config, kind, encoder)[layer])
+
+        raw_docs = encode(texts, "document")
+        self.center = raw_docs.mean(axis=0)
+        self.docs = prepare(raw_docs, self.center)
+        self.queries = prepare(encode([self.data.queries[q] for q in self.query_ids], "query"), self.center)
+        scores, rows = search_bm25(build_bm25(texts), [self.data.queries[q] for q in self.query_ids], DEPTH)
+        self.bm25 = [[(int(r), float(s)) for r, s in zip(rr, sr) if r >= 0] for rr, sr in zip(rows, scores)]
+        segmenter = Segmenter(encoder.config.spacy_model)
+        self.calibration_data: CalibrationData = calibration_data(
+            texts, self.docs, self.center, lambda items, kind: encode(items, kind, "-calibration"),
+            segmenter.sentence_starts, pseudo, dev, seed, bm25=True)
+
+    def ndcg(self, rankings: list[list[tuple[int, float]]]) -> dict[str, float]:
+        """NDCG@10 x100 on each half of the real queries."""
+        run = {q: {self.doc_ids[r]: s for r, s in ranked} for q, ranked in zip(self.query_ids, rankings)}
+        return {half: 100 * evaluate_run({q: self.data.qrels[q] for q in ids}, {q: run[q] for q in ids})["ndcg@10"]
+                for half, ids in self.halves.items()}
+
+    def dense(self, calibration: Calibration | None) -> list[list[tuple[int, float]]]:
+        queries = self.queries if calibration is None else calibration.queries(self.queries)
+        scores = queries @ self.docs.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH]
+        return [[(int(r), float(scores[i, r])) for r in row] for i, row in enumerate(top)]
+
+    def hybrid(self, dense: list[list[tuple[int, float]]], choice: FusionChoice) -> list[list[tuple[int, float]]]:
+        return [fuse(d, b, choice, DEPTH) for d, b in zip(dense, self.bm25)]
+
+    def fit(self, penalty: float, count: int, seed: int) -> Calibration:
+        d = self.calibration_data
+        return fit(d.train_queries[:count], d.train_targets[:count], self.docs, d.dev_queries, d.dev_targets,
+                   d.dev_docs, d.dev_bm25, penalty=penalty, seed=seed)
+
+    def rows(self, calibration: Calibration) -> dict[str, dict[str, float]]:
+        """NDCG@10 per method for one calibration."""
+        raw, calibrated = self.dense(None), self.dense(calibration)
+        return {"htp dense": self.ndcg(raw), "htp dense, calibrated": self.ndcg(calibrated),
+                "bm25": self.ndcg(self.bm25), "hybrid, old fixed (rrf 0.25)": self.ndcg(self.hybrid(raw, OLD_HYBRID)),
+                f"hybrid, calibrated ({calibration.fusion.label})": self.ndcg(self.hybrid(calibrated, calibration.fusion))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--datasets", default="cisi,manpages-3")
+    parser.add_argument("--choose-on", default="cisi", help="the collection whose real dev queries pick the constants")
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration.md"))
+    parser.add_argument("--dev-queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
+    encoder = HTPEncoder(resolve_config(EncoderConfig()), model, tokenizer)
+    collections = {name: Collection(args.data / name, args.cache, encoder, max(COUNTS), args.dev_queries, args.seed)
+                   for name in args.datasets.split(",")}
+    chooser = collections[args.choose_on]
+    sweep = {}
+    for penalty in PENALTIES:
+        for count in COUNTS:
+            calibration = chooser.fit(penalty, count, args.seed)
+            sweep[(penalty, count)] = chooser.ndcg(chooser.hybrid(chooser.dense(calibration), calibration.fusion))["dev"]
+            print(f"choose on {chooser.name} dev: penalty {penalty:g}, {count} pseudo-queries: calibrated hybrid "
+                  f"{sweep[(penalty, count)]:.2f}")
+    penalty, count = max(sweep, key=lambda key: (sweep[key], -key[0]))
+    lines = [f"Constants chosen on {chooser.name}'s real dev half: adapter penalty {penalty:g}, {count} pseudo-queries "
+             f"({', '.join(f'{p:g}/{c}: {v:.2f}' for (p, c), v in sweep.items())}). NDCG@10 x100; "
+             f"{(time.perf_counter() - began) / 60:.0f} min.", ""]
+    results = {"chosen_on": chooser.name, "penalty": penalty, "pseudo_queries": count,
+               "sweep": {f"{p:g}/{c}": v for (p, c), v in sweep.items()}, "collections": {}}
+    for name, collection in collections.items():
+        calibration = collection.fit(penalty, count, args.seed)
+        rows = collection.rows(calibration)
+        results["collections"][name] = {"rows": rows, "calibration": calibration.settings()}
+        role = "chose the constants (report its test half)" if collection is chooser else "took no part in the choice"
+        lines += [f"### {name}: {role}", "", "| method | all | dev half | test half |", "|---|---|---|---|"]
+        lines += [f"| {label} | {v['all']:.2f} | {v['dev']:.2f} | {v['test']:.2f} |" for label, v in rows.items()]
+        report = calibration.settings()
+        lines += ["", "Label-free development set (inverse cloze, NDCG@10 x100): "
+                  + ", ".join(f"{k.removeprefix('dev_ndcg_')} {100 * v:.1f}" for k, v in report.items() if k.startswith("dev_ndcg")),
+                  f"Chosen: adapter {report['adapter']} (step {report['adapter_steps']}), correction weight "
+                  f"{report['bias_weight']}, fusion {calibration.fusion.label}.", ""]
+    write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Self-calibration from the corpus alone: pseudo-queries sampled from the documents fit a query adapter, a
+query-side score correction and the hybrid fusion, with no labels and no network.
+
+Two label-free sets are drawn from the documents (sentences that read like prose, 4-40 words):
+- *training* pseudo-queries, each paired with the document it came from, fit the adapter `q + qW`
+  (InfoNCE over the calibration corpus, penalty on W so it stays near the identity);
+- *development* pseudo-queries, scored as an inverse cloze task: each is searched against a corpus where
+  its own sentence was removed from its document, for BM25 and dense alike. A verbatim sentence would hand
+  BM25 the answer (it finds its own sentence almost always), so a fusion weight chosen on such a set always
+  picks BM25 alone; without the sentence both rankers must find the document from its context.
+The development set early-stops the adapter and chooses the correction strength and the fusion, each only
+when it beats the plainer choice there, so where dense does not help, hybrid leans on BM25.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from indexes.lexical import build_bm25, search_bm25
+from pipeline.fusion import FusionChoice, fuse
+from pipeline.vectors import prepare
+
+MIN_WORDS, MAX_WORDS = 4, 40
+PROSE_SHARE = 0.6  # at least this share of a pseudo-query's words are plain words (no code, numbers, paths)
+TAU = 0.05  # InfoNCE temperature
+DEPTH = 100  # candidates per ranking on the development set, as search.candidates
+BIAS_WEIGHTS = (0.0, 0.5, 1.0)
+FUSIONS = (FusionChoice("rrf", 0.0),
+           *(FusionChoice("rrf", w) for w in (0.1, 0.25, 0.5, 1.0)),
+           *(FusionChoice("score", w) for w in (0.1, 0.2, 0.3, 0.5)))
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    """A sentence of document `row` (characters [start, end) of its text) used as a query."""
+
+    row: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class PseudoQueries:
+    """Training pairs for the adapter and inverse-cloze development queries (from other documents)."""
+
+    train: list[PseudoQuery]
+    dev: list[PseudoQuery]
+
+
+@dataclass
+class Calibration:
+    """What calibration chose; applied to query vectors at search time and to the hybrid fusion."""
+
+    adapter: np.ndarray | None
+    query_mean: np.ndarray
+    bias_weight: float
+    fusion: FusionChoice
+    report: dict = field(default_factory=dict)
+
+    def queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Prepared query vectors -> calibrated ones: adapter, then the correction, unit length."""
+        out = np.asarray(vectors, dtype=np.float32)
+        if self.adapter is not None:
+            out = _unit(out + out @ self.adapter)
+        return _unit(out - self.bias_weight * self.query_mean)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What is stored beside the index."""
+        out = {"query_mean": self.query_mean.astype(np.float32)}
+        if self.adapter is not None:
+            out["adapter"] = self.adapter.astype(np.float32)
+        return out
+
+    def settings(self) -> dict:
+        """What is recorded in the manifest (and shown by `htp info`)."""
+        return {"adapter": self.adapter is not None, "bias_weight": self.bias_weight,
+                "fusion": self.fusion.method, "dense_weight": self.fusion.dense_weight, **self.report}
+
+    @classmethod
+    def load(cls, settings: dict, arrays: dict[str, np.ndarray]) -> "Calibration":
+        """Rebuild from a manifest's settings and the stored arrays."""
+        return cls(arrays.get("adapter") if settings.get("adapter") else None, arrays["query_mean"],
+                   float(settings["bias_weight"]), FusionChoice(settings["fusion"], float(settings["dense_weight"])),
+                   {k: v for k, v in settings.items() if k not in ("adapter", "bias_weight", "fusion", "dense_weight")})
+
+
+def describe(calibration: Calibration) -> str:
+    """One line for the build summary: what was chosen, what the development set said, what it cost."""
+    r = calibration.report
+    adapter = (f"adapter yes (dev NDCG@10 {100 * r['dev_ndcg_identity']:.1f} -> {100 * r['dev_ndcg_adapter']:.1f})"
+               if calibration.adapter is not None else "adapter no (it did not beat the identity on the dev set)")
+    return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {calibration.fusion.label}; "
+            f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
+            f"{r.get('seconds')} s")
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def query_like(sentence: str) -> bool:
+    """A sentence that reads like a query: 4-40 words, mostly plain words."""
+    words = sentence.split()
+    if not MIN_WORDS <= len(words) <= MAX_WORDS:
+        return False
+    plain = sum(word.strip(".,;:!?()[]\"'").isalpha() for word in words)
+    return plain >= PROSE_SHARE * len(words)
+
+
+def sentence_spans(text: str, starts: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of each query-like sentence, surrounding whitespace excluded."""
+    spans = []
+    for start, end in zip(starts, [*starts[1:], len(text)]):
+        piece = text[start:end]
+        left = start + len(piece) - len(piece.lstrip())
+        right = start + len(piece.rstrip())
+        if right > left and query_like(text[left:right]):
+            spans.append((left, right))
+    return spans
+
+
+def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[str]], list[list[int]]],
+                          count: int, dev_count: int, seed: int) -> PseudoQueries:
+    """Deterministic for a seed. Development queries come first, one per document from documents with at least
+    two query-like sentences (so the document keeps some text of its own); training queries then take one
+    sentence per remaining document in a seeded order, a second round if documents run out."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(texts)).tolist()
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for chunk in range(0, len(order), 256):
+        rows = order[chunk:chunk + 256]
+        for row, starts in zip(rows, sentence_starts([texts[r] for r in rows])):
+            spans[row] = sentence_spans(texts[row], starts)
+        if sum(len(s) for s in spans.values()) >= count + 2 * dev_count:
+            break
+    seen = [r for r in order if r in spans]
+    dev_rows = [r for r in seen if len(spans[r]) >= 2][:dev_count]
+
+    def pick(row: int) -> PseudoQuery:
+        start, end = spans[row].pop(int(rng.integers(len(spans[row]))))
+        return PseudoQuery(row, start, end, texts[row][start:end])
+
+    dev = [pick(r) for r in dev_rows]
+    taken = set(dev_rows)
+    train: list[PseudoQuery] = []
+    while len(train) < count:
+        round_rows = [r for r in seen if r not in taken and spans[r]]
+        if not round_rows:
+            break
+        for row in round_rows[:count - len(train)]:
+            train.append(pick(row))
+    return PseudoQueries(train, dev)
+
+
+def without_sentence(text: str, query: PseudoQuery) -> str:
+    """The document with the pseudo-query's sentence cut out (inverse cloze)."""
+    return (text[:query.start].rstrip() + " " + text[query.end:].lstrip()).strip()
+
+
+def target_ndcg(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean NDCG@10 when each query has exactly one relevant document, from a [queries, docs] score matrix."""
+    # With one relevant document NDCG@10 is 1/log2(1 + rank) for rank <= 10: computed in closed form here,
+    # inside training loops, where building ranx runs for every check would cost more than the training.
+    own = scores[np.arange(len(targets)), targets][:, None]
+    ranks = 1 + (scores > own).sum(axis=1)
+    return float(np.mean(np.where(ranks <= 10, 1 / np.log2(1 + ranks), 0.0)))
+
+
+def ranking_ndcg(rankings: Sequence[Sequence[int]], targets: Sequence[int]) -> float:
+    """Mean NDCG@10 of ranked row lists, one relevant row per query."""
+    total = 0.0
+    for ranked, target in zip(rankings, targets):
+        top = list(ranked[:10])
+        total += 1 / math.log2(2 + top.index(target)) if target in top else 0.0
+    return total / max(1, len(targets))
+
+
+def fit_adapter(queries: np.ndarray, targets: np.ndarray, docs: np.ndarray, dev_queries: np.ndarray,
+                dev_targets: np.ndarray, dev_docs: np.ndarray, penalty: float, seed: int,
+                steps: int = 300, check_every: int = 10, lr: float = 1e-3) -> tuple[np.ndarray | None, dict]:
+    """Fit W in q + qW by InfoNCE (full softmax over `docs`, temperature TAU, `penalty` * ||W||^2), keeping the
+    W that scores best on the development set; None when no step beats the identity there."""
+    torch.manual_seed(seed)
+    q, d = torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(np.ascontiguousarray(docs))
+    t = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    weight = torch.zeros(q.shape[1], q.shape[1], requires_grad=True)
+    optimiser = torch.optim.Adam([weight], lr=lr)
+    best_score, best, best_step = target_ndcg(dev_queries @ dev_docs.T, dev_targets), None, 0
+    start_score = best_score
+    for step in range(1, steps + 1):
+        adapted = torch.nn.functional.normalize(q + q @ weight, dim=1)
+        loss = torch.nn.functional.cross_entropy(adapted @ d.T / TAU, t) + penalty * weight.square().sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % check_every == 0:
+            w = weight.detach().numpy()
+            score = target_ndcg(_unit(dev_queries + dev_queries @ w) @ dev_docs.T, dev_targets)
+            if score > best_score:
+                best_score, best, best_step = score, w.copy(), step
+            elif step - best_step >= 5 * check_every:
+                break
+    return best, {"dev_ndcg_identity": start_score, "dev_ndcg_adapter": best_score, "adapter_steps": best_step}
+
+
+def _top_scored(scores: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
+    """The best `depth` (row, score) per query row of a score matrix, best first."""
+    depth = min(depth, scores.shape[1])
+    part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    rows, values = np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+    return [list(zip(r.tolist(), v.tolist())) for r, v in zip(rows, values)]
+
+
+def fit(train_queries: np.ndarray, train_targets: np.ndarray, docs: np.ndarray, dev_queries: np.ndarray,
+        dev_targets: np.ndarray, dev_docs: np.ndarray, dev_bm25: Sequence[Sequence[tuple[int, float]]] | None,
+        penalty: float = 1e-3, seed: int = 0) -> Calibration:
+    """Choose adapter, correction and fusion on the development set from prepared (centred, unit) vectors.
+
+    `docs` are the calibration corpus's vectors; `dev_docs` the same with each development query's sentence
+    removed from its document; `dev_bm25` the BM25 ranking (row, score) of each development query over that
+    same edited corpus, or None when the index has no BM25 part.
+    """
+    adapter, report = fit_adapter(train_queries, train_targets, docs, dev_queries, dev_targets, dev_docs, penalty, seed)
+    adapted = Calibration(adapter, np.zeros(docs.shape[1], np.float32), 0.0, FUSIONS[0])
+    query_mean = _unit(adapted.queries(train_queries).mean(axis=0, keepdims=True))[0]
+    best_bias, best_score = 0.0, -1.0
+    for weight in BIAS_WEIGHTS:  # ascending: a stronger correction must do strictly better
+        trial = Calibration(adapter, query_mean, weight, FUSIONS[0])
+        score = target_ndcg(trial.queries(dev_queries) @ dev_docs.T, dev_targets)
+        report[f"dev_ndcg_bias_{weight}"] = score
+        if score > best_score:
+            best_bias, best_score = weight, score
+    calibration = Calibration(adapter, query_mean, best_bias, FUSIONS[0], report)
+    if dev_bm25 is not None:
+        dense = _top_scored(calibration.queries(dev_queries) @ dev_docs.T, DEPTH)
+        best_score = -1.0
+        for choice in FUSIONS:  # BM25 alone first: dense must earn its weight
+            fused = [[r for r, _ in fuse(d, b, choice, DEPTH)] for d, b in zip(dense, dev_bm25)]
+            score = ranking_ndcg(fused, dev_targets.tolist())
+            report[f"dev_ndcg_{choice.label}"] = score
+            if score > best_score:
+                calibration.fusion, best_score = choice, score
+    return calibration
+
+
+Encode = Callable[[list[str], str], np.ndarray]
+
+
+@dataclass
+class CalibrationData:
+    """Prepared vectors and rankings that `fit` chooses from (kept apart so benchmarks can reuse them)."""
+
+    sample: PseudoQueries
+    train_queries: np.ndarray
+    dev_queries: np.ndarray
+    dev_docs: np.ndarray
+    dev_bm25: list[list[tuple[int, float]]] | None
+
+    @property
+    def train_targets(self) -> np.ndarray:
+        return np.array([q.row for q in self.sample.train], dtype=np.int64)
+
+    @property
+    def dev_targets(self) -> np.ndarray:
+        return np.array([q.row for q in self.sample.dev], dtype=np.int64)
+
+
+def calibration_data(texts: Sequence[str], docs: np.ndarray, center: np.ndarray | None, encode: Encode,
+                     sentence_starts: Callable[[list[str]], list[list[int]]], pseudo_queries: int, dev_queries: int,
+                     seed: int, bm25: bool) -> CalibrationData:
+    """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
+    sentence, and rank the development queries with BM25 over that edited corpus."""
+    sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
+    if not sample.train or not sample.dev:
+        raise ValueError("the documents hold too few prose sentences to draw pseudo-queries from")
+    train = prepare(encode([q.text for q in sample.train], "query"), center)
+    dev = prepare(encode([q.text for q in sample.dev], "query"), center)
+    edited = [without_sentence(texts[q.row], q) for q in sample.dev]
+    rows = [q.row for q in sample.dev]
+    dev_docs = np.array(docs, dtype=np.float32, copy=True)
+    dev_docs[rows] = prepare(encode(edited, "document"), center)
+    dev_bm25 = None
+    if bm25:
+        corpus = list(texts)
+        for row, text in zip(rows, edited):
+            corpus[row] = text
+        scores, hits = search_bm25(build_bm25(corpus), [q.text for q in sample.dev], DEPTH)
+        dev_bm25 = [[(int(r), float(s)) for r, s in zip(hr, sr) if r >= 0] for hr, sr in zip(hits, scores)]
+    return CalibrationData(sample, train, dev, dev_docs, dev_bm25)
+
+
+def calibrate(texts: Sequence[str], docs: np.ndarray, center: np.ndarray | None, encode: Encode,
+              sentence_starts: Callable[[list[str]], list[list[int]]], pseudo_queries: int, dev_queries: int,
+              seed: int, bm25: bool) -> Calibration:
+    """Everything calibration does, from the calibration corpus's texts and prepared vectors."""
+    began = time.perf_counter()
+    data = calibration_data(texts, docs, center, encode, sentence_starts, pseudo_queries, dev_queries, seed, bm25)
+    calibration = fit(data.train_queries, data.train_targets, docs, data.dev_queries, data.dev_targets, data.dev_docs,
+                      data.dev_bm25, seed=seed)
+    calibration.report.update(pseudo_queries=len(data.sample.train), dev_queries=len(data.sample.dev),
+                              documents=len(texts), seed=seed, seconds=round(time.perf_counter() - began, 1))
+    return calibration
