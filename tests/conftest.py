@@ -1,13 +1,18 @@
-"""Shared fixtures: a tiny tokenizer trained on the fly and tiny random Llama / Gemma decoders (no download)."""
+"""Shared fixtures: a tiny tokenizer trained on the fly, tiny random Llama / Gemma decoders (no download), and a
+small corpus writer with a pipeline configuration over the tiny Llama."""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
+from pathlib import Path
 
 # Everything the suite loads must come from disk: a hub or dataset download would fail here.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
@@ -15,6 +20,7 @@ from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCa
                           PreTrainedTokenizerFast)
 
 from htp import EncoderConfig, HTPEncoder  # noqa: E402
+from pipeline.config import Config  # noqa: E402
 
 CORPUS = [
     "The cat sat on the mat. It was a sunny day in the park.",
@@ -80,3 +86,26 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     LlamaForCausalLM(config).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+WORDS = "library catalogue subject index journal record protein market stock park cat mat sunny report".split()
+
+
+def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
+    """A JSON-lines corpus of `count` documents of 1-3 random six-word sentences, with titles."""
+    rng = np.random.default_rng(seed)
+    with path.open("w") as f:
+        for i in range(count):
+            sentences = [" ".join(rng.choice(WORDS, size=6)).capitalize() + "." for _ in range(1 + i % 3)]
+            f.write(json.dumps({"_id": f"d{i}", "title": f"Doc {i}", "text": " ".join(sentences)}) + "\n")
+    return path
+
+
+@pytest.fixture
+def config(tiny_model_dir, tmp_path) -> Config:
+    """The default configuration on the tiny local Llama, Flat index, small shards, an index folder in tmp."""
+    base = Config()
+    return replace(base,
+                   encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
+                   index=replace(base.index, factory="Flat", shard_size=8),
+                   paths=replace(base.paths, index_dir=str(tmp_path / "index")))

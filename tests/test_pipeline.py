@@ -17,33 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import write_corpus
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
 from pipeline.search import EncoderMismatchError, Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
-
-WORDS = "library catalogue subject index journal record protein market stock park cat mat sunny report".split()
-
-
-def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    with path.open("w") as f:
-        for i in range(count):
-            sentences = [" ".join(rng.choice(WORDS, size=6)).capitalize() + "." for _ in range(1 + i % 3)]
-            f.write(json.dumps({"_id": f"d{i}", "title": f"Doc {i}", "text": " ".join(sentences)}) + "\n")
-    return path
-
-
-@pytest.fixture
-def config(tiny_model_dir, tmp_path) -> Config:
-    base = Config()
-    return replace(base,
-                   encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
-                   index=replace(base.index, factory="Flat", shard_size=8),
-                   paths=replace(base.paths, index_dir=str(tmp_path / "index")))
-
 
 def test_search_equals_raw_faiss_on_the_same_vectors(config, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 30)

@@ -1,0 +1,161 @@
+"""Self-calibration: pseudo-query sampling, the closed-form metric, adapter and fusion choices on synthetic
+vectors, and calibration stored with the index and applied the same way by every search path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_corpus
+
+from indexes.store import MANIFEST, open_index
+from pipeline.build import build
+from pipeline.calibration import (Calibration, fit, fit_adapter, query_like, ranking_ndcg, sample_pseudo_queries,
+                                  target_ndcg, without_sentence)
+from pipeline.config import Config
+from pipeline.fusion import FusionChoice, fuse
+from pipeline.metrics import evaluate_run
+from pipeline.search import Searcher
+from pipeline.vectors import prepare
+
+
+def naive_starts(texts: list[str]) -> list[list[int]]:
+    """Sentence starts after '. ' (the tests' texts are simple)."""
+    out = []
+    for text in texts:
+        starts = [0] + [i + 2 for i in range(len(text) - 1) if text[i:i + 2] == ". "]
+        out.append(starts)
+    return out
+
+
+TEXTS = [f"Document {i} talks about the library catalogue today. It lists journals and records for readers. "
+         f"Number {i} ends with a third plain sentence here." for i in range(40)]
+
+
+def test_query_like_keeps_prose_and_drops_code_and_fragments():
+    assert query_like("abort the program if the assertion is false")
+    assert not query_like("see also")
+    assert not query_like("int x = 0; x += 1; return x; // 42 17")
+
+
+def test_sampling_is_deterministic_and_keeps_dev_documents_out_of_training():
+    a = sample_pseudo_queries(TEXTS, naive_starts, count=30, dev_count=8, seed=3)
+    b = sample_pseudo_queries(TEXTS, naive_starts, count=30, dev_count=8, seed=3)
+    c = sample_pseudo_queries(TEXTS, naive_starts, count=30, dev_count=8, seed=4)
+    assert a == b and a != c
+    assert len(a.dev) == 8 and len(a.train) == 30
+    assert not {q.row for q in a.dev} & {q.row for q in a.train}
+    for q in [*a.dev, *a.train]:
+        assert TEXTS[q.row][q.start:q.end] == q.text and query_like(q.text)
+
+
+def test_without_sentence_removes_exactly_that_sentence():
+    q = sample_pseudo_queries(TEXTS, naive_starts, count=1, dev_count=1, seed=0).dev[0]
+    edited = without_sentence(TEXTS[q.row], q)
+    assert q.text not in edited
+    assert len(edited.split()) == len(TEXTS[q.row].split()) - len(q.text.split())
+
+
+def test_target_ndcg_matches_ranx():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(20, 30))
+    targets = rng.integers(0, 30, size=20)
+    run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in range(30)} for i in range(20)}
+    qrels = {f"q{i}": {f"d{t}": 1} for i, t in enumerate(targets)}
+    assert target_ndcg(scores, targets) == pytest.approx(evaluate_run(qrels, run)["ndcg@10"], abs=1e-9)
+    rankings = [list(np.argsort(-row)) for row in scores]
+    assert ranking_ndcg(rankings, targets.tolist()) == pytest.approx(target_ndcg(scores, targets), abs=1e-9)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_adapter_learns_a_map_that_the_identity_misses():
+    rng = np.random.default_rng(0)
+    docs = unit(rng.normal(size=(200, 16)))
+    rotation = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+    targets = rng.integers(0, 200, size=600)
+    queries = unit(docs[targets] @ rotation.T + 0.1 * rng.normal(size=(600, 16)))
+    w, report = fit_adapter(queries[:500], targets[:500], docs, queries[500:], targets[500:], docs, penalty=1e-4, seed=0,
+                            steps=400, lr=1e-2)
+    assert w is not None
+    assert report["dev_ndcg_adapter"] > report["dev_ndcg_identity"] + 0.3
+
+
+def test_fusion_leans_on_bm25_when_dense_is_noise_and_on_dense_when_it_is_right():
+    rng = np.random.default_rng(1)
+    docs = unit(rng.normal(size=(100, 8)))
+    targets = np.arange(60) % 100
+    perfect_bm25 = [[(int(t), 10.0)] + [(int(r), 1.0) for r in rng.permutation(100)[:20] if r != t] for t in targets]
+    noise = unit(rng.normal(size=(60, 8)))
+    chosen = fit(noise[:30], targets[:30], docs, noise[30:], targets[30:], docs, perfect_bm25[30:])
+    assert chosen.fusion.dense_weight == 0.0
+    exact = docs[targets]
+    useless_bm25 = [[(int(r), 1.0) for r in rng.permutation(100)[:20]] for _ in targets]
+    chosen = fit(exact[:30], targets[:30], docs, exact[30:], targets[30:], docs, useless_bm25[30:])
+    assert chosen.fusion.dense_weight > 0
+
+
+def test_calibration_queries_apply_adapter_then_correction():
+    rng = np.random.default_rng(2)
+    w, mean = rng.normal(size=(4, 4)).astype(np.float32), unit(rng.normal(size=(1, 4)))[0]
+    q = unit(rng.normal(size=(3, 4)))
+    got = Calibration(w, mean, 0.5, FusionChoice("rrf", 0.1)).queries(q)
+    expected = unit(unit(q + q @ w) - 0.5 * mean)
+    assert np.allclose(got, expected, atol=1e-6)
+    stored = Calibration(w, mean, 0.5, FusionChoice("score", 0.2), {"seconds": 1.0})
+    again = Calibration.load(json.loads(json.dumps(stored.settings())), stored.arrays())
+    assert np.allclose(again.queries(q), stored.queries(q)) and again.fusion == stored.fusion
+
+
+def test_fuse_with_zero_dense_weight_is_bm25_order():
+    dense, bm25 = [("a", 0.9), ("b", 0.5), ("z", 0.1)], [("c", 7.0), ("b", 3.0), ("a", 1.0)]
+    for method in ("rrf", "score"):
+        assert [d for d, _ in fuse(dense, bm25, FusionChoice(method, 0.0), 3)] == ["c", "b", "a"]
+    assert [d for d, _ in fuse(dense, bm25, FusionChoice("score", 1.0), 2)] == ["a", "b"]
+
+
+@pytest.fixture
+def calibrating(config: Config) -> Config:
+    """The tiny pipeline configuration with a calibration sized for a few dozen documents."""
+    return replace(config, calibration=replace(config.calibration, pseudo_queries=40, dev_queries=10))
+
+
+def test_calibration_is_deterministic_stored_and_applied_by_every_path(calibrating, tmp_path):
+    config = calibrating
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 48)
+    first = build(config, corpus, tmp_path / "a")
+    second = build(config, corpus, tmp_path / "b")
+    assert first.calibration is not None
+    assert {k: v for k, v in first.calibration.items() if k != "seconds"} == \
+           {k: v for k, v in second.calibration.items() if k != "seconds"}
+    a, b = open_index(tmp_path / "a"), open_index(tmp_path / "b")
+    assert a.manifest.calibration == first.calibration
+    assert a.calibration_arrays.keys() == b.calibration_arrays.keys()
+    for name in a.calibration_arrays:
+        assert np.array_equal(a.calibration_arrays[name], b.calibration_arrays[name])
+    searcher = Searcher(tmp_path / "a", config)
+    assert searcher.calibration is not None and searcher.fusion == searcher.calibration.fusion
+    query = "library catalogue of the stock market"
+    expected = searcher.calibration.queries(prepare(searcher.encoder.encode([query], kind="query"), searcher.index.center))
+    rows = searcher.index.search(expected, 5)[0]
+    assert [i for i, _ in searcher.dense([query], 5)[0]] == [i for i, _ in rows]
+
+
+def test_an_index_without_calibration_loads_and_searches(calibrating, tmp_path):
+    config = calibrating
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 20)
+    summary = build(replace(config, index=replace(config.index, calibrate=False)), corpus, tmp_path / "plain")
+    assert summary.calibration is None and not (summary.version_dir / "calibration.npz").exists()
+    manifest_path = summary.version_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["calibration"]  # as written before calibration existed
+    manifest_path.write_text(json.dumps(manifest))
+    searcher = Searcher(tmp_path / "plain", config)
+    assert searcher.calibration is None and searcher.fusion == FusionChoice("rrf", config.search.dense_weight)
+    for mode in ("dense", "bm25", "hybrid"):
+        assert len(searcher.search("protein market", 5, mode=mode)) == 5
