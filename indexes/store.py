@@ -10,11 +10,15 @@ with one rename, and removes only versions older than the one it replaced.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -34,6 +38,9 @@ VERSIONS = "versions"
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.npz"
 TMP_PREFIX = ".tmp-"
+MARKER = ".htp-index"
+LOCK = ".lock"
+VERSION_NAME = re.compile(r"\d{8}T\d{6}-[A-Za-z0-9_]+")
 DOC_COLUMNS = ["id", "title", "text"]
 DOCS_ROW_GROUP = 1024  # small row groups, so fetching a page of hits decodes a few thousand documents at most
 
@@ -155,9 +162,48 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     previous = _current_name(index_dir)
     _point_current(index_dir, final.name)
     for old in versions.iterdir():
-        if old.name not in (final.name, previous) and not old.name.startswith(TMP_PREFIX):
+        if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and (old / MANIFEST).is_file():
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+class IndexFolderError(RuntimeError):
+    """The output folder cannot be written as an index: another build holds it, or it is not an index."""
+
+
+def is_index_folder(index_dir: Path) -> bool:
+    """True for a folder this package made: it has the marker, or (indexes from before the marker) a CURRENT."""
+    return (index_dir / MARKER).is_file() or (index_dir / CURRENT).is_file()
+
+
+@contextmanager
+def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator[list[Path]]:
+    """Hold an exclusive lock on an index folder for a whole build; yields the leftovers of killed builds it removed.
+
+    A second writer fails at once with a clear message instead of racing the first (whose pruning could remove
+    the version the other's CURRENT names). A non-empty folder that is not an index is refused unless
+    `allow_foreign`; even then only what this package writes is ever deleted there.
+    """
+    index_dir = Path(index_dir)
+    if index_dir.exists() and not index_dir.is_dir():
+        raise IndexFolderError(f"{index_dir} is a file, not a folder: give --out a folder")
+    if index_dir.is_dir() and not is_index_folder(index_dir) and any(index_dir.iterdir()) and not allow_foreign:
+        raise IndexFolderError(f"{index_dir} is not empty and is not an index folder: choose an empty or new folder, "
+                               "or pass --force to add an index beside its contents (nothing of theirs is deleted)")
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexFolderError(f"another build is writing to {index_dir}; wait for it to finish and run again") from None
+        (index_dir / MARKER).touch()
+        leftovers = sorted((index_dir / VERSIONS).glob(f"{TMP_PREFIX}*")) if (index_dir / VERSIONS).is_dir() else []
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        yield leftovers
+    finally:
+        os.close(fd)
 
 
 def _point_current(index_dir: Path, name: str) -> None:
@@ -172,9 +218,15 @@ def _point_current(index_dir: Path, name: str) -> None:
 
 
 def _current_name(index_dir: Path) -> str | None:
-    """The live version's name, or None when index_dir holds no index."""
+    """The live version's name, or None when index_dir holds no index; a name that is not a version's is refused,
+    so a tampered CURRENT cannot point outside the index folder."""
     pointer = index_dir / CURRENT
-    return pointer.read_text().strip() if pointer.is_file() else None
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not VERSION_NAME.fullmatch(name):
+        raise ValueError(f"{pointer} names {name[:80]!r}, which is not a version of this index: rebuild the index")
+    return name
 
 
 class OpenIndex:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
-from indexes.store import Manifest, write_version
+from indexes.store import Manifest, locked_for_writing, write_version
 from pipeline.calibration import Calibration, calibrate, describe
 from pipeline.config import Config, config_hash
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
@@ -28,6 +30,10 @@ from pipeline.records import full_text
 from pipeline.shards import ShardWriter, read_shards
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
+
+
+SHARDS = "shards"
+SHARD_FOLDER = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # encoder_key-content_key
 
 
 @dataclass
@@ -167,8 +173,12 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
     return factory, version, calibration
 
 
-def build(config: Config, input_path: Path | None = None, index_dir: Path | None = None, encoder: HTPEncoder | None = None) -> BuildSummary:
-    """Run every stage; a killed build run again resumes from its completed shards."""
+def build(config: Config, input_path: Path | None = None, index_dir: Path | None = None, encoder: HTPEncoder | None = None,
+          allow_foreign: bool = False) -> BuildSummary:
+    """Run every stage under the index folder's lock; a killed build run again resumes from its completed shards.
+
+    `allow_foreign` lets a build write an index into a non-empty folder that is not one (nothing of its is deleted).
+    """
     began = time.perf_counter()
     input_path = Path(input_path or config.paths.input)
     index_dir = Path(index_dir or config.paths.index_dir)
@@ -176,18 +186,26 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     print(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
         raise ValueError(f"{input_path} holds no non-empty documents: nothing to index")
-    shard_dir = index_dir / "shards" / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
+    with locked_for_writing(index_dir, allow_foreign) as leftovers:
+        if leftovers:
+            print(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
+        shard_dir = index_dir / SHARDS / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
 
-    @functools.cache
-    def loaded_encoder() -> HTPEncoder:
-        return encoder or HTPEncoder(config.encoder)
+        @functools.cache
+        def loaded_encoder() -> HTPEncoder:
+            return encoder or HTPEncoder(config.encoder)
 
-    encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, loaded_encoder)
-    print(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
-          f"{config.encoder.max_length} tokens")
-    factory, version, calibration = index_shards(loaded, config, shard_dir, index_dir, loaded_encoder)
-    if calibration is not None:
-        print(f"calibrate: {describe(calibration)}")
+        encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, loaded_encoder)
+        print(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
+              f"{config.encoder.max_length} tokens")
+        factory, version, calibration = index_shards(loaded, config, shard_dir, index_dir, loaded_encoder)
+        if calibration is not None:
+            print(f"calibrate: {describe(calibration)}")
+        stale = [p for p in (index_dir / SHARDS).iterdir() if p != shard_dir and SHARD_FOLDER.fullmatch(p.name)]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        if stale:
+            print(f"clean: removed {len(stale)} shard folder(s) of earlier inputs or settings")
     seconds = time.perf_counter() - began
     print(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
     return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version,

@@ -22,7 +22,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     config = _config(args.config)
     if args.factory:
         config = replace(config, index=replace(config.index, factory=args.factory))
-    build(config, args.input and Path(args.input), args.out and Path(args.out))
+    build(config, args.input and Path(args.input), args.out and Path(args.out), allow_foreign=args.force)
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="documents: jsonl/json/parquet/csv/arrow file, save_to_disk or BEIR folder")
     p.add_argument("--out", help="index folder (default: paths.index_dir)")
     p.add_argument("--factory", help="override index.factory (e.g. Flat, HNSW32, IVF256,PQ48, auto)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not an index (nothing already there is deleted)")
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("query", help="search an index")

@@ -174,8 +174,8 @@ def test_damaged_files_and_bad_inputs_are_refused(tmp_path):
     (version / "docs.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="docs.parquet is missing"):
         open_index(tmp_path, verify=True)
-    (tmp_path / "CURRENT").write_text("gone\n")
-    with pytest.raises(FileNotFoundError, match="names version 'gone'"):
+    (tmp_path / "CURRENT").write_text("20200101T000000-gone\n")
+    with pytest.raises(FileNotFoundError, match="names version '20200101T000000-gone'"):
         open_index(tmp_path)
     with pytest.raises(ValueError, match="must agree"):
         write_version(tmp_path / "x", flat(clustered(10)), ids[:9], docs(ids), manifest(10))

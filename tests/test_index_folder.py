@@ -1,0 +1,64 @@
+"""The index folder under hostile use: concurrent builds, foreign folders, leftovers of killed builds, a
+tampered CURRENT. Nothing the project did not create is deleted, and every refusal says why."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import write_corpus
+
+from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_index
+from pipeline.build import build
+from pipeline.config import Config
+from pipeline.search import Searcher
+
+
+@pytest.fixture
+def quick(config: Config) -> Config:
+    """No calibration: these tests are about the folder, not the vectors."""
+    return replace(config, index=replace(config.index, calibrate=False))
+
+
+def test_a_second_build_fails_clearly_while_another_holds_the_folder(quick, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 10)
+    out = tmp_path / "index"
+    with locked_for_writing(out):
+        with pytest.raises(IndexFolderError, match="another build is writing"):
+            build(quick, corpus, out)
+    assert build(quick, corpus, out).documents == 10
+
+
+def test_a_non_empty_folder_that_is_not_an_index_is_refused_and_left_alone(quick, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 10)
+    out = tmp_path / "mine"
+    (out / "versions" / "holiday").mkdir(parents=True)
+    (out / "versions" / "holiday" / "photo.txt").write_text("keep me")
+    with pytest.raises(IndexFolderError, match="not an index folder"):
+        build(quick, corpus, out)
+    assert sorted(p.name for p in out.rglob("*")) == ["holiday", "photo.txt", "versions"]
+    build(quick, corpus, out, allow_foreign=True)
+    build(quick, write_corpus(tmp_path / "other.jsonl", 12, seed=1), out, allow_foreign=True)
+    assert (out / "versions" / "holiday" / "photo.txt").read_text() == "keep me"
+    assert len(Searcher(out, quick).search("protein market", 3, mode="bm25")) == 3
+
+
+def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(quick, tmp_path, capsys):
+    out = tmp_path / "index"
+    first = build(quick, write_corpus(tmp_path / "a.jsonl", 10), out)
+    (out / "versions" / ".tmp-killed").mkdir()
+    (out / "versions" / ".tmp-killed" / "index.faiss").write_bytes(b"half")
+    second = build(quick, write_corpus(tmp_path / "b.jsonl", 11, seed=1), out)
+    printed = capsys.readouterr().out
+    assert "removed 1 unfinished version" in printed and "removed 1 shard folder" in printed
+    assert not (out / "versions" / ".tmp-killed").exists() and not first.shard_dir.exists()
+    assert second.shard_dir.is_dir() and open_index(out).manifest.count == 11
+
+
+def test_current_naming_a_path_outside_the_index_is_refused(quick, tmp_path):
+    out = tmp_path / "index"
+    build(quick, write_corpus(tmp_path / "a.jsonl", 10), out)
+    (out / CURRENT).write_text("../..\n")
+    with pytest.raises(ValueError, match="not a version of this index"):
+        open_index(out)
