@@ -100,7 +100,10 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
         # Read every field as the literal string: ids such as 007 stay as written and a text "NA" stays text.
         options = {"converters": {name: str for name in asdict(fields).values() if name}, "na_filter": False}
     try:
-        return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache, **options)
+        # datasets' cache is keyed on the file's path and modification time, so a file replaced by other content with
+        # the same timestamp (cp -p, a restored backup) would be served stale: always read the file itself.
+        return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache,
+                                     download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD, **options)
     except (DatasetGenerationError, UnicodeDecodeError, pa.ArrowInvalid) as err:
         if _is_utf8_error(err):
             _raise_bad_utf8(file, err)

@@ -3,6 +3,8 @@ tampered CURRENT. Nothing the project did not create is deleted, and every refus
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,3 +64,16 @@ def test_current_naming_a_path_outside_the_index_is_refused(quick, tmp_path):
     (out / CURRENT).write_text("../..\n")
     with pytest.raises(ValueError, match="not a version of this index"):
         open_index(out)
+
+
+def test_replaced_input_with_the_same_timestamp_is_read_anew(quick, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 10)
+    out = tmp_path / "index"
+    build(quick, corpus, out)
+    stamp = corpus.stat()
+    write_corpus(tmp_path / "corpus.jsonl", 10, seed=7)
+    os.utime(corpus, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    again = build(quick, corpus, out)
+    assert again.encoded == 10 and again.resumed == 0
+    stored = open_index(out).documents(["d0"])[0]["text"]
+    assert stored == json.loads(corpus.read_text().splitlines()[0])["text"]
