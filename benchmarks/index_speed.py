@@ -27,7 +27,13 @@ import faiss
 import numpy as np
 
 from indexes.factory import ivf_lists
-from indexes.faiss_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, EF_CONSTRUCTION, build_faiss, search_faiss
+from indexes.faiss_index import (
+    DEFAULT_EF_SEARCH,
+    DEFAULT_NPROBE,
+    EF_CONSTRUCTION,
+    build_faiss,
+    search_faiss,
+)
 from pipeline.search import Searcher
 
 K = 10

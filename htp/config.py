@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from htp.errors import EncoderValueError
 
 METHODS = ("vanilla-last", "vanilla-mean", "echo", "tp", "htp")
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a parsed YAML value has the declared type: booleans only as real booleans, never as 1 or "no"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(map(_fits, value, args))
+    return hint is Any or isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def checked_fields(cls: type, data: dict[str, Any], section: str, error: type[Exception]) -> dict[str, Any]:
+    """The mapping for a config dataclass, after refusing unknown keys and values of the wrong type, each named
+    as section.key (a YAML `k: ten` or `center: "no"` fails here instead of misbehaving later)."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f"unknown keys in {section}: {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    for key, value in data.items():
+        if not _fits(value, hints[key]):
+            raise error(f"{section}.{key} must be {_type_name(hints[key])}, got {value!r}")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -36,30 +82,26 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"encoder.method {self.method!r} is not one of {', '.join(METHODS)}")
+            raise EncoderValueError(f"encoder.method {self.method!r} is not one of {', '.join(METHODS)}")
         if self.block_mode not in BLOCK_MODES:
-            raise ValueError(f"encoder.block_mode {self.block_mode!r} is not one of {', '.join(BLOCK_MODES)}")
+            raise EncoderValueError(f"encoder.block_mode {self.block_mode!r} is not one of {', '.join(BLOCK_MODES)}")
         if self.window is not None:
             window = tuple(int(v) for v in self.window)
             if len(window) != 2 or window[0] < 0 or window[1] < window[0]:
-                raise ValueError(f"encoder.window must be [start, stop) with 0 <= start <= stop, got {self.window!r}")
+                raise EncoderValueError(f"encoder.window must be [start, stop) with 0 <= start <= stop, got {self.window!r}")
             object.__setattr__(self, "window", window)
         for name in ("sentences_per_block", "block_tokens", "max_blocks", "batch_tokens", "max_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+                raise EncoderValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_padding <= 1:
-            raise ValueError(f"encoder.max_padding must be in [0, 1], got {self.max_padding}")
+            raise EncoderValueError(f"encoder.max_padding must be in [0, 1], got {self.max_padding}")
         if self.max_length < 8:
-            raise ValueError(f"encoder.max_length must be >= 8, got {self.max_length}")
+            raise EncoderValueError(f"encoder.max_length must be >= 8, got {self.max_length}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
-        """Build from a mapping (config.yaml's `encoder:`), refusing unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**data)
+        """Build from a mapping (config.yaml's `encoder:`), refusing unknown keys and wrong types by name."""
+        return cls(**checked_fields(cls, data, "encoder", EncoderValueError))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for manifests and hashing (window as a list)."""

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
+from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
 from htp.models import defaults_for, load_model, pick_device, pick_dtype
 from htp.pooling import last_pool, mean_pool, normalise
@@ -55,7 +56,7 @@ def decoder_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Mod
     base = model.get_decoder() if hasattr(model, "get_decoder") else model
     layers = getattr(base, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise TypeError(f"{type(model).__name__} has no `.layers` list of decoder layers; HTP cannot rewire it")
+        raise EncoderTypeError(f"{type(model).__name__} has no `.layers` list of decoder layers; HTP cannot rewire it")
     return base, layers
 
 
@@ -102,7 +103,7 @@ class HTPEncoder:
         """Exit layer as a hidden-state index (1..n, or negative like Python: -1 = last) -> layers to run."""
         count = exit_layer if exit_layer > 0 else self.n_layers + 1 + exit_layer
         if not 1 <= count <= self.n_layers:
-            raise ValueError(f"exit layer {exit_layer} is outside this {self.n_layers}-layer model (use 1..{self.n_layers} or -1..-{self.n_layers})")
+            raise EncoderValueError(f"exit layer {exit_layer} is outside this {self.n_layers}-layer model (use 1..{self.n_layers} or -1..-{self.n_layers})")
         return count
 
     def _fixed_first_token(self) -> int:
@@ -129,12 +130,12 @@ class HTPEncoder:
     def layouts(self, texts: Sequence[str], kind: str = "document") -> list[Layout]:
         """Token layouts of texts: segmentation and blocks (for HTP), prompt, placeholders, truncation."""
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise EncoderValueError(f"kind must be one of {KINDS}, got {kind!r}")
         for index, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"text {index} is {type(text).__name__}, not str")
+                raise EncoderTypeError(f"text {index} is {type(text).__name__}, not str")
             if not text.strip():
-                raise ValueError(f"text {index} is empty or whitespace-only: there is nothing to embed")
+                raise EncoderValueError(f"text {index} is empty or whitespace-only: there is nothing to embed")
         encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
         starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
         cfg = self.config

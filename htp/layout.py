@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from htp.errors import EncoderValueError
+
 PLACEHOLDER = -1  # stands for a <PST>/<B-PST> position in `ids`; its embedding is set by the encoder, never looked up
 
 
@@ -53,11 +55,11 @@ def build_layout(
 ) -> Layout:
     """Lay out one text for a method; `blocks` are [start, stop) ranges over `text_ids` covering it in order."""
     if not text_ids:
-        raise ValueError("cannot lay out an empty text")
+        raise EncoderValueError("cannot lay out an empty text")
     head = [bos_id, *prompt_ids]
     budget = max_length - len(head)
     if budget < 3:
-        raise ValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
+        raise EncoderValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
     if method in ("vanilla-mean", "vanilla-last"):
         body = list(text_ids[:budget])
         ids = head + body
@@ -78,7 +80,7 @@ def build_layout(
         kept, truncated = _clip_blocks(blocks, budget, cost_per_block=2)
         globals_count = len(kept)
     else:
-        raise ValueError(f"unknown method {method!r}")
+        raise EncoderValueError(f"unknown method {method!r}")
     ids = head + [PLACEHOLDER] * globals_count
     bpst = list(range(len(head), len(ids)))
     pst, ends, pooled = [], [], []

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers import logging as transformers_logging
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from htp.errors import EncoderValueError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +67,6 @@ MODELS: dict[str, ModelSpec] = {
 GENERIC_DEFAULTS = ModelDefaults()
 
 
-class ModelNotFoundError(RuntimeError):
-    """The configured model is neither registered-and-installed, a local folder, nor reachable."""
-
-
 def defaults_for(model: str) -> ModelDefaults:
     """The registry defaults of a named model, or generic ones for folders and hub ids."""
     spec = MODELS.get(model)
@@ -73,7 +77,14 @@ def pick_device(device: str) -> torch.device:
     """`auto` means CUDA when present, else CPU; anything else is passed to torch."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise EncoderValueError(f"encoder.device {device!r} is not a device torch knows (auto, cpu, cuda, cuda:1 ...)") from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderValueError(f"encoder.device is {device!r} but this machine has no CUDA GPU torch can use; "
+                                "use device: auto or cpu")
+    return chosen
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -85,7 +96,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
-        raise ValueError(f"encoder.dtype {dtype!r} is not one of auto, {', '.join(table)}")
+        raise EncoderValueError(f"encoder.dtype {dtype!r} is not one of auto, {', '.join(table)}")
     return table[dtype]
 
 

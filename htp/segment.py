@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import spacy
 from spacy.language import Language
 
+from htp.errors import EncoderValueError
+
 
 def load_spacy(name: str) -> Language:
     """`sentencizer` is the rule-based splitter (no download); any other name is an installed spaCy pipeline."""
@@ -19,7 +21,7 @@ def load_spacy(name: str) -> Language:
         try:
             nlp = spacy.load(name, exclude=["ner", "lemmatizer", "textcat"])
         except OSError as err:
-            raise ValueError(
+            raise EncoderValueError(
                 f"spaCy pipeline {name!r} is not installed: install it as a package, or use encoder.spacy_model: sentencizer"
             ) from err
     nlp.max_length = 10_000_000

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import faiss
 import numpy as np
 
+from indexes.errors import IndexValueError
 from indexes.factory import faiss_reason
 
 EF_CONSTRUCTION = 80
@@ -38,15 +39,15 @@ def _core(index: faiss.Index) -> faiss.Index:
 def _train(index: faiss.Index, factory: str, dim: int, sample: np.ndarray | None) -> None:
     """Train on the sample, refusing one too small for the IVF lists before FAISS does."""
     if sample is None or len(sample) == 0:
-        raise ValueError(f"index {factory!r} must be trained before adding vectors: give a train_sample")
+        raise IndexValueError(f"index {factory!r} must be trained before adding vectors: give a train_sample")
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and len(sample) < ivf.nlist:
-        raise ValueError(f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
+        raise IndexValueError(f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
                          "give a larger sample or use fewer lists")
     try:
         index.train(_matrix(sample, dim, "train_sample"))
     except RuntimeError as err:
-        raise ValueError(f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
+        raise IndexValueError(f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
                          "give a larger sample or a smaller index") from err
 
 
@@ -54,7 +55,7 @@ def _matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     """A C-contiguous float32 [n, dim] array, or a ValueError saying which input has the wrong shape."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise ValueError(f"{what} has shape {vectors.shape}, expected [n, {dim}]: vectors must match the index dimension")
+        raise IndexValueError(f"{what} has shape {vectors.shape}, expected [n, {dim}]: vectors must match the index dimension")
     return vectors
 
 
@@ -65,7 +66,7 @@ def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | 
     nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW.
     """
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise IndexValueError(f"k must be at least 1, got {k}")
     queries = _matrix(queries, index.d, "queries")
     k = min(k, index.ntotal)
     if k == 0:

@@ -11,6 +11,8 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from indexes.errors import IndexMissingError, IndexValueError
+
 
 def _tokens(texts: list[str], ids: bool):
     """bm25s tokens of texts: ids plus vocabulary for indexing, word lists for queries."""
@@ -20,7 +22,7 @@ def _tokens(texts: list[str], ids: bool):
 def build_bm25(texts: list[str]) -> bm25s.BM25:
     """Index texts in order: row i of the results is texts[i]."""
     if not texts:
-        raise ValueError("build_bm25 needs at least one text")
+        raise IndexValueError("build_bm25 needs at least one text")
     model = bm25s.BM25()
     model.index(_tokens(texts, ids=True), show_progress=False)
     return model
@@ -34,14 +36,14 @@ def save_bm25(model: bm25s.BM25, folder: Path) -> None:
 def load_bm25(folder: Path) -> bm25s.BM25:
     """Read an index written by save_bm25 (arrays memory-mapped)."""
     if not (Path(folder) / "params.index.json").is_file():
-        raise FileNotFoundError(f"no BM25 index in {folder}: write one with save_bm25")
+        raise IndexMissingError(f"no BM25 index in {folder}: write one with save_bm25")
     return bm25s.BM25.load(str(folder), mmap=True)
 
 
 def search_bm25(model: bm25s.BM25, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the corpus size, non-matches are -1."""
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise IndexValueError(f"k must be at least 1, got {k}")
     k = min(k, int(model.scores["num_docs"]))
     if not queries:
         return np.empty((0, k), np.float32), np.empty((0, k), np.int64)

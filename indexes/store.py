@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
 from indexes.faiss_index import search_faiss
 from indexes.lexical import load_bm25, save_bm25, search_bm25
 
@@ -78,7 +79,7 @@ class Manifest:
         try:
             return cls(**json.loads(text))
         except TypeError as err:
-            raise ValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
+            raise IndexValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
 
 
 def _sha256(path: Path) -> str:
@@ -108,20 +109,20 @@ def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: 
                   center: np.ndarray | None) -> None:
     """Refuse a version whose parts disagree, before anything is written."""
     if not len(ids) == index.ntotal == docs.num_rows == manifest.count:
-        raise ValueError(f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
+        raise IndexValueError(f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
                          f"manifest count {manifest.count}: they must agree")
     if len(set(ids)) != len(ids):
-        raise ValueError("ids are not unique: give every document its own id")
+        raise IndexValueError("ids are not unique: give every document its own id")
     missing = [c for c in DOC_COLUMNS if c not in docs.column_names]
     if missing:
-        raise ValueError(f"docs lacks column(s) {missing}: it needs {DOC_COLUMNS}")
+        raise IndexValueError(f"docs lacks column(s) {missing}: it needs {DOC_COLUMNS}")
     if docs.column("id").to_pylist() != ids:
-        raise ValueError("docs rows are not in the order of ids: row i of docs must be the document ids[i]")
+        raise IndexValueError("docs rows are not in the order of ids: row i of docs must be the document ids[i]")
     if index.d != manifest.dimension or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
+        raise IndexValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
                          f"{manifest.dimension}: build it with build_faiss over vectors of the manifest's dimension")
     if center is not None and np.shape(center) != (index.d,):
-        raise ValueError(f"center has shape {np.shape(center)}, expected ({index.d},)")
+        raise IndexValueError(f"center has shape {np.shape(center)}, expected ({index.d},)")
 
 
 def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
@@ -165,10 +166,6 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
         if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and (old / MANIFEST).is_file():
             shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-class IndexFolderError(RuntimeError):
-    """The output folder cannot be written as an index: another build holds it, or it is not an index."""
 
 
 def is_index_folder(index_dir: Path) -> bool:
@@ -225,7 +222,7 @@ def _current_name(index_dir: Path) -> str | None:
         return None
     name = pointer.read_text().strip()
     if not VERSION_NAME.fullmatch(name):
-        raise ValueError(f"{pointer} names {name[:80]!r}, which is not a version of this index: rebuild the index")
+        raise IndexValueError(f"{pointer} names {name[:80]!r}, which is not a version of this index: rebuild the index")
     return name
 
 
@@ -260,7 +257,7 @@ class OpenIndex:
     def search_bm25(self, queries: list[str], k: int) -> Hits:
         """Lexical top-k (id, score) per query text."""
         if self.bm25 is None:
-            raise ValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
+            raise IndexValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
         return self._hits(*search_bm25(self.bm25, queries, k))
 
     @cached_property
@@ -274,7 +271,7 @@ class OpenIndex:
             return []
         unknown = [i for i in ids if i not in self._rows]
         if unknown:
-            raise ValueError(f"ids not in the index at {self.path}: {unknown[:5]}")
+            raise IndexValueError(f"ids not in the index at {self.path}: {unknown[:5]}")
         rows = np.array([self._rows[i] for i in ids], dtype=np.int64)
         sizes = np.array([self._docs.metadata.row_group(g).num_rows for g in range(self._docs.num_row_groups)])
         starts = np.cumsum(sizes) - sizes
@@ -290,16 +287,16 @@ def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
     index_dir = Path(index_dir)
     name = _current_name(index_dir)
     if name is None:
-        raise FileNotFoundError(f"no index at {index_dir}: build one with `htp build`")
+        raise IndexMissingError(f"no index at {index_dir}: build one with `htp build`")
     path = index_dir / VERSIONS / name
     if not (path / MANIFEST).is_file():
-        raise FileNotFoundError(f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
+        raise IndexMissingError(f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
                                 "rebuild the index with `htp build`")
     manifest = Manifest.from_json((path / MANIFEST).read_text())
     if verify:
         for rel, expected in manifest.checksums.items():
             if not (path / rel).is_file():
-                raise FileNotFoundError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
+                raise IndexMissingError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
             if _sha256(path / rel) != expected:
-                raise ValueError(f"{path / rel} is damaged (checksum mismatch): rebuild the index with `htp build`")
+                raise IndexValueError(f"{path / rel} is damaged (checksum mismatch): rebuild the index with `htp build`")
     return OpenIndex(path, manifest)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 
+from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.load import DocumentError, FieldNames, load_documents
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def load_beir(folder: Path, split: str = "test", cache_dir: Path | None = None) 
     for needed in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_file):
         if not needed.is_file():
             splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-            raise FileNotFoundError(f"{folder} is not a BEIR folder with split {split!r}: {needed} is missing "
+            raise InputMissingError(f"{folder} is not a BEIR folder with split {split!r}: {needed} is missing "
                                     f"(qrels splits present: {', '.join(splits) or 'none'})")
     corpus_docs = load_documents(folder, FieldNames(), cache_dir)
     corpus = {i: {"title": t, "text": x} for i, t, x in zip(*(corpus_docs.dataset[c] for c in ("id", "title", "text")))}
@@ -95,7 +96,7 @@ def sample_queries(data: BeirData, n: int, seed: int) -> BeirData:
 def split_queries(data: BeirData, seed: int, fraction: float = 0.5) -> tuple[BeirData, BeirData]:
     """Deterministic (dev, test) split of the judged queries, `fraction` of them in dev, for tuning without leakage."""
     if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        raise PipelineValueError(f"fraction must be between 0 and 1, got {fraction}")
     judged = data.judged_query_ids()
     shuffled = random.Random(seed).sample(judged, len(judged))
     dev = set(shuffled[:round(fraction * len(judged))])

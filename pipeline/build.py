@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from htp import HTPEncoder
 from htp.encoder import resolve_config
+from htp.models import pick_device
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
@@ -25,12 +26,12 @@ from indexes.lexical import build_bm25
 from indexes.store import Manifest, locked_for_writing, write_version
 from pipeline.calibration import Calibration, calibrate, describe
 from pipeline.config import Config, config_hash
+from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
 from pipeline.shards import ShardWriter, read_shards
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
-
 
 SHARDS = "shards"
 SHARD_FOLDER = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # encoder_key-content_key
@@ -146,7 +147,7 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
 
     mean = streamed_mean(vectors_noting_ids())
     if ids != loaded.dataset["id"]:
-        raise RuntimeError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
+        raise PipelineError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
     dim = len(mean)
     center = mean if config.index.center else None
     factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
@@ -182,10 +183,11 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     began = time.perf_counter()
     input_path = Path(input_path or config.paths.input)
     index_dir = Path(index_dir or config.paths.index_dir)
+    pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
     loaded = load_documents(input_path, _field_names(config))
     print(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
-        raise ValueError(f"{input_path} holds no non-empty documents: nothing to index")
+        raise PipelineValueError(f"{input_path} holds no non-empty documents: nothing to index")
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
             print(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from indexes.lexical import build_bm25, search_bm25
+from pipeline.errors import PipelineValueError
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.vectors import prepare
 
@@ -135,14 +136,15 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts)).tolist()
     spans: dict[int, list[tuple[int, int]]] = {}
-    for chunk in range(0, len(order), 256):
+    for chunk in range(0, len(order), 256):  # segment only as many documents as the sample needs
         rows = order[chunk:chunk + 256]
         for row, starts in zip(rows, sentence_starts([texts[r] for r in rows])):
             spans[row] = sentence_spans(texts[row], starts)
-        if sum(len(s) for s in spans.values()) >= count + 2 * dev_count:
+        seen = [r for r in order if r in spans]
+        dev_rows = [r for r in seen if len(spans[r]) >= 2][:dev_count]
+        chosen = set(dev_rows)
+        if len(dev_rows) == dev_count and sum(len(spans[r]) for r in seen if r not in chosen) >= count:
             break
-    seen = [r for r in order if r in spans]
-    dev_rows = [r for r in seen if len(spans[r]) >= 2][:dev_count]
 
     def pick(row: int) -> PseudoQuery:
         start, end = spans[row].pop(int(rng.integers(len(spans[row]))))
@@ -282,7 +284,7 @@ def calibration_data(texts: Sequence[str], docs: np.ndarray, center: np.ndarray 
     sentence, and rank the development queries with BM25 over that edited corpus."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if not sample.train or not sample.dev:
-        raise ValueError("the documents hold too few prose sentences to draw pseudo-queries from")
+        raise PipelineValueError("the documents hold too few prose sentences to draw pseudo-queries from")
     train = prepare(encode([q.text for q in sample.train], "query"), center)
     dev = prepare(encode([q.text for q in sample.dev], "query"), center)
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]

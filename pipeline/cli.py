@@ -9,7 +9,10 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from htp.errors import EncoderError
+from indexes.errors import IndexStoreError
 from pipeline.config import SEARCH_MODES, Config
+from pipeline.errors import PipelineError
 
 
 def _config(path: str | None) -> Config:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bm25s").setLevel(level)  # bm25s sets its own logger to DEBUG when imported
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (EncoderError, IndexStoreError, PipelineError) as err:
         print(f"htp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 
 from htp import EncoderConfig
+from htp.config import checked_fields
 from indexes.faiss_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
+from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.fusion import FUSION_METHODS
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
@@ -40,7 +42,7 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.memory_budget_mb < 1 or self.train_sample < 1:
-            raise ValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
+            raise PipelineValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if min(self.pseudo_queries, self.dev_queries, self.max_documents) < 1:
-            raise ValueError("calibration.pseudo_queries, dev_queries and max_documents must be >= 1")
+            raise PipelineValueError("calibration.pseudo_queries, dev_queries and max_documents must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,15 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
-            raise ValueError(f"search.mode {self.mode!r} is not one of {', '.join(SEARCH_MODES)}")
+            raise PipelineValueError(f"search.mode {self.mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if self.k < 1 or self.candidates < 1:
-            raise ValueError("search.k and search.candidates must be >= 1")
+            raise PipelineValueError("search.k and search.candidates must be >= 1")
+        if self.rrf_k < 1 or self.nprobe < 1 or self.ef_search < 1:
+            raise PipelineValueError("search.rrf_k, search.nprobe and search.ef_search must be >= 1")
+        if self.dense_weight < 0 or self.bm25_weight < 0:
+            raise PipelineValueError("search.dense_weight and search.bm25_weight must be >= 0")
         if self.fusion not in ("auto", *FUSION_METHODS):
-            raise ValueError(f"search.fusion {self.fusion!r} is not one of auto, {', '.join(FUSION_METHODS)}")
+            raise PipelineValueError(f"search.fusion {self.fusion!r} is not one of auto, {', '.join(FUSION_METHODS)}")
 
 
 @dataclass(frozen=True)
@@ -106,21 +112,17 @@ class Config:
         sections = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
         unknown = sorted(set(raw) - set(sections))
         if unknown:
-            raise ValueError(f"unknown config sections: {', '.join(unknown)} (known: {', '.join(sections)})")
+            raise PipelineValueError(f"unknown config sections: {', '.join(unknown)} (known: {', '.join(sections)})")
         built = {}
         for name, factory in sections.items():
             section = raw.get(name) or {}
             if not isinstance(section, dict):
-                raise ValueError(f"config section {name!r} must be a mapping")
+                raise PipelineValueError(f"config section {name!r} must be a mapping")
             kind = type(factory())
             if kind is EncoderConfig:
                 built[name] = EncoderConfig.from_dict(section)
                 continue
-            known = {f.name for f in fields(kind)}
-            bad = sorted(set(section) - known)
-            if bad:
-                raise ValueError(f"unknown keys in {name}: {', '.join(bad)} (known: {', '.join(sorted(known))})")
-            built[name] = kind(**section)
+            built[name] = kind(**checked_fields(kind, section, name, PipelineValueError))
         return cls(**built)
 
     @classmethod
@@ -128,8 +130,18 @@ class Config:
         """Read a YAML file; `None` gives the built-in defaults."""
         if path is None:
             return cls()
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f))
+        path = Path(path)
+        if not path.is_file():
+            raise InputMissingError(f"no configuration file {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise PipelineValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
+        except UnicodeDecodeError as err:
+            raise PipelineValueError(f"{path} is not UTF-8 text") from err
+        if raw is not None and not isinstance(raw, dict):
+            raise PipelineValueError(f"{path} must be a mapping of sections (encoder:, index:, ...), not a {type(raw).__name__}")
+        return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping (the encoder section as EncoderConfig.to_dict gives it)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from pipeline.errors import PipelineValueError
+
 FUSION_METHODS = ("rrf", "score")
 
 Ranked = Sequence[tuple[Hashable, float]]
@@ -21,9 +23,9 @@ class FusionChoice:
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
-            raise ValueError(f"fusion {self.method!r} is not one of {', '.join(FUSION_METHODS)}")
+            raise PipelineValueError(f"fusion {self.method!r} is not one of {', '.join(FUSION_METHODS)}")
         if self.dense_weight < 0 or (self.method == "score" and self.dense_weight > 1):
-            raise ValueError(f"dense weight {self.dense_weight} is outside {'[0, 1]' if self.method == 'score' else '[0, inf)'}")
+            raise PipelineValueError(f"dense weight {self.dense_weight} is outside {'[0, 1]' if self.method == 'score' else '[0, inf)'}")
 
     @property
     def label(self) -> str:
@@ -36,7 +38,7 @@ def rrf(rankings: list[list[Hashable]], weights: list[float] | None, k: int = 60
     # while search has plain ranked id lists for one query at a time.
     weights = [1.0] * len(rankings) if weights is None else weights
     if len(weights) != len(rankings):
-        raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
+        raise PipelineValueError(f"{len(rankings)} rankings but {len(weights)} weights")
     fused: dict[Hashable, float] = {}
     for ranking, weight in zip(rankings, weights):
         for rank, doc in enumerate(ranking, 1):

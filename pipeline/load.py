@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 
+from pipeline.errors import InputMissingError, PipelineValueError
+
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 TEXT_FORMATS = {".jsonl", ".json", ".csv"}
 SUPPORTED = ("a .jsonl, .json, .parquet, .csv or .arrow file, a folder written by datasets' save_to_disk, "
@@ -21,7 +23,7 @@ DUPLICATE_EXAMPLES = 5
 OUTPUT = datasets.Features({name: datasets.Value("string") for name in ("id", "title", "text")})
 
 
-class DocumentError(ValueError):
+class DocumentError(PipelineValueError):
     """The input documents are malformed; the message names the file and the record."""
 
 
@@ -64,7 +66,7 @@ def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None
 def iter_batches(dataset: datasets.Dataset, batch_size: int, start: int = 0) -> Iterator[dict[str, list]]:
     """Consecutive slices of `batch_size` rows from row `start`, as column -> list, without loading the rest."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise PipelineValueError(f"batch_size must be >= 1, got {batch_size}")
     for offset in range(start, len(dataset), batch_size):
         yield dataset[offset:offset + batch_size]
 
@@ -72,15 +74,15 @@ def iter_batches(dataset: datasets.Dataset, batch_size: int, start: int = 0) -> 
 def _resolve(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str]:
     """The file (or save_to_disk folder) to read, the field names that apply, and a description of the source."""
     if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise InputMissingError(f"no such file or folder: {path}")
     if path.is_dir():
         if (path / BEIR_CORPUS).is_file():
             return path / BEIR_CORPUS, BEIR_FIELDS, f"BEIR folder {path}"
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             return path, fields, f"save_to_disk folder {path}"
-        raise ValueError(f"{path} is a folder but neither a BEIR folder nor a save_to_disk folder; supported: {SUPPORTED}")
+        raise PipelineValueError(f"{path} is a folder but neither a BEIR folder nor a save_to_disk folder; supported: {SUPPORTED}")
     if path.suffix.lower() not in BUILDERS:
-        raise ValueError(f"unsupported input {path} (suffix {path.suffix or 'none'!r}); supported: {SUPPORTED}")
+        raise PipelineValueError(f"unsupported input {path} (suffix {path.suffix or 'none'!r}); supported: {SUPPORTED}")
     return path, fields, f"{path.suffix.lower().lstrip('.')} file {path}"
 
 
@@ -90,7 +92,7 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
     if file.is_dir():
         loaded = datasets.load_from_disk(str(file))
         if isinstance(loaded, datasets.DatasetDict):
-            raise ValueError(f"{file} holds several splits ({', '.join(loaded)}); pass one of its split folders instead")
+            raise PipelineValueError(f"{file} holds several splits ({', '.join(loaded)}); pass one of its split folders instead")
         return loaded
     if file.stat().st_size == 0:
         raise DocumentError(f"{file} is empty: there are no documents in it")

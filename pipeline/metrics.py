@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ranx import Qrels, Run, evaluate
 
+from pipeline.errors import PipelineValueError
+
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")  # ranx names; its ndcg uses linear gains, as trec_eval does
 
 
@@ -13,7 +15,7 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
     # Every judgement is kept; a query missing from the run scores 0, run queries without judgements are ignored, and
     # a hit whose id equals its query's id is dropped only when asked (BEIR drops them by default for some datasets).
     if not qrels:
-        raise ValueError("no judged queries to evaluate: qrels is empty")
+        raise PipelineValueError("no judged queries to evaluate: qrels is empty")
     hits = {qid: {doc: float(score) for doc, score in run.get(qid, {}).items()
                   if not (ignore_identical_ids and doc == qid)} for qid in qrels}
     ranx_run = Run.from_dict(hits)

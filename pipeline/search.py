@@ -8,13 +8,14 @@ from pathlib import Path
 from htp import EncoderConfig, HTPEncoder
 from indexes.store import OpenIndex, open_index
 from pipeline.build import vector_settings
-from pipeline.config import Config, SearchConfig
 from pipeline.calibration import Calibration
+from pipeline.config import SEARCH_MODES, Config, SearchConfig
+from pipeline.errors import PipelineValueError
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.vectors import prepare
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(PipelineValueError):
     """The configuration asked for an encoder other than the one the index was built with."""
 
 
@@ -99,12 +100,17 @@ class Searcher:
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         """Ranked hits with title and snippet for one query."""
         if not query.strip():
-            raise ValueError("the query is empty: give some words to search for")
-        ranked = self.rankings([query], k or self.settings.k, mode)[0]
+            raise PipelineValueError("the query is empty: give some words to search for")
+        k = self.settings.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PipelineValueError(f"k must be a whole number >= 1, got {k!r}")
+        if mode is not None and mode not in SEARCH_MODES:
+            raise PipelineValueError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        ranked = self.rankings([query], k, mode)[0]
         docs = {doc["id"]: doc for doc in self.index.documents([i for i, _ in ranked])}
         return [Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"])) for rank, (i, score) in enumerate(ranked, 1)]
 
 
-def search(index_dir: Path, query: str, k: int = 10, mode: str | None = None, config: Config | None = None) -> list[Hit]:
+def search(index_dir: Path, query: str, k: int | None = None, mode: str | None = None, config: Config | None = None) -> list[Hit]:
     """One-shot Python API: open, search, return hits."""
     return Searcher(index_dir, config).search(query, k, mode)

@@ -17,12 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import PipelineValueError
+
 META = "meta.json"
 PATTERN = "shard-*.parquet"
 TEMP_SUFFIX = ".tmp"
 
 
-class ShardError(ValueError):
+class ShardError(PipelineValueError):
     """The shard folder does not fit this build (other settings, other input, or damaged)."""
 
 
@@ -36,7 +38,7 @@ class ShardWriter:
 
     def __init__(self, folder: Path, *, shard_size: int, config_hash: str, dim: int | None = None) -> None:
         if shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            raise PipelineValueError(f"shard_size must be >= 1, got {shard_size}")
         self.folder = Path(folder)
         self.shard_size = shard_size
         self.config_hash = config_hash
@@ -76,10 +78,10 @@ class ShardWriter:
         """Write the next shard atomically (temp file, fsync, rename); returns its path."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(ids) or len(ids) == 0:
-            raise ValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
+            raise PipelineValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
                              f"{vectors.shape}")
         if len(ids) > self.shard_size:
-            raise ValueError(f"a shard holds at most {self.shard_size} documents, got {len(ids)}")
+            raise PipelineValueError(f"a shard holds at most {self.shard_size} documents, got {len(ids)}")
         if self._count != self._shards * self.shard_size:
             raise ShardError(f"the last shard in {self.folder} is short, so the input ended there; nothing can follow it")
         if self.dim is None:

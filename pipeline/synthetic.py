@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineValueError
 from pipeline.load import FieldNames, load_documents
 
 TASKS = ("passkey", "needle")
@@ -165,12 +166,12 @@ def _make(task: str, haystack_texts: Sequence[str], out: Path, lengths: Sequence
     """One BEIR folder per target length; returns length -> folder."""
     haystack = [text.split() for text in haystack_texts if text.strip()]
     if not haystack:
-        raise ValueError("the haystack holds no text")
+        raise PipelineValueError("the haystack holds no text")
     if n_per_cell < 1 or not depths or any(not 0 <= d <= 1 for d in depths):
-        raise ValueError(f"need per-cell >= 1 and depths in [0, 1], got {n_per_cell} and {list(depths)}")
+        raise PipelineValueError(f"need per-cell >= 1 and depths in [0, 1], got {n_per_cell} and {list(depths)}")
     cells = [depth for depth in depths for _ in range(n_per_cell)]
     if len(cells) > len(FIRST_NAMES) * len(SURNAMES):
-        raise ValueError(f"{len(cells)} documents per length is more than the {len(FIRST_NAMES) * len(SURNAMES)} "
+        raise PipelineValueError(f"{len(cells)} documents per length is more than the {len(FIRST_NAMES) * len(SURNAMES)} "
                          "distinct names available; lower --per-cell or use fewer depths")
     folders = {}
     for length in lengths:
@@ -209,7 +210,7 @@ def _document(rng: random.Random, haystack: list[list[str]], sentence: str, leng
               count_tokens: Callable[[str], int]) -> tuple[str, int, float]:
     """(text, tokens, actual depth): haystack words cut to fit `length` tokens with `sentence` planted near `depth`."""
     if count_tokens(sentence) >= length:
-        raise ValueError(f"target length {length} is too short for the planted sentence {sentence!r}")
+        raise PipelineValueError(f"target length {length} is too short for the planted sentence {sentence!r}")
     words: list[str] = []
     index = rng.randrange(len(haystack))
     while count_tokens(" ".join(words)) < length:

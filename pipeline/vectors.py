@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from pipeline.errors import PipelineValueError
+
 
 def streamed_mean(batches: Iterable[np.ndarray]) -> np.ndarray:
     """Mean vector over batches without holding them all (float64 accumulator)."""
@@ -15,7 +17,7 @@ def streamed_mean(batches: Iterable[np.ndarray]) -> np.ndarray:
         total = part if total is None else total + part
         count += len(batch)
     if total is None:
-        raise ValueError("cannot take the mean of no vectors")
+        raise PipelineValueError("cannot take the mean of no vectors")
     return (total / count).astype(np.float32)
 
 

@@ -16,8 +16,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel,  # noqa: E402
-                          PreTrainedTokenizerFast)
+from transformers import (  # noqa: E402
+    GemmaConfig,
+    GemmaForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+    PreTrainedTokenizerFast,
+)
 
 from htp import EncoderConfig, HTPEncoder  # noqa: E402
 from pipeline.config import Config  # noqa: E402

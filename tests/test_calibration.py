@@ -13,8 +13,16 @@ from conftest import write_corpus
 
 from indexes.store import MANIFEST, open_index
 from pipeline.build import build
-from pipeline.calibration import (Calibration, fit, fit_adapter, query_like, ranking_ndcg, sample_pseudo_queries,
-                                  target_ndcg, without_sentence)
+from pipeline.calibration import (
+    Calibration,
+    fit,
+    fit_adapter,
+    query_like,
+    ranking_ndcg,
+    sample_pseudo_queries,
+    target_ndcg,
+    without_sentence,
+)
 from pipeline.config import Config
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.metrics import evaluate_run

@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from htp.layout import PLACEHOLDER, build_layout
-from htp.segment import Segmenter, adaptive_per_block, make_blocks, sentence_blocks, token_blocks
+from htp.segment import (
+    Segmenter,
+    adaptive_per_block,
+    make_blocks,
+    sentence_blocks,
+    token_blocks,
+)
 
 BOS = 7
 block_sizes = st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=12)

@@ -16,14 +16,15 @@ import faiss
 import numpy as np
 import pytest
 import yaml
-
 from conftest import write_corpus
+
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
 from pipeline.search import EncoderMismatchError, Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
+
 
 def test_search_equals_raw_faiss_on_the_same_vectors(config, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 30)

@@ -1,0 +1,67 @@
+"""User errors arrive as one line naming the file, key or value; real bugs keep their traceback."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import write_corpus
+
+from pipeline.build import build
+from pipeline.cli import main as cli_main
+from pipeline.config import Config
+
+BAD_CONFIGS = {
+    "search:\n  k: ten\n": "search.k must be an integer, got 'ten'",
+    "index:\n  shard_size: \"5\"\n": "index.shard_size must be an integer, got '5'",
+    "encoder:\n  exit_layer: 2.5\n": "encoder.exit_layer must be an integer or null, got 2.5",
+    "index:\n  center: \"no\"\n": "index.center must be true or false, got 'no'",
+    "search:\n  rrf_k: 0\n": "search.rrf_k",
+    "encoder:\n  window: [1, x]\n": "encoder.window must be a list of 2 values",
+    "search: [k\n": "is not valid YAML",
+    "- just\n- a list\n": "must be a mapping of sections",
+    "encoder:\n  device: cuda\n": "no CUDA GPU",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_CONFIGS))
+def test_bad_config_values_are_named_in_one_line(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 3)
+    code = cli_main(["build", "--config", str(path), "--input", str(corpus), "--out", str(tmp_path / "index")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and BAD_CONFIGS[text] in err
+    assert err.startswith("htp build: error:") and len(err.splitlines()) == 1
+
+
+def test_a_missing_config_file_is_named(tmp_path, capsys):
+    assert cli_main(["build", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no configuration file" in capsys.readouterr().err
+
+
+def test_k_below_one_is_refused_in_every_mode(config, tmp_path, capsys):
+    out = tmp_path / "index"
+    build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6), out)
+    for mode in ("dense", "bm25", "hybrid"):
+        for k in ("0", "-3"):
+            assert cli_main(["query", str(out), "protein", "-k", k, "--mode", mode]) == 2
+            assert "k must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_real_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(sys.modules["pipeline.build"], "build", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli_main(["build", "--config", "config.yaml", "--out", str(tmp_path / "x")])
+
+
+def test_booleans_are_only_real_booleans():
+    assert Config.from_dict({"index": {"center": False}}).index.center is False
+    with pytest.raises(ValueError, match="index.bm25 must be true or false"):
+        Config.from_dict({"index": {"bm25": 1}})
