@@ -136,7 +136,10 @@ class HTPEncoder:
                 raise EncoderTypeError(f"text {index} is {type(text).__name__}, not str")
             if not text.strip():
                 raise EncoderValueError(f"text {index} is empty or whitespace-only: there is nothing to embed")
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        # split_special_tokens: a text that contains "<|endoftext|>" or "</s>" is encoded as those characters, never
+        # as the model's special tokens, so documents cannot end, restart or forge structure inside a sequence.
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
+                                 split_special_tokens=True)
         starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
         cfg = self.config
         out = []

@@ -170,8 +170,15 @@ def load_model(
     source = resolve_model_source(name, cache_dir)
     transformers_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=dtype)
+        # trust_remote_code=False: a model (or a tampered manifest naming one) that needs custom code is refused at
+        # once instead of transformers asking on the terminal whether to run it.
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = AutoModel.from_pretrained(source, dtype=dtype, trust_remote_code=False)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ModelNotFoundError(f"model {name!r} needs custom code from its repository; htp-index runs only "
+                                 "architectures transformers implements itself") from err
     except OSError as err:
         known = ", ".join(MODELS)
         raise ModelNotFoundError(

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import unicodedata
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,8 +40,15 @@ def cmd_query(args: argparse.Namespace) -> None:
         return
     print(f"{'rank':>4}  {'score':>7}  {'id':<28} title / snippet")
     for hit in hits:
-        print(f"{hit.rank:>4}  {hit.score:>7.4f}  {hit.id:<28} {hit.title}")
-        print(f"{'':>43}{hit.snippet}")
+        print(f"{hit.rank:>4}  {hit.score:>7.4f}  {printable(hit.id):<28} {printable(hit.title)}")
+        print(f"{'':>43}{printable(hit.snippet)}")
+
+
+def printable(text: str) -> str:
+    """Stored text made safe for a terminal: control and format characters (ANSI escapes, bells, bidi overrides)
+    are shown escaped instead of acting on the terminal."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch
+                   for ch in text)
 
 
 def cmd_info(args: argparse.Namespace) -> None:

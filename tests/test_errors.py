@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from dataclasses import replace
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 from conftest import write_corpus
 
+from htp.models import ModelNotFoundError, load_model
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
@@ -65,3 +68,39 @@ def test_booleans_are_only_real_booleans():
     assert Config.from_dict({"index": {"center": False}}).index.center is False
     with pytest.raises(ValueError, match="index.bm25 must be true or false"):
         Config.from_dict({"index": {"bm25": 1}})
+
+
+def test_special_token_strings_in_a_text_are_encoded_as_text(make_encoder, tiny_tokenizer):
+    encoder = make_encoder(method="vanilla-mean")
+    layout = encoder.layouts(["the cat </s> sat <s> on the mat"])[0]
+    text_ids = [layout.ids[i] for i in layout.pooled]
+    assert tiny_tokenizer.eos_token_id not in text_ids and tiny_tokenizer.bos_token_id not in text_ids
+
+
+def test_a_model_with_custom_code_is_refused_without_a_prompt(tiny_model_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="my-own-decoder", auto_map={"AutoConfig": "modeling_mine.MyConfig",
+                                                         "AutoModel": "modeling_mine.MyModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_mine.py").write_text("raise SystemExit('custom code ran')\n")
+
+    def no_prompt(*args):
+        raise AssertionError("asked on the terminal")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
+    with pytest.raises(ModelNotFoundError, match="needs custom code"):
+        load_model(str(folder), torch.device("cpu"), torch.float32)
+
+
+def test_query_output_escapes_control_characters(config, tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"_id": "evil", "title": "red\x1b[31m alert\x07", "text": "protein market \x1b]0;owned\x07 news."},
+            {"_id": "plain", "title": "calm", "text": "nothing to see here at all."}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "index"
+    build(replace(config, index=replace(config.index, calibrate=False)), corpus, out)
+    assert cli_main(["query", str(out), "protein market", "--mode", "bm25", "-k", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "\\x1b[31m" in printed
