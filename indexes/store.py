@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -68,6 +69,7 @@ class Manifest:
     bm25: bool = False
     centered: bool = False
     calibration: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Pretty, key-sorted JSON for manifest.json."""
@@ -140,8 +142,9 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
         faiss.write_index(index, str(tmp / "index.faiss"))
-        pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet")
-        pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP)
+        pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet", write_page_checksum=True)
+        pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP,
+                       write_page_checksum=True)
         if center is not None:
             np.save(tmp / "center.npy", np.asarray(center, dtype=np.float32))
         if bm25 is not None:
@@ -150,6 +153,7 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
             np.savez(tmp / CALIBRATION, **calibration)
         files = _data_files(tmp)
         written = replace(manifest, checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
+                          sizes={str(p.relative_to(tmp)): p.stat().st_size for p in files},
                           created=created.isoformat(timespec="seconds"), bm25=bm25 is not None,
                           centered=center is not None)
         (tmp / MANIFEST).write_text(written.to_json())
@@ -161,7 +165,7 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     previous = _current_name(index_dir)
-    _point_current(index_dir, final.name)
+    _point_current(index_dir, final.name, _sha256(final / MANIFEST))
     for old in versions.iterdir():
         if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and (old / MANIFEST).is_file():
             shutil.rmtree(old, ignore_errors=True)
@@ -203,27 +207,37 @@ def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator
         os.close(fd)
 
 
-def _point_current(index_dir: Path, name: str) -> None:
-    """Replace CURRENT atomically: write a temp file, fsync it, rename it over CURRENT, fsync the folder."""
+def _point_current(index_dir: Path, name: str, manifest_sha256: str) -> None:
+    """Replace CURRENT atomically: write a temp file, fsync it, rename it over CURRENT, fsync the folder.
+
+    CURRENT holds the version's name and its manifest's SHA-256, so an edited manifest (another model or prompt
+    than the vectors were made with) is refused at open."""
     pointer = index_dir / f"{TMP_PREFIX}{CURRENT}"
     with pointer.open("w") as f:
-        f.write(name + "\n")
+        f.write(f"{name}\n{manifest_sha256}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(pointer, index_dir / CURRENT)
     _fsync(index_dir)
 
 
-def _current_name(index_dir: Path) -> str | None:
-    """The live version's name, or None when index_dir holds no index; a name that is not a version's is refused,
-    so a tampered CURRENT cannot point outside the index folder."""
+def _current(index_dir: Path) -> tuple[str, str | None] | None:
+    """(live version name, its manifest's SHA-256 or None for indexes written before it was recorded), or None when
+    index_dir holds no index; a name that is not a version's is refused, so CURRENT cannot point outside the index."""
     pointer = index_dir / CURRENT
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
+    lines = pointer.read_text().split()
+    name = lines[0] if lines else ""
     if not VERSION_NAME.fullmatch(name):
         raise IndexValueError(f"{pointer} names {name[:80]!r}, which is not a version of this index: rebuild the index")
-    return name
+    return name, (lines[1] if len(lines) > 1 else None)
+
+
+def _current_name(index_dir: Path) -> str | None:
+    """The live version's name, or None when index_dir holds no index."""
+    current = _current(index_dir)
+    return current[0] if current else None
 
 
 class OpenIndex:
@@ -231,20 +245,40 @@ class OpenIndex:
 
     The FAISS index and ids are loaded at open, BM25 arrays are memory-mapped and docs.parquet is kept open, so a
     reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
+    Opening checks what it reads: the manifest against the SHA-256 in CURRENT, every file's size, the SHA-256 of
+    the files loaded whole (index.faiss, center, calibration) as they are read, and the Parquet page checksums of
+    ids and docs (docs as each row group is read). Only BM25's memory-mapped arrays are left to `htp verify`.
     """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.faiss = faiss.read_index(str(path / "index.faiss"))
-        self.ids: list[str] = pq.read_table(path / "ids.parquet").column("id").to_pylist()
-        self.center: np.ndarray | None = np.load(path / "center.npy") if manifest.centered else None
+        self.faiss = faiss.deserialize_index(np.frombuffer(self._checked_bytes("index.faiss"), dtype=np.uint8))
+        try:
+            ids = pq.read_table(path / "ids.parquet", page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as err:
+            raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
+        self.ids: list[str] = ids.column("id").to_pylist()
+        if len(self.ids) != self.faiss.ntotal or len(set(self.ids)) != len(self.ids):
+            raise _damaged(path / "ids.parquet", f"{len(self.ids)} ids ({len(set(self.ids))} distinct) for "
+                           f"{self.faiss.ntotal} vectors")
+        self.center: np.ndarray | None = None
+        if manifest.centered:
+            self.center = np.load(io.BytesIO(self._checked_bytes("center.npy")))
         self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
         self.calibration_arrays: dict[str, np.ndarray] = {}
         if manifest.calibration:
-            with np.load(path / CALIBRATION) as stored:
+            with np.load(io.BytesIO(self._checked_bytes(CALIBRATION))) as stored:
                 self.calibration_arrays = {name: stored[name] for name in stored.files}
-        self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True)
+        self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
+
+    def _checked_bytes(self, rel: str) -> bytes:
+        """A file read whole once and hashed on the way, for the files that are loaded whole anyway."""
+        data = (self.path / rel).read_bytes()
+        expected = self.manifest.checksums.get(rel)
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise _damaged(self.path / rel, "checksum mismatch")
+        return data
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> Hits:
         """(id, score) lists per query, rows of -1 dropped."""
@@ -278,25 +312,42 @@ class OpenIndex:
         groups = np.searchsorted(starts, rows, side="right") - 1
         wanted = np.unique(groups)
         wanted_starts = np.cumsum(sizes[wanted]) - sizes[wanted]
-        table = self._docs.read_row_groups(wanted.tolist(), columns=DOC_COLUMNS)
+        try:
+            table = self._docs.read_row_groups(wanted.tolist(), columns=DOC_COLUMNS)
+        except (OSError, pa.ArrowException) as err:
+            raise _damaged(self.path / "docs.parquet", " ".join(str(err).split())[:200]) from err
         return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
 
 
+def _damaged(path: Path, why: str) -> IndexValueError:
+    return IndexValueError(f"{path} is damaged ({why}): rebuild the index with `htp build`")
+
+
 def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
-    """Open the current version read-only; `verify` first re-checks every file against its manifest checksum."""
+    """Open the current version read-only, checking it on the way (see OpenIndex); `verify` also re-hashes every
+    file against its manifest checksum, BM25 arrays and docs included (what `htp verify` does)."""
     index_dir = Path(index_dir)
-    name = _current_name(index_dir)
-    if name is None:
+    current = _current(index_dir)
+    if current is None:
         raise IndexMissingError(f"no index at {index_dir}: build one with `htp build`")
+    name, manifest_sha256 = current
     path = index_dir / VERSIONS / name
     if not (path / MANIFEST).is_file():
         raise IndexMissingError(f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
                                 "rebuild the index with `htp build`")
-    manifest = Manifest.from_json((path / MANIFEST).read_text())
+    if manifest_sha256 is not None and _sha256(path / MANIFEST) != manifest_sha256:
+        raise _damaged(path / MANIFEST, "it changed after the build; its checksum is in CURRENT")
+    try:
+        manifest = Manifest.from_json((path / MANIFEST).read_text())
+    except json.JSONDecodeError as err:
+        raise _damaged(path / MANIFEST, f"not JSON: {err}") from err
+    for rel in manifest.checksums:
+        if not (path / rel).is_file():
+            raise IndexMissingError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
+        if rel in manifest.sizes and (path / rel).stat().st_size != manifest.sizes[rel]:
+            raise _damaged(path / rel, f"{(path / rel).stat().st_size} bytes, the build wrote {manifest.sizes[rel]}")
     if verify:
         for rel, expected in manifest.checksums.items():
-            if not (path / rel).is_file():
-                raise IndexMissingError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
             if _sha256(path / rel) != expected:
-                raise IndexValueError(f"{path / rel} is damaged (checksum mismatch): rebuild the index with `htp build`")
+                raise _damaged(path / rel, "checksum mismatch")
     return OpenIndex(path, manifest)

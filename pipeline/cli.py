@@ -58,6 +58,13 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(index.manifest), indent=2, ensure_ascii=False))
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    from indexes.store import open_index
+
+    index = open_index(Path(args.index_dir), verify=True)
+    print(f"verify: {index.path}: all {len(index.manifest.checksums)} files match their checksums")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from pipeline.evaluate import EvalRequest, run_eval
 
@@ -102,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an index's manifest")
     p.add_argument("index_dir")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("verify", help="re-hash every file of an index against its manifest")
+    p.add_argument("index_dir")
+    p.set_defaults(run=cmd_verify)
 
     p = sub.add_parser("eval", help="evaluate methods on a BEIR-format dataset")
     p.add_argument("--dataset", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")

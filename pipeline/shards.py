@@ -64,7 +64,7 @@ class ShardWriter:
         offset = 0
         shards = self.completed()
         for number, path in enumerate(shards):
-            stored = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+            stored = _read_checked(path, ["id"]).column("id").to_pylist()
             short = len(stored) != self.shard_size and number != len(shards) - 1
             if short or list(ids[offset:offset + len(stored)]) != stored:
                 raise ShardError(
@@ -93,7 +93,7 @@ class ShardWriter:
         table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
                           "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
         path = self.folder / shard_name(self._shards)
-        _write_atomically(path, lambda f: pq.write_table(table, f))
+        _write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
         self._shards += 1
         self._count += len(ids)
         return path
@@ -120,10 +120,20 @@ class ShardWriter:
 def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, float32 vectors [n, dim]) per completed shard, in order; temp files of a running writer are skipped."""
     for path in _completed(Path(folder)):
-        table = pq.read_table(path)
+        table = _read_checked(path)
         column = table.column("embedding").combine_chunks()
         dim = column.type.list_size
         yield table.column("id").to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
+
+
+def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a shard verifying its page checksums (CRC32, written with every shard), so flipped bytes are caught
+    before they reach an index; a damaged shard is named with what to do."""
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(f"{path} is damaged ({' '.join(str(err).split())[:200]}); delete it and run the build again "
+                         "to re-encode its documents") from err
 
 
 def _completed(folder: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from conftest import write_corpus
 
 from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_index
 from pipeline.build import build
+from pipeline.cli import main as cli_main
 from pipeline.config import Config
 from pipeline.search import Searcher
 
@@ -77,3 +78,48 @@ def test_replaced_input_with_the_same_timestamp_is_read_anew(quick, tmp_path):
     assert again.encoded == 10 and again.resumed == 0
     stored = open_index(out).documents(["d0"])[0]["text"]
     assert stored == json.loads(corpus.read_text().splitlines()[0])["text"]
+
+
+def flip(path: Path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def built(quick, tmp_path) -> Path:
+    out = tmp_path / "index"
+    build(quick, write_corpus(tmp_path / "a.jsonl", 40), out)
+    return out
+
+
+def test_flipped_bytes_in_the_faiss_index_are_refused_at_open(built):
+    version = open_index(built).path
+    flip(version / "index.faiss")
+    with pytest.raises(ValueError, match="index.faiss is damaged"):
+        open_index(built)
+
+
+def test_edited_documents_are_refused_when_read(built):
+    version = open_index(built).path
+    flip(version / "docs.parquet", 0.3)
+    with pytest.raises(ValueError, match="docs.parquet is damaged"):
+        open_index(built).documents([f"d{i}" for i in range(40)])
+
+
+def test_a_tampered_manifest_is_refused(built):
+    manifest = open_index(built).path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["model"] = "someone-else"
+    manifest.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with pytest.raises(ValueError, match="manifest.json is damaged"):
+        open_index(built)
+
+
+def test_htp_verify_checks_every_file(built, capsys):
+    assert cli_main(["verify", str(built)]) == 0
+    assert "files match their checksums" in capsys.readouterr().out
+    bm25_file = sorted((open_index(built).path / "bm25").glob("*.npy"))[0]
+    flip(bm25_file, 0.9)
+    assert cli_main(["verify", str(built)]) == 2
+    assert f"{bm25_file.name} is damaged" in capsys.readouterr().err

@@ -157,3 +157,14 @@ def test_sigkill_then_rerun_gives_every_id_once_in_order(tmp_path):
     assert ids == [f"d{i}" for i in range(total)]
     assert np.array_equal(np.concatenate([v for _, v in parts]), vectors_for(0, total))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_shard_with_flipped_bytes_is_refused_by_name(tmp_path):
+    writer = ShardWriter(tmp_path, shard_size=64, config_hash="h")
+    path = writer.write([f"d{i}" for i in range(64)], np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the embedding column's data page
+    data[middle] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=f"{path.name} is damaged"):
+        list(read_shards(tmp_path))
