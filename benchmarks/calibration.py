@@ -25,7 +25,6 @@ import torch
 from benchmarks.embed_cache import cached_layers
 from benchmarks.report import write_report
 from htp import EncoderConfig, HTPEncoder
-from htp.encoder import resolve_config
 from htp.models import load_model, pick_device
 from htp.segment import Segmenter
 from indexes.lexical import build_bm25, search_bm25
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     began = time.perf_counter()
     model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
-    encoder = HTPEncoder(resolve_config(EncoderConfig()), model, tokenizer)
+    encoder = HTPEncoder(EncoderConfig().resolved(), model, tokenizer)
     collections = {name: Collection(args.data / name, args.cache, encoder, max(COUNTS), args.dev_queries, args.seed)
                    for name in args.datasets.split(",")}
     chooser = collections[args.choose_on]

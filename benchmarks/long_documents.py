@@ -24,7 +24,6 @@ import torch
 from benchmarks.embed_cache import cached_layers
 from benchmarks.report import write_report
 from htp import EncoderConfig, HTPEncoder
-from htp.encoder import resolve_config
 from htp.models import load_model, pick_device
 from pipeline.beir import load_beir
 from pipeline.evaluate import bucket_name
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         query_ids = [q for q in data.judged_query_ids() if corpus_name == "all" or set(data.qrels[q]) <= chosen]
         qrels = {q: data.qrels[q] for q in query_ids}
         for label, overrides in METHODS.items():
-            config = resolve_config(EncoderConfig(max_length=max_length, **overrides))
+            config = EncoderConfig(max_length=max_length, **overrides).resolved()
             encoder = HTPEncoder(config, model, tokenizer)
             layer = encoder.exit_layer - 1
             start = time.perf_counter()

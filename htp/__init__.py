@@ -2,6 +2,7 @@
 
 from htp.config import METHODS, EncoderConfig
 from htp.encoder import HTPEncoder
-from htp.models import MODELS, ModelNotFoundError
+from htp.errors import ModelNotFoundError
+from htp.registry import MODELS
 
 __all__ = ["METHODS", "MODELS", "EncoderConfig", "HTPEncoder", "ModelNotFoundError"]

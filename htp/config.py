@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from htp.errors import EncoderValueError
+from htp.registry import defaults_for
 
 METHODS = ("vanilla-last", "vanilla-mean", "echo", "tp", "htp")
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
+RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -102,6 +104,26 @@ class EncoderConfig:
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
         """Build from a mapping (config.yaml's `encoder:`), refusing unknown keys and wrong types by name."""
         return cls(**checked_fields(cls, data, "encoder", EncoderValueError))
+
+    def resolved(self) -> "EncoderConfig":
+        """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""
+        d = defaults_for(self.model)
+        return replace(
+            self,
+            exit_layer=d.exit_layer if self.exit_layer is None else self.exit_layer,
+            window=d.window if self.window is None else self.window,
+            final_norm=d.final_norm if self.final_norm is None else self.final_norm,
+            query_prompt=d.query_prompt if self.query_prompt is None else self.query_prompt,
+            document_prompt=d.document_prompt if self.document_prompt is None else self.document_prompt,
+        )
+
+    def vector_settings(self) -> dict[str, Any]:
+        """The resolved settings a query must share with its index: everything that changes vectors, no runtime knobs."""
+        return {key: value for key, value in self.resolved().to_dict().items() if key not in RUNTIME_KEYS}
+
+    def runtime(self) -> dict[str, Any]:
+        """The knobs that change speed and memory but never vectors (device, batching, cache)."""
+        return {key: getattr(self, key) for key in RUNTIME_KEYS}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for manifests and hashing (window as a list)."""

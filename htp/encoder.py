@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
-from htp.models import defaults_for, load_model, pick_device, pick_dtype
+from htp.models import load_model, pick_device, pick_dtype
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
@@ -31,24 +31,6 @@ class EncodeStats:
     sequence_tokens: int = 0
     computed_positions: int = 0
     truncated: int = 0
-
-    @property
-    def padding_waste(self) -> float:
-        """Share of computed positions that were padding."""
-        return 0.0 if not self.computed_positions else 1 - self.sequence_tokens / self.computed_positions
-
-
-def resolve_config(config: EncoderConfig) -> EncoderConfig:
-    """Fill every `None` from the model's registry defaults, so a manifest records what actually ran."""
-    d = defaults_for(config.model)
-    return replace(
-        config,
-        exit_layer=d.exit_layer if config.exit_layer is None else config.exit_layer,
-        window=d.window if config.window is None else config.window,
-        final_norm=d.final_norm if config.final_norm is None else config.final_norm,
-        query_prompt=d.query_prompt if config.query_prompt is None else config.query_prompt,
-        document_prompt=d.document_prompt if config.document_prompt is None else config.document_prompt,
-    )
 
 
 def decoder_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
@@ -69,7 +51,7 @@ class HTPEncoder:
         model: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
-        self.config = resolve_config(config or EncoderConfig())
+        self.config = (config or EncoderConfig()).resolved()
         if model is None or tokenizer is None:
             device = pick_device(self.config.device)
             model, tokenizer = load_model(self.config.model, device, pick_dtype(self.config.dtype, device), self.config.cache_dir)
@@ -88,11 +70,6 @@ class HTPEncoder:
             "document": self._ids(self.config.document_prompt or ""),
         }
         self.stats = EncodeStats()
-
-    @classmethod
-    def from_dict(cls, section: dict) -> "HTPEncoder":
-        """Build from config.yaml's `encoder:` section."""
-        return cls(EncoderConfig.from_dict(section))
 
     @property
     def dimension(self) -> int:

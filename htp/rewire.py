@@ -32,10 +32,6 @@ class Copies:
 class EarlyExit(Exception):
     """Raised by the exit layer's hook to stop the forward pass: later layers are not run at all."""
 
-    def __init__(self, hidden: torch.Tensor) -> None:
-        super().__init__()
-        self.hidden = hidden
-
 
 def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
@@ -64,7 +60,7 @@ def rewired(
         copies.apply(_hidden_of(args, kwargs))
 
     def exit_hook(_module: nn.Module, _args: tuple, output: object) -> None:
-        raise EarlyExit(_output_hidden(output))
+        raise EarlyExit()
 
     try:
         if window is not None and copies is not None:

@@ -17,14 +17,13 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from htp import HTPEncoder
-from htp.encoder import resolve_config
 from htp.models import pick_device
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
 from indexes.store import Manifest, locked_for_writing, write_version
-from pipeline.calibration import Calibration, calibrate, describe
+from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
 from pipeline.config import Config, config_hash
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
@@ -55,16 +54,7 @@ class BuildSummary:
 
 def encoder_key(config: Config) -> str:
     """Hash of the resolved encoder settings that change vectors (runtime knobs such as device excluded)."""
-    return config_hash(vector_settings(config))
-
-
-RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
-
-
-def vector_settings(config: Config) -> dict:
-    """The encoder settings a query must share with its index: everything but runtime knobs."""
-    resolved = resolve_config(config.encoder).to_dict()
-    return {key: value for key, value in resolved.items() if key not in RUNTIME_KEYS}
+    return config_hash(config.encoder.vector_settings())
 
 
 def content_key(dataset) -> str:
@@ -151,7 +141,12 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
     dim = len(mean)
     center = mean if config.index.center else None
     factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
-    calibration = calibrate_index(loaded, config, shard_dir, center, encoder) if config.index.calibrate else None
+    calibration = None
+    if config.index.calibrate:
+        try:
+            calibration = calibrate_index(loaded, config, shard_dir, center, encoder)
+        except CalibrationSkipped as skipped:
+            print(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
     train = (_read_rows(shard_dir, _sample_rows(len(ids), config.index.train_sample, 0), center)
              if needs_training(factory, dim) else None)
     batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
@@ -160,11 +155,11 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
     if config.index.bm25:
         data = loaded.dataset
         bm25 = build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
-    resolved = resolve_config(config.encoder)
+    resolved = config.encoder.resolved()
     manifest = Manifest(
         model=resolved.model, method=resolved.method, exit_layer=resolved.exit_layer, window=list(resolved.window or []),
         dimension=dim, metric="inner_product", count=len(ids), factory=factory, config_hash=encoder_key(config),
-        encoder=vector_settings(config), package_versions=package_versions(), checksums={}, created="",
+        encoder=config.encoder.vector_settings(), package_versions=package_versions(), checksums={}, created="",
         bm25=bm25 is not None, centered=center is not None,
         calibration=calibration.settings() if calibration else {},
     )

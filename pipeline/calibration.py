@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from indexes.lexical import build_bm25, search_bm25
-from pipeline.errors import PipelineValueError
+from pipeline.errors import PipelineError
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.vectors import prepare
 
 MIN_WORDS, MAX_WORDS = 4, 40
+MIN_QUERIES = 10  # fewer training or development pseudo-queries than this and calibration is skipped
 PROSE_SHARE = 0.6  # at least this share of a pseudo-query's words are plain words (no code, numbers, paths)
 TAU = 0.05  # InfoNCE temperature
 DEPTH = 100  # candidates per ranking on the development set, as search.candidates
@@ -35,6 +36,10 @@ BIAS_WEIGHTS = (0.0, 0.5, 1.0)
 FUSIONS = (FusionChoice("rrf", 0.0),
            *(FusionChoice("rrf", w) for w in (0.1, 0.25, 0.5, 1.0)),
            *(FusionChoice("score", w) for w in (0.1, 0.2, 0.3, 0.5)))
+
+
+class CalibrationSkipped(PipelineError):
+    """The corpus cannot calibrate itself (too few prose sentences); the index is built without calibration."""
 
 
 @dataclass(frozen=True)
@@ -283,8 +288,9 @@ def calibration_data(texts: Sequence[str], docs: np.ndarray, center: np.ndarray 
     """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
     sentence, and rank the development queries with BM25 over that edited corpus."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
-    if not sample.train or not sample.dev:
-        raise PipelineValueError("the documents hold too few prose sentences to draw pseudo-queries from")
+    if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
+        raise CalibrationSkipped(f"the documents hold too few prose sentences ({len(sample.train)} training and "
+                                 f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)")
     train = prepare(encode([q.text for q in sample.train], "query"), center)
     dev = prepare(encode([q.text for q in sample.dev], "query"), center)
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from htp import EncoderConfig, HTPEncoder
 from indexes.store import OpenIndex, open_index
-from pipeline.build import vector_settings
 from pipeline.calibration import Calibration
 from pipeline.config import SEARCH_MODES, Config, SearchConfig
 from pipeline.errors import PipelineValueError
@@ -32,7 +31,7 @@ class Hit:
 
 def check_encoder(config: Config, index: OpenIndex) -> None:
     """Refuse a configuration whose vector settings differ from the index's, naming each difference."""
-    wanted, built = vector_settings(config), index.manifest.encoder
+    wanted, built = config.encoder.vector_settings(), index.manifest.encoder
     diffs = [f"{key}: index has {built.get(key)!r}, config has {wanted.get(key)!r}"
              for key in sorted(set(wanted) | set(built)) if wanted.get(key) != built.get(key)]
     if diffs:
@@ -57,7 +56,7 @@ class Searcher:
         if config is not None:
             check_encoder(config, self.index)
         self.settings: SearchConfig = config.search if config else SearchConfig()
-        runtime = {} if config is None else {k: getattr(config.encoder, k) for k in ("device", "dtype", "cache_dir")}
+        runtime = {} if config is None else config.encoder.runtime()
         self._encoder = encoder
         self._encoder_config = EncoderConfig.from_dict({**self.index.manifest.encoder, **runtime})
         manifest = self.index.manifest

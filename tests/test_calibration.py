@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,9 +160,19 @@ def test_an_index_without_calibration_loads_and_searches(calibrating, tmp_path):
     assert summary.calibration is None and not (summary.version_dir / "calibration.npz").exists()
     manifest_path = summary.version_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text())
-    del manifest["calibration"]  # as written before calibration existed
+    del manifest["calibration"], manifest["sizes"]  # as written before calibration and sizes existed
     manifest_path.write_text(json.dumps(manifest))
+    (tmp_path / "plain" / "CURRENT").write_text(summary.version_dir.name + "\n")  # no manifest digest then either
     searcher = Searcher(tmp_path / "plain", config)
     assert searcher.calibration is None and searcher.fusion == FusionChoice("rrf", config.search.dense_weight)
     for mode in ("dense", "bm25", "hybrid"):
         assert len(searcher.search("protein market", 5, mode=mode)) == 5
+
+
+def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp_path, capsys):
+    corpus = tmp_path / "code.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"c{i}", "text": f"x{i} = f({i}, 0x{i:x}); y{i} += 2"}) + "\n"
+                              for i in range(30)))
+    summary = build(calibrating, corpus, tmp_path / "code")
+    assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in capsys.readouterr().out
+    assert len(Searcher(tmp_path / "code", calibrating).search("f(3)", 3, mode="hybrid")) == 3

@@ -19,7 +19,7 @@ def test_config_yaml_is_the_built_in_default_and_lists_every_key():
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"encoder": {"metod": "htp"}}, "unknown encoder keys: metod"),
+    ({"encoder": {"metod": "htp"}}, "unknown keys in encoder: metod"),
     ({"index": {"factroy": "Flat"}}, "unknown keys in index: factroy"),
     ({"serach": {}}, "unknown config sections: serach"),
     ({"encoder": {"method": "mean"}}, "encoder.method 'mean'"),

@@ -3,7 +3,6 @@ resume after SIGKILL, atomic swap under a reader, CLI errors."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from conftest import write_corpus
 
 from pipeline.build import build
 from pipeline.cli import main as cli_main
-from pipeline.config import Config
 from pipeline.search import EncoderMismatchError, Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
