@@ -31,6 +31,7 @@ MIN_WORDS, MAX_WORDS = 4, 40
 MIN_QUERIES = 10  # fewer training or development pseudo-queries than this and calibration is skipped
 PROSE_SHARE = 0.6  # at least this share of a pseudo-query's words are plain words (no code, numbers, paths)
 TAU = 0.05  # InfoNCE temperature
+PENALTY = 1e-4  # on ||W||^2; chosen with the pseudo-query count on CISI's and manpages-3's dev queries (README)
 DEPTH = 100  # candidates per ranking on the development set, as search.candidates
 BIAS_WEIGHTS = (0.0, 0.5, 1.0)
 FUSIONS = (FusionChoice("rrf", 0.0),
@@ -230,7 +231,7 @@ def _top_scored(scores: np.ndarray, depth: int) -> list[list[tuple[int, float]]]
 
 def fit(train_queries: np.ndarray, train_targets: np.ndarray, docs: np.ndarray, dev_queries: np.ndarray,
         dev_targets: np.ndarray, dev_docs: np.ndarray, dev_bm25: Sequence[Sequence[tuple[int, float]]] | None,
-        penalty: float = 1e-3, seed: int = 0) -> Calibration:
+        penalty: float = PENALTY, seed: int = 0) -> Calibration:
     """Choose adapter, correction and fusion on the development set from prepared (centred, unit) vectors.
 
     `docs` are the calibration corpus's vectors; `dev_docs` the same with each development query's sentence
