@@ -26,16 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.embed_cache import cached_layers
-from benchmarks.report import write_report
+from benchmarks.common import cached_layers, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from htp.segment import Segmenter
 from indexes.lexical import build_bm25, search_bm25
-from pipeline.beir import BeirData, load_beir, split_queries
 from pipeline.calibration import Calibration, CalibrationData, calibration_data, fit
+from pipeline.evaluation.beir import BeirData, load_beir, split_queries
+from pipeline.evaluation.metrics import evaluate_run
 from pipeline.fusion import FusionChoice, fuse
-from pipeline.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.embed_cache import cached_layers
-from benchmarks.report import write_report
+from benchmarks.common import cached_layers, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
-from pipeline.beir import load_beir
-from pipeline.evaluate import bucket_name
-from pipeline.metrics import evaluate_run
+from pipeline.evaluation.beir import load_beir
+from pipeline.evaluation.evaluate import bucket_name
+from pipeline.evaluation.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

@@ -17,12 +17,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.quality import task_folders
-from benchmarks.report import write_report
+from benchmarks.common import task_folders, write_report
 from htp import METHODS
-from pipeline.beir import load_beir
 from pipeline.config import Config
-from pipeline.evaluate import EvalRequest, run_eval
+from pipeline.evaluation.beir import load_beir
+from pipeline.evaluation.evaluate import EvalRequest, run_eval
 
 
 def chance_ndcg(n_docs: int, k: int = 10) -> float:

@@ -11,55 +11,18 @@ Everything goes through `htp eval`'s stages; results land in benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.report import write_report
+from benchmarks.common import synthetic_sets, write_report
 from htp import METHODS
-from pipeline.beir import load_beir, split_queries
 from pipeline.config import Config
-from pipeline.evaluate import EvalRequest, run_eval
-from pipeline.synthetic import make_needle, make_passkey, tokenizer_counter
+from pipeline.evaluation.beir import load_beir, split_queries
+from pipeline.evaluation.evaluate import EvalRequest, run_eval
 
 MODES = ("dense", "bm25", "hybrid")
-
-
-def merged_task(folders: dict[int, Path], out: Path) -> Path:
-    """One BEIR folder holding every length of a synthetic task, ids prefixed with the length."""
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with (out / "corpus.jsonl").open("w") as corpus, (out / "queries.jsonl").open("w") as queries, \
-            (out / "qrels" / "test.tsv").open("w") as qrels:
-        qrels.write("query-id\tcorpus-id\tscore\n")
-        for length, folder in sorted(folders.items()):
-            for line in (folder / "corpus.jsonl").read_text().splitlines():
-                row = json.loads(line)
-                corpus.write(json.dumps({**row, "_id": f"{length}-{row['_id']}"}) + "\n")
-            for line in (folder / "queries.jsonl").read_text().splitlines():
-                row = json.loads(line)
-                queries.write(json.dumps({**row, "_id": f"{length}-{row['_id']}"}) + "\n")
-            for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-                qid, did, score = line.split("\t")
-                qrels.write(f"{length}-{qid}\t{length}-{did}\t{score}\n")
-    return out
-
-
-def task_folders(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int,
-                 seed: int) -> dict[str, dict[int, Path]]:
-    """Passkey and needle BEIR folders, one per length (deterministic from the seed), token lengths counted by
-    the default model's tokenizer: task -> length -> folder."""
-    texts = [d["text"] for d in load_beir(haystack).corpus.values()]
-    count = tokenizer_counter("smollm2-135m")
-    return {task: make(texts, work / "parts", lengths, depths, per_cell, seed, count)
-            for task, make in (("passkey", make_passkey), ("needle", make_needle))}
-
-
-def synthetic_sets(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int) -> dict[str, Path]:
-    """One BEIR folder per task holding every length (see task_folders): task -> folder."""
-    return {task: merged_task(folders, work / task)
-            for task, folders in task_folders(haystack, work, lengths, depths, per_cell, seed).items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.report import write_report
-from benchmarks.sweep_layers import dense_run, ndcg
+from benchmarks.common import dense_run, ndcg, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
-from pipeline.beir import load_beir, split_queries
+from pipeline.evaluation.beir import load_beir, split_queries
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

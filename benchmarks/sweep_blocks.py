@@ -13,10 +13,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.quality import synthetic_sets
-from benchmarks.report import write_report
+from benchmarks.common import synthetic_sets, write_report
 from pipeline.config import Config
-from pipeline.evaluate import EvalRequest, run_eval
+from pipeline.evaluation.evaluate import EvalRequest, run_eval
 
 SETTINGS = {
     "K=1": dict(block_mode="sentences", sentences_per_block=1),

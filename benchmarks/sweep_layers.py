@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.embed_cache import cached_layers
+from benchmarks.common import cached_layers, dense_run, ndcg
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from indexes.lexical import build_bm25, search_bm25
-from pipeline.beir import BeirData, load_beir, split_queries
+from pipeline.evaluation.beir import BeirData, load_beir, split_queries
 from pipeline.fusion import rrf
-from pipeline.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 
@@ -35,18 +34,6 @@ VARIANTS = [
     dict(method="htp", window=(1, 4)),
     dict(method="htp", window=(1, 7)),
 ]
-
-
-def dense_run(queries: np.ndarray, docs: np.ndarray, query_ids: list[str], doc_ids: list[str], depth: int = 100) -> dict:
-    """Exact inner-product top-`depth` run as {qid: {docid: score}}."""
-    scores = queries @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :depth]
-    return {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
-
-
-def ndcg(data: BeirData, qids: list[str], run: dict) -> float:
-    """NDCG@10 x100 of a run over some queries."""
-    return 100 * evaluate_run({q: data.qrels[q] for q in qids}, {q: run[q] for q in qids})["ndcg@10"]
 
 
 def label(variant: dict) -> str:

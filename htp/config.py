@@ -10,7 +10,26 @@ from typing import Any
 from htp.errors import EncoderValueError
 from htp.registry import defaults_for
 
-METHODS = ("vanilla-last", "vanilla-mean", "echo", "tp", "htp")
+
+@dataclass(frozen=True)
+class Method:
+    """What a method's name means, in the one place it is interpreted: how the text is laid out, where its blocks
+    come from, whether layers are rewired, and how the vectors are read out."""
+
+    layout: str  # plain: the text once | echo: the text twice, pool the second copy | prepend: <PST> before blocks
+    blocks: str  # none | whole (one block: the text) | segmented (sentences, token intervals, adaptive)
+    rewired: bool  # copy block ends into placeholders between layers
+    pooling: str  # mean over the text's own tokens | last token
+
+
+METHOD_TABLE: dict[str, Method] = {
+    "vanilla-last": Method(layout="plain", blocks="none", rewired=False, pooling="last"),
+    "vanilla-mean": Method(layout="plain", blocks="none", rewired=False, pooling="mean"),
+    "echo": Method(layout="echo", blocks="none", rewired=False, pooling="mean"),
+    "tp": Method(layout="prepend", blocks="whole", rewired=True, pooling="mean"),
+    "htp": Method(layout="prepend", blocks="segmented", rewired=True, pooling="mean"),
+}
+METHODS = tuple(METHOD_TABLE)
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
 RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
@@ -104,6 +123,11 @@ class EncoderConfig:
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
         """Build from a mapping (config.yaml's `encoder:`), refusing unknown keys and wrong types by name."""
         return cls(**checked_fields(cls, data, "encoder", EncoderValueError))
+
+    @property
+    def spec(self) -> Method:
+        """The method's entry in METHOD_TABLE."""
+        return METHOD_TABLE[self.method]
 
     def resolved(self) -> "EncoderConfig":
         """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""

@@ -19,8 +19,6 @@ from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
 
-REWIRED_METHODS = ("tp", "htp")
-
 
 @dataclass
 class EncodeStats:
@@ -63,7 +61,7 @@ class HTPEncoder:
         self.exit_layer = self.layers_to_run(self.config.exit_layer)
         self.bos_id = self._fixed_first_token()
         self.placeholder = self._mean_token_embedding()
-        needs_sentences = self.config.method == "htp" and self.config.block_mode != "tokens"
+        needs_sentences = self.config.spec.blocks == "segmented" and self.config.block_mode != "tokens"
         self.segmenter = Segmenter(self.config.spacy_model) if needs_sentences else None
         self.prompts = {
             "query": self._ids(self.config.query_prompt or ""),
@@ -122,7 +120,28 @@ class HTPEncoder:
         out = []
         for ids, offsets, sentence_starts in zip(encoded["input_ids"], encoded["offset_mapping"], starts):
             blocks = make_blocks(offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
-            out.append(build_layout(cfg.method, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length))
+            out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length))
+        return out
+
+    def windows(self, texts: Sequence[str], size: int) -> list[list[str]]:
+        """Each text cut into consecutive windows of whole sentences of at most `size` tokens (a longer sentence
+        is a window of its own and is truncated when encoded), for multi-vector indexes of long documents."""
+        segmenter = self.segmenter or Segmenter(self.config.spacy_model)
+        out = []
+        for text, starts in zip(texts, segmenter.sentence_starts(texts)):
+            bounds = [*starts, len(text)]
+            pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if text[a:b].strip()]
+            counts = [len(ids) for ids in
+                      self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]] if pieces else []
+            windows, current, used = [], "", 0
+            for piece, count in zip(pieces, counts):
+                if current and used + count > size:
+                    windows.append(current.strip())
+                    current, used = "", 0
+                current, used = current + piece, used + count
+            if current.strip():
+                windows.append(current.strip())
+            out.append(windows or [text])
         return out
 
     def encode(
@@ -179,7 +198,7 @@ class HTPEncoder:
         ids, weights, is_placeholder = ids.to(self.device), weights.to(self.device), is_placeholder.to(self.device)
         embeds = self.embed(ids)
         embeds[is_placeholder] = self.placeholder
-        copies = self._copies(layouts) if self.config.method in REWIRED_METHODS else None
+        copies = self._copies(layouts) if self.config.spec.rewired else None
         last = torch.tensor([layout.last for layout in layouts], device=self.device)
         pooled: dict[int, torch.Tensor] = {}
 
@@ -199,7 +218,7 @@ class HTPEncoder:
     def _read_out(self, hidden: torch.Tensor, weights: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         if self.config.final_norm:
             hidden = self.base.norm(hidden)
-        if self.config.method == "vanilla-last":
+        if self.config.spec.pooling == "last":
             return normalise(last_pool(hidden, last))
         return normalise(mean_pool(hidden.float(), weights))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from htp.config import Method
 from htp.errors import EncoderValueError
 
 PLACEHOLDER = -1  # stands for a <PST>/<B-PST> position in `ids`; its embedding is set by the encoder, never looked up
@@ -46,7 +47,7 @@ def _clip_blocks(blocks: Sequence[tuple[int, int]], budget: int, cost_per_block:
 
 
 def build_layout(
-    method: str,
+    method: Method,
     text_ids: Sequence[int],
     blocks: Sequence[tuple[int, int]],
     bos_id: int,
@@ -60,27 +61,24 @@ def build_layout(
     budget = max_length - len(head)
     if budget < 3:
         raise EncoderValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
-    if method in ("vanilla-mean", "vanilla-last"):
+    if method.layout == "plain":
         body = list(text_ids[:budget])
         ids = head + body
         return Layout(ids=ids, pooled=list(range(len(head), len(ids))), last=len(ids) - 1,
                       truncated=len(body) < len(text_ids))
-    if method == "echo":
+    if method.layout == "echo":
         half = budget // 2
         body = list(text_ids[:half])
         ids = head + body + body
         second = len(head) + len(body)
         return Layout(ids=ids, pooled=list(range(second, len(ids))), last=len(ids) - 1,
                       truncated=len(body) < len(text_ids))
-    if method == "tp":
-        blocks = [(0, len(text_ids))]
-        kept, truncated = _clip_blocks(blocks, budget, cost_per_block=1)
+    if method.blocks == "whole":  # TP: one <PST> before the whole text, no global summaries
+        kept, truncated = _clip_blocks([(0, len(text_ids))], budget, cost_per_block=1)
         globals_count = 0
-    elif method == "htp":
+    else:  # HTP: a <PST> before every block and a <B-PST> per block after the prompt
         kept, truncated = _clip_blocks(blocks, budget, cost_per_block=2)
         globals_count = len(kept)
-    else:
-        raise EncoderValueError(f"unknown method {method!r}")
     ids = head + [PLACEHOLDER] * globals_count
     bpst = list(range(len(head), len(ids)))
     pst, ends, pooled = [], [], []

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexes.durable import fsync, write_atomically
 from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
 from indexes.faiss_index import search_faiss
 from indexes.lexical import load_bm25, save_bm25, search_bm25
@@ -49,14 +50,13 @@ DOCS_ROW_GROUP = 1024  # small row groups, so fetching a page of hits decodes a 
 Hits = list[list[tuple[str, float]]]
 
 
+LEGACY_COPIES = ("model", "method", "exit_layer", "window")  # now read from `encoder` only
+
+
 @dataclass
 class Manifest:
     """What an index holds and how its vectors were made; a query encoder must match `encoder`."""
 
-    model: str
-    method: str
-    exit_layer: int
-    window: list[int] | None
     dimension: int
     metric: str
     count: int
@@ -70,6 +70,15 @@ class Manifest:
     centered: bool = False
     calibration: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
+    window_tokens: int | None = None  # multi-vector: one row per window of at most this many tokens
+
+    @property
+    def model(self) -> str:
+        return self.encoder["model"]
+
+    @property
+    def method(self) -> str:
+        return self.encoder["method"]
 
     def to_json(self) -> str:
         """Pretty, key-sorted JSON for manifest.json."""
@@ -77,9 +86,13 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        """Parse manifest.json, refusing one written with other fields."""
+        """Parse manifest.json (copies of encoder settings that older versions kept beside it are dropped),
+        refusing one written with other fields."""
+        data = json.loads(text)
+        for derived in LEGACY_COPIES:
+            data.pop(derived, None)
         try:
-            return cls(**json.loads(text))
+            return cls(**data)
         except TypeError as err:
             raise IndexValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
 
@@ -98,27 +111,25 @@ def _data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's or a directory's entries to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def row_documents(ids: list[str]) -> list[str]:
+    """The documents of a multi-vector index's rows in order (a document's windows are consecutive rows)."""
+    return [doc for i, doc in enumerate(ids) if i == 0 or ids[i - 1] != doc]
 
 
 def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
                   center: np.ndarray | None) -> None:
     """Refuse a version whose parts disagree, before anything is written."""
-    if not len(ids) == index.ntotal == docs.num_rows == manifest.count:
+    documents = row_documents(ids) if manifest.window_tokens is not None else ids
+    if not len(ids) == index.ntotal == manifest.count or docs.num_rows != len(documents):
         raise IndexValueError(f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
-                         f"manifest count {manifest.count}: they must agree")
-    if len(set(ids)) != len(ids):
-        raise IndexValueError("ids are not unique: give every document its own id")
+                              f"manifest count {manifest.count}: they must agree")
+    if len(set(documents)) != len(documents):
+        raise IndexValueError("ids are not unique: give every document its own id (a multi-vector index keeps a "
+                              "document's windows together)")
     missing = [c for c in DOC_COLUMNS if c not in docs.column_names]
     if missing:
         raise IndexValueError(f"docs lacks column(s) {missing}: it needs {DOC_COLUMNS}")
-    if docs.column("id").to_pylist() != ids:
+    if docs.column("id").to_pylist() != documents:
         raise IndexValueError("docs rows are not in the order of ids: row i of docs must be the document ids[i]")
     if index.d != manifest.dimension or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise IndexValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
@@ -158,9 +169,9 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
                           centered=center is not None)
         (tmp / MANIFEST).write_text(written.to_json())
         for path in [*files, tmp / MANIFEST, *{p.parent for p in files}]:
-            _fsync(path)
+            fsync(path)
         os.rename(tmp, final)
-        _fsync(versions)
+        fsync(versions)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -212,13 +223,7 @@ def _point_current(index_dir: Path, name: str, manifest_sha256: str) -> None:
 
     CURRENT holds the version's name and its manifest's SHA-256, so an edited manifest (another model or prompt
     than the vectors were made with) is refused at open."""
-    pointer = index_dir / f"{TMP_PREFIX}{CURRENT}"
-    with pointer.open("w") as f:
-        f.write(f"{name}\n{manifest_sha256}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, index_dir / CURRENT)
-    _fsync(index_dir)
+    write_atomically(index_dir / CURRENT, lambda f: f.write(f"{name}\n{manifest_sha256}\n".encode()))
 
 
 def _current(index_dir: Path) -> tuple[str, str | None] | None:
@@ -259,9 +264,10 @@ class OpenIndex:
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()
-        if len(self.ids) != self.faiss.ntotal or len(set(self.ids)) != len(self.ids):
-            raise _damaged(path / "ids.parquet", f"{len(self.ids)} ids ({len(set(self.ids))} distinct) for "
-                           f"{self.faiss.ntotal} vectors")
+        self.doc_ids = row_documents(self.ids) if manifest.window_tokens is not None else self.ids
+        if len(self.ids) != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
+            raise _damaged(path / "ids.parquet", f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) "
+                           f"for {self.faiss.ntotal} vectors")
         self.center: np.ndarray | None = None
         if manifest.centered:
             self.center = np.load(io.BytesIO(self._checked_bytes("center.npy")))
@@ -280,24 +286,41 @@ class OpenIndex:
             raise _damaged(self.path / rel, "checksum mismatch")
         return data
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> Hits:
+    @staticmethod
+    def _hits(names: list[str], scores: np.ndarray, rows: np.ndarray) -> Hits:
         """(id, score) lists per query, rows of -1 dropped."""
-        return [[(self.ids[r], float(s)) for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
+        return [[(names[r], float(s)) for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None) -> Hits:
-        """Dense top-k (id, score) per query vector (already prepared like the indexed vectors)."""
-        return self._hits(*search_faiss(self.faiss, queries, k, nprobe, ef_search))
+        """Dense top-k (id, score) per query vector (already prepared like the indexed vectors). A multi-vector
+        index ranks documents by their best window: rows are fetched until k distinct documents are found."""
+        if self.manifest.window_tokens is None:
+            return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search))
+        out: Hits = []
+        for query in queries:
+            fetch = 4 * k
+            while True:
+                rows = self._hits(self.ids, *search_faiss(self.faiss, query[None, :], min(fetch, self.faiss.ntotal),
+                                                          nprobe, ef_search))[0]
+                best: dict[str, float] = {}
+                for doc, score in rows:  # best first, so a document's first row is its best window
+                    best.setdefault(doc, score)
+                if len(best) >= k or fetch >= self.faiss.ntotal:
+                    out.append(list(best.items())[:k])
+                    break
+                fetch *= 4
+        return out
 
     def search_bm25(self, queries: list[str], k: int) -> Hits:
         """Lexical top-k (id, score) per query text."""
         if self.bm25 is None:
             raise IndexValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
-        return self._hits(*search_bm25(self.bm25, queries, k))
+        return self._hits(self.doc_ids, *search_bm25(self.bm25, queries, k))
 
     @cached_property
     def _rows(self) -> dict[str, int]:
         """Row position of each id, built on the first documents() call."""
-        return {doc_id: row for row, doc_id in enumerate(self.ids)}
+        return {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
 
     def documents(self, ids: list[str]) -> list[dict]:
         """{id, title, text} of these documents, in the order asked, decoding only the row groups that hold them."""

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import bm25s
+import faiss
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from htp import HTPEncoder
+from htp import EncoderConfig, HTPEncoder
 from htp.models import pick_device
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
@@ -24,11 +26,11 @@ from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
 from indexes.store import Manifest, locked_for_writing, write_version
 from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
-from pipeline.config import Config, config_hash
+from pipeline.config import Config, IndexConfig, config_hash
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
-from pipeline.shards import ShardWriter, read_shards
+from pipeline.shards import ShardWriter, documents_of, read_shards
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
@@ -53,8 +55,12 @@ class BuildSummary:
 
 
 def encoder_key(config: Config) -> str:
-    """Hash of the resolved encoder settings that change vectors (runtime knobs such as device excluded)."""
-    return config_hash(config.encoder.vector_settings())
+    """Hash of what decides the stored vectors: the resolved encoder settings (runtime knobs such as device
+    excluded) and, for multi-vector indexes, the window size."""
+    settings = config.encoder.vector_settings()
+    if config.index.window_tokens is not None:
+        settings = {**settings, "window_tokens": config.index.window_tokens}
+    return config_hash(settings)
 
 
 def content_key(dataset) -> str:
@@ -86,8 +92,13 @@ def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encode
         with tqdm(total=len(dataset), initial=start, desc="encode", unit="doc") as bar:
             for batch in iter_batches(dataset, config.index.shard_size, start):
                 texts = [full_text(title, text) for title, text in zip(batch["title"], batch["text"])]
-                writer.write(batch["id"], model.encode(texts, kind="document", show_progress=False))
-                bar.update(len(texts))
+                ids = batch["id"]
+                if config.index.window_tokens is not None:
+                    windows = model.windows(texts, config.index.window_tokens)
+                    ids = [doc for doc, parts in zip(ids, windows) for _ in parts]
+                    texts = [part for parts in windows for part in parts]
+                writer.write(ids, model.encode(texts, kind="document", show_progress=False))
+                bar.update(len(batch["id"]))
         truncated = model.stats.truncated - before
     return remaining, start, truncated
 
@@ -124,10 +135,35 @@ def calibrate_index(loaded: LoadResult, config: Config, shard_dir: Path, center:
                      settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
 
 
+def dense_index(shard_dir: Path, count: int, dim: int, center: np.ndarray | None,
+                settings: IndexConfig) -> tuple[str, faiss.Index]:
+    """The FAISS index over the shards' prepared vectors: factory chosen by size and budget, trained on a sample."""
+    factory = resolve_factory(settings.factory, count, dim, settings.memory_budget_mb * 2**20)
+    train = (_read_rows(shard_dir, _sample_rows(count, settings.train_sample, 0), center)
+             if needs_training(factory, dim) else None)
+    batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
+    return factory, build_faiss(factory, dim, batches, train)
+
+
+def lexical_index(loaded: LoadResult) -> bm25s.BM25:
+    """BM25 over the same texts the encoder saw (title and body)."""
+    data = loaded.dataset
+    return build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
+
+
+def manifest_for(encoder: EncoderConfig, index: faiss.Index, factory: str, calibration: Calibration | None,
+                 window_tokens: int | None) -> Manifest:
+    """The manifest: the encoder's resolved vector settings and their hash, the index's shape, the calibration,
+    and the window size of a multi-vector index."""
+    settings = encoder.vector_settings()
+    return Manifest(dimension=index.d, metric="inner_product", count=index.ntotal, factory=factory,
+                    config_hash=config_hash(settings), encoder=settings, package_versions=package_versions(),
+                    calibration=calibration.settings() if calibration else {}, window_tokens=window_tokens)
+
+
 def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path,
                  encoder: Callable[[], HTPEncoder]) -> tuple[str, Path, Calibration | None]:
-    """Stage 4: centre, calibrate, train, add shard by shard, and write the version (index, ids, docs, BM25,
-    calibration, manifest)."""
+    """Stage 4: centre, calibrate, build the dense and lexical indexes, and write the version."""
     ids: list[str] = []
 
     def vectors_noting_ids():
@@ -136,36 +172,24 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
             yield vectors
 
     mean = streamed_mean(vectors_noting_ids())
-    if ids != loaded.dataset["id"]:
+    if documents_of(ids) != loaded.dataset["id"]:
         raise PipelineError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
-    dim = len(mean)
     center = mean if config.index.center else None
-    factory = resolve_factory(config.index.factory, len(ids), dim, config.index.memory_budget_mb * 2**20)
     calibration = None
-    if config.index.calibrate:
+    if config.index.calibrate and config.index.window_tokens is not None:
+        print("calibrate: skipped: a multi-vector index keeps several vectors per document, and calibration fits "
+              "one per document; searching with search.fusion / search.dense_weight as configured")
+    elif config.index.calibrate:
         try:
             calibration = calibrate_index(loaded, config, shard_dir, center, encoder)
         except CalibrationSkipped as skipped:
             print(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
-    train = (_read_rows(shard_dir, _sample_rows(len(ids), config.index.train_sample, 0), center)
-             if needs_training(factory, dim) else None)
-    batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
-    index = build_faiss(factory, dim, batches, train)
-    bm25 = None
-    if config.index.bm25:
-        data = loaded.dataset
-        bm25 = build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
-    resolved = config.encoder.resolved()
-    manifest = Manifest(
-        model=resolved.model, method=resolved.method, exit_layer=resolved.exit_layer, window=list(resolved.window or []),
-        dimension=dim, metric="inner_product", count=len(ids), factory=factory, config_hash=encoder_key(config),
-        encoder=config.encoder.vector_settings(), package_versions=package_versions(), checksums={}, created="",
-        bm25=bm25 is not None, centered=center is not None,
-        calibration=calibration.settings() if calibration else {},
-    )
+    factory, index = dense_index(shard_dir, len(ids), len(mean), center, config.index)
+    bm25 = lexical_index(loaded) if config.index.bm25 else None
     docs = loaded.dataset.data.table.select(["id", "title", "text"])
-    version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
-                            calibration=calibration.arrays() if calibration else None)
+    manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens)
+    version = write_version(index_dir, index, ids, pa.table(docs), manifest,
+                            bm25=bm25, center=center, calibration=calibration.arrays() if calibration else None)
     return factory, version, calibration
 
 

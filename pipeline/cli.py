@@ -66,7 +66,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from pipeline.evaluate import EvalRequest, run_eval
+    from pipeline.evaluation.evaluate import EvalRequest, run_eval
 
     request = EvalRequest(
         dataset=Path(args.dataset), methods=args.methods.split(","), out=Path(args.out), split=args.split,
@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from pipeline.synthetic import main as synth_main
+    from pipeline.evaluation.synthetic import main as synth_main
 
     synth_main(args.rest)
 

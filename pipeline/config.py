@@ -39,10 +39,13 @@ class IndexConfig:
     center: bool = True
     bm25: bool = True
     calibrate: bool = True
+    window_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.memory_budget_mb < 1 or self.train_sample < 1:
             raise PipelineValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
+        if self.window_tokens is not None and self.window_tokens < 8:
+            raise PipelineValueError(f"index.window_tokens must be null or >= 8, got {self.window_tokens}")
 
 
 @dataclass(frozen=True)

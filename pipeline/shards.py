@@ -2,26 +2,25 @@
 
 Shard i holds the documents [i * shard_size, (i + 1) * shard_size) of the input order; only the last may be short.
 A resumed build therefore starts at the number of documents in the completed shards, after checking that their
-ids are the input's ids at those positions.
+ids are the input's ids at those positions. A multi-vector build stores one row per window of a document, all
+with the document's id, consecutively.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexes.durable import TEMP_SUFFIX, write_atomically
 from pipeline.errors import PipelineValueError
 
 META = "meta.json"
 PATTERN = "shard-*.parquet"
-TEMP_SUFFIX = ".tmp"
 
 
 class ShardError(PipelineValueError):
@@ -51,7 +50,7 @@ class ShardWriter:
             self._write_meta()
         shards = self.completed()
         self._shards = len(shards)
-        self._count = sum(pq.read_metadata(path).num_rows for path in shards)
+        self._count = sum(len(documents_of(_read_checked(path, ["id"]).column("id").to_pylist())) for path in shards)
 
     def completed(self) -> list[Path]:
         """Completed shard files in order; leftovers of interrupted writes are deleted."""
@@ -64,7 +63,7 @@ class ShardWriter:
         offset = 0
         shards = self.completed()
         for number, path in enumerate(shards):
-            stored = _read_checked(path, ["id"]).column("id").to_pylist()
+            stored = documents_of(_read_checked(path, ["id"]).column("id").to_pylist())
             short = len(stored) != self.shard_size and number != len(shards) - 1
             if short or list(ids[offset:offset + len(stored)]) != stored:
                 raise ShardError(
@@ -80,8 +79,9 @@ class ShardWriter:
         if vectors.ndim != 2 or len(vectors) != len(ids) or len(ids) == 0:
             raise PipelineValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
                              f"{vectors.shape}")
-        if len(ids) > self.shard_size:
-            raise PipelineValueError(f"a shard holds at most {self.shard_size} documents, got {len(ids)}")
+        documents = len(documents_of(ids))
+        if documents > self.shard_size:
+            raise PipelineValueError(f"a shard holds at most {self.shard_size} documents, got {documents}")
         if self._count != self._shards * self.shard_size:
             raise ShardError(f"the last shard in {self.folder} is short, so the input ended there; nothing can follow it")
         if self.dim is None:
@@ -93,9 +93,9 @@ class ShardWriter:
         table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
                           "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
         path = self.folder / shard_name(self._shards)
-        _write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
+        write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
         self._shards += 1
-        self._count += len(ids)
+        self._count += documents
         return path
 
     def _check_meta(self, meta: dict) -> None:
@@ -114,7 +114,13 @@ class ShardWriter:
     def _write_meta(self) -> None:
         """meta.json, written atomically like the shards."""
         meta = {"dim": self.dim, "shard_size": self.shard_size, "config_hash": self.config_hash}
-        _write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+
+def documents_of(row_ids: Sequence[str]) -> list[str]:
+    """The documents of a shard's rows in order: a multi-vector index stores one row per window, each carrying
+    its document's id, so consecutive repeats are one document."""
+    return [doc for i, doc in enumerate(row_ids) if i == 0 or row_ids[i - 1] != doc]
 
 
 def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -143,18 +149,3 @@ def _completed(folder: Path) -> list[Path]:
         if path.name != shard_name(number):
             raise ShardError(f"{folder} lacks {shard_name(number)} but has {path.name}; delete the folder and build again")
     return shards
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file in the same folder, fsync it, rename over `path`, and fsync the folder."""
-    temp = path.with_name(path.name + TEMP_SUFFIX)
-    with temp.open("wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -23,8 +23,8 @@ from pipeline.calibration import (
     without_sentence,
 )
 from pipeline.config import Config
+from pipeline.evaluation.metrics import evaluate_run
 from pipeline.fusion import FusionChoice, fuse
-from pipeline.metrics import evaluate_run
 from pipeline.search import Searcher
 from pipeline.vectors import prepare
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import datasets
 import pytest
 
-from pipeline.beir import BeirData, load_beir, sample_queries, split_queries
+from pipeline.evaluation.beir import BeirData, load_beir, sample_queries, split_queries
+from pipeline.evaluation.metrics import evaluate_run
+from pipeline.evaluation.synthetic import main as synth_main
+from pipeline.evaluation.synthetic import make_needle, make_passkey
 from pipeline.fusion import rrf
 from pipeline.load import FieldNames, load_documents
-from pipeline.metrics import evaluate_run
-from pipeline.synthetic import main as synth_main
-from pipeline.synthetic import make_needle, make_passkey
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi"
 
@@ -45,7 +45,7 @@ def messy(tmp_path) -> Path:
 
 
 def test_load_beir_counts_and_warns_about_every_problem(messy, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.beir"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.beir"):
         data = load_beir(messy, cache_dir=tmp_path / "cache")
     assert data.problems == {"empty_documents": 1, "empty_queries": 0, "qrels_query_not_in_queries": 3,
                              "qrels_doc_not_in_corpus": 3, "qrels_rows_dropped": 5, "qrels_duplicate_rows": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config
-from pipeline.evaluate import EvalRequest, bucket_name, run_eval
+from pipeline.evaluation.evaluate import EvalRequest, bucket_name, run_eval
 
 TOPICS = {
     "cats": "The cat sat on the mat. It was sunny in the park.",

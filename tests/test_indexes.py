@@ -24,8 +24,8 @@ def clustered(n: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
 
 
 def manifest(count: int, window: list[int] | None = None) -> Manifest:
-    return Manifest(model="m", method="htp", exit_layer=-2, window=window, dimension=DIM, metric="inner_product",
-                    count=count, factory="Flat", config_hash="h", encoder={"pooling": "last"}, package_versions={})
+    return Manifest(dimension=DIM, metric="inner_product", count=count, factory="Flat", config_hash="h",
+                    encoder={"model": "m", "method": "htp", "window": window}, package_versions={})
 
 
 def flat(vectors: np.ndarray) -> faiss.Index:
@@ -131,7 +131,7 @@ def test_write_and_open_round_trip(tmp_path):
     opened = open_index(tmp_path, verify=True)
     assert opened.path == version and opened.ids == ids
     assert np.array_equal(opened.center, center) and opened.center.dtype == np.float32
-    assert opened.manifest.window == [1, 7] and opened.manifest.encoder == {"pooling": "last"}
+    assert opened.manifest.encoder == {"model": "m", "method": "htp", "window": [1, 7]} and opened.manifest.model == "m"
     assert opened.manifest.centered and not opened.manifest.bm25 and opened.manifest.created
     assert set(opened.manifest.checksums) == {"index.faiss", "ids.parquet", "docs.parquet", "center.npy"}
     assert Manifest.from_json(opened.manifest.to_json()) == opened.manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from htp.config import METHOD_TABLE
 from htp.layout import PLACEHOLDER, build_layout
 from htp.segment import (
     Segmenter,
@@ -30,10 +31,10 @@ def blocks_of(sizes: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
 @settings(max_examples=300, deadline=None)
 @given(sizes=block_sizes, max_length=st.integers(min_value=8, max_value=200),
        prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
-       method=st.sampled_from(["vanilla-mean", "vanilla-last", "echo", "tp", "htp"]))
+       method=st.sampled_from(list(METHOD_TABLE)))
 def test_layout_invariants(sizes, max_length, prompt, method):
     ids, blocks = blocks_of(sizes)
-    layout = build_layout(method, ids, blocks, BOS, prompt, max_length)
+    layout = build_layout(METHOD_TABLE[method], ids, blocks, BOS, prompt, max_length)
     n = len(layout.ids)
     assert n <= max_length
     assert layout.ids[0] == BOS and 0 not in layout.pooled
@@ -60,7 +61,7 @@ def test_layout_invariants(sizes, max_length, prompt, method):
 @given(sizes=block_sizes, max_length=st.integers(min_value=8, max_value=120))
 def test_htp_truncation_drops_whole_trailing_blocks_first(sizes, max_length):
     ids, blocks = blocks_of(sizes)
-    layout = build_layout("htp", ids, blocks, BOS, [], max_length)
+    layout = build_layout(METHOD_TABLE["htp"], ids, blocks, BOS, [], max_length)
     survivors = [end - pst for pst, end in zip(layout.pst, layout.ends)]
     assert survivors[:-1] == sizes[: len(survivors) - 1]
     assert 1 <= survivors[-1] <= sizes[len(survivors) - 1]

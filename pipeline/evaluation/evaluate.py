@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.beir import BeirData, load_beir, sample_queries
 from pipeline.build import build
 from pipeline.config import Config
-from pipeline.metrics import evaluate_run
+from pipeline.evaluation.beir import BeirData, load_beir, sample_queries
+from pipeline.evaluation.metrics import evaluate_run
 from pipeline.search import Searcher
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length

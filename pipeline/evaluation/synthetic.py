@@ -4,7 +4,7 @@ Each target length gets its own BEIR folder `<out>/<task>-<length>` (corpus.json
 meta.json). Every document holds one planted sentence at a relative depth, and one query asks for exactly that
 sentence's answer, so each query has exactly one relevant document. Output is a pure function of the arguments.
 
-    python -m pipeline.synthetic --haystack ../shared/data/cisi --out runs/synth --task passkey \
+    python -m pipeline.evaluation.synthetic --haystack ../shared/data/cisi --out runs/synth --task passkey \
         --lengths 256,512,1024,2048 --depths 0,0.25,0.5,0.75,1 --per-cell 4 --seed 0
 """
 
@@ -267,7 +267,7 @@ def tokenizer_counter(model: str) -> Callable[[str], int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: write the task's BEIR folders and print where they went."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.synthetic", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluation.synthetic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--haystack", type=Path, required=True,
                         help="documents whose texts become the haystack (any input `htp build` reads)")

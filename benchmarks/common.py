@@ -1,0 +1,88 @@
+"""Helpers every benchmark shares: cached embeddings, report writing, synthetic long-document sets, exact
+dense runs and their NDCG."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from htp import EncoderConfig, HTPEncoder
+from pipeline.evaluation.beir import BeirData, load_beir
+from pipeline.evaluation.metrics import evaluate_run
+from pipeline.evaluation.synthetic import make_needle, make_passkey, tokenizer_counter
+
+
+def cached_layers(
+    cache: Path, tag: str, texts: Sequence[str], config: EncoderConfig, kind: str, encoder: HTPEncoder | None = None
+) -> np.ndarray:
+    """[n_layers, n, d] embeddings at exits 1..n_layers, computed once per (texts, config, kind) and kept as .npy."""
+    key = hashlib.sha256(json.dumps([list(texts), config.to_dict(), kind]).encode()).hexdigest()[:16]
+    path = cache / f"{tag}-{kind}-{key}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    encoder = encoder or HTPEncoder(config)
+    vectors = encoder.encode_layers(texts, list(range(1, encoder.n_layers + 1)), kind=kind, show_progress=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.rename(path)
+    return vectors
+
+
+def write_report(out: Path, lines: list[str], data: object) -> None:
+    """Write `lines` to out (.md) and `data` to out with a .json suffix, then print the lines."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print("\n".join(lines))
+
+
+def merged_task(folders: dict[int, Path], out: Path) -> Path:
+    """One BEIR folder holding every length of a synthetic task, ids prefixed with the length."""
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with (out / "corpus.jsonl").open("w") as corpus, (out / "queries.jsonl").open("w") as queries, \
+            (out / "qrels" / "test.tsv").open("w") as qrels:
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        for length, folder in sorted(folders.items()):
+            for line in (folder / "corpus.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                corpus.write(json.dumps({**row, "_id": f"{length}-{row['_id']}"}) + "\n")
+            for line in (folder / "queries.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                queries.write(json.dumps({**row, "_id": f"{length}-{row['_id']}"}) + "\n")
+            for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+                qid, did, score = line.split("\t")
+                qrels.write(f"{length}-{qid}\t{length}-{did}\t{score}\n")
+    return out
+
+
+def task_folders(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int,
+                 seed: int) -> dict[str, dict[int, Path]]:
+    """Passkey and needle BEIR folders, one per length (deterministic from the seed), token lengths counted by
+    the default model's tokenizer: task -> length -> folder."""
+    texts = [d["text"] for d in load_beir(haystack).corpus.values()]
+    count = tokenizer_counter("smollm2-135m")
+    return {task: make(texts, work / "parts", lengths, depths, per_cell, seed, count)
+            for task, make in (("passkey", make_passkey), ("needle", make_needle))}
+
+
+def synthetic_sets(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int) -> dict[str, Path]:
+    """One BEIR folder per task holding every length (see task_folders): task -> folder."""
+    return {task: merged_task(folders, work / task)
+            for task, folders in task_folders(haystack, work, lengths, depths, per_cell, seed).items()}
+
+
+def dense_run(queries: np.ndarray, docs: np.ndarray, query_ids: list[str], doc_ids: list[str], depth: int = 100) -> dict:
+    """Exact inner-product top-`depth` run as {qid: {docid: score}}."""
+    scores = queries @ docs.T
+    top = np.argsort(-scores, axis=1)[:, :depth]
+    return {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+
+
+def ndcg(data: BeirData, qids: list[str], run: dict) -> float:
+    """NDCG@10 x100 of a run over some queries."""
+    return 100 * evaluate_run({q: data.qrels[q] for q in qids}, {q: run[q] for q in qids})["ndcg@10"]
