@@ -48,6 +48,19 @@ def scores_by_bucket(qrels: dict, run: dict, words: dict[str, int]) -> dict[str,
     return out
 
 
+def table(rows: list[dict]) -> list[str]:
+    """Markdown rows: one per (corpus, max_length, method), buckets from shortest to longest."""
+    buckets = sorted({k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
+                     key=lambda b: int(b.lstrip(">=").split("-")[0]))
+    lines = ["| corpus | max_length | method | queries | all | " + " | ".join(f"{b} words (n)" for b in buckets)
+             + " | encode s | peak RSS GB |", "|---" * (len(buckets) + 7) + "|"]
+    for r in rows:
+        cells = [f"{r[b]:.2f} ({r[f'n {b}']})" if b in r else "" for b in buckets]
+        lines.append(f"| {r['corpus']} ({r['documents']}) | {r['max_length']} | {r['method']} | {r['queries']} | "
+                     f"{r['all']:.2f} | " + " | ".join(cells) + f" | {r['encode_seconds']} | {r['peak_rss_gb']} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=Path("../shared/data/manpages-3"))
@@ -69,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = set(subset)
     model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
     settings = [("all", 512)] + [("subset", int(n)) for n in args.lengths.split(",")]
-    rows, lines = [], []
+    rows = []
     for corpus_name, max_length in settings:
         doc_ids = ids if corpus_name == "all" else subset
         query_ids = [q for q in data.judged_query_ids() if corpus_name == "all" or set(data.qrels[q]) <= chosen]
@@ -95,18 +108,11 @@ def main(argv: list[str] | None = None) -> None:
                    **scores_by_bucket(qrels, run, words)}
             rows.append(row)
             print(row, flush=True)
-    buckets = sorted({k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")}, key=lambda b: (len(b), b))
-    lines += [f"manpages-3 dense NDCG@10 x100 by the median length (words) of each query's relevant documents; "
+    header = (f"manpages-3 dense NDCG@10 x100 by the median length (words) of each query's relevant documents; "
               f"subset: {len(subset)} documents ({args.per_quartile} per length quartile, seed {args.seed}); "
               f"{(time.perf_counter() - began) / 60:.0f} min in all. Encode seconds count only settings not already "
-              "cached (0 otherwise).", "",
-              "| corpus | max_length | method | queries | all | " + " | ".join(f"{b} words (n)" for b in buckets)
-              + " | encode s | peak RSS GB |", "|---" * (len(buckets) + 7) + "|"]
-    for r in rows:
-        cells = [f"{r[b]:.2f} ({r[f'n {b}']})" if b in r else "" for b in buckets]
-        lines.append(f"| {r['corpus']} ({r['documents']}) | {r['max_length']} | {r['method']} | {r['queries']} | "
-                     f"{r['all']:.2f} | " + " | ".join(cells) + f" | {r['encode_seconds']} | {r['peak_rss_gb']} |")
-    write_report(args.out, lines, rows)
+              "cached (0 otherwise).")
+    write_report(args.out, [header, "", *table(rows)], rows)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ class HTPEncoder:
         self.device = next(model.parameters()).device
         self.n_layers = len(self.layers)
         self.exit_layer = self.layers_to_run(self.config.exit_layer)
+        window = self.config.window
+        if self.config.spec.rewired and window is not None and window[0] >= self.exit_layer:
+            raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.exit_layer} "
+                                    f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
+                                    f"below {self.exit_layer}")
         self.bos_id = self._fixed_first_token()
         self.placeholder = self._mean_token_embedding()
         needs_sentences = self.config.spec.blocks == "segmented" and self.config.block_mode != "tokens"

@@ -251,8 +251,8 @@ class OpenIndex:
     The FAISS index and ids are loaded at open, BM25 arrays are memory-mapped and docs.parquet is kept open, so a
     reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
     Opening checks what it reads: the manifest against the SHA-256 in CURRENT, every file's size, the SHA-256 of
-    the files loaded whole (index.faiss, center, calibration) as they are read, and the Parquet page checksums of
-    ids and docs (docs as each row group is read). Only BM25's memory-mapped arrays are left to `htp verify`.
+    the files loaded whole (index.faiss, ids, center, calibration) as they are read, and the Parquet page
+    checksums of docs as each row group is read. Only BM25's memory-mapped arrays are left to `htp verify`.
     """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
@@ -260,7 +260,7 @@ class OpenIndex:
         self.manifest = manifest
         self.faiss = faiss.deserialize_index(np.frombuffer(self._checked_bytes("index.faiss"), dtype=np.uint8))
         try:
-            ids = pq.read_table(path / "ids.parquet", page_checksum_verification=True)
+            ids = pq.read_table(pa.BufferReader(self._checked_bytes("ids.parquet")))
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()

@@ -94,8 +94,8 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
         if isinstance(loaded, datasets.DatasetDict):
             raise PipelineValueError(f"{file} holds several splits ({', '.join(loaded)}); pass one of its split folders instead")
         return loaded
-    if file.stat().st_size == 0:
-        raise DocumentError(f"{file} is empty: there are no documents in it")
+    if file.stat().st_size == 0 or (file.suffix.lower() in TEXT_FORMATS and not _has_content(file)):
+        raise DocumentError(f"{file} is empty (nothing but white space): there are no documents in it")
     builder = BUILDERS[file.suffix.lower()]
     options: dict = {}
     if builder == "csv":
@@ -111,6 +111,15 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
             _raise_bad_utf8(file, err)
         cause = err.__cause__ or err
         raise DocumentError(f"cannot read {file}: {type(cause).__name__}: {cause}") from err
+
+
+def _has_content(file: Path) -> bool:
+    """Whether a text file holds anything but white space (read until the first other byte)."""
+    with file.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            if chunk.strip():
+                return True
+    return False
 
 
 def _is_utf8_error(err: BaseException | None) -> bool:

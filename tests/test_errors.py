@@ -104,3 +104,18 @@ def test_query_output_escapes_control_characters(config, tmp_path, capsys):
     assert cli_main(["query", str(out), "protein market", "--mode", "bm25", "-k", "1"]) == 0
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x07" not in printed and "\\x1b[31m" in printed
+
+
+def test_a_file_of_blank_lines_is_named(config, tmp_path, capsys):
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n   \n\n")
+    path = tmp_path / "config.yaml"
+    path.write_text("index:\n  factory: Flat\n")
+    assert cli_main(["build", "--config", str(path), "--input", str(blank), "--out", str(tmp_path / "i")]) == 2
+    assert f"{blank} is empty (nothing but white space)" in capsys.readouterr().err
+
+
+def test_a_window_outside_the_layers_that_run_is_refused(make_encoder):
+    with pytest.raises(ValueError, match="nothing would be rewired"):
+        make_encoder(window=(7, 9))
+    assert make_encoder(window=(1, 9)).config.window == (1, 9)  # a stop past the exit layer is cut there

@@ -123,3 +123,14 @@ def test_htp_verify_checks_every_file(built, capsys):
     flip(bm25_file, 0.9)
     assert cli_main(["verify", str(built)]) == 2
     assert f"{bm25_file.name} is damaged" in capsys.readouterr().err
+
+
+def test_permuted_ids_are_refused(built):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = open_index(built).path / "ids.parquet"
+    ids = pq.read_table(path).column("id").to_pylist()
+    pq.write_table(pa.table({"id": pa.array(ids[1:] + ids[:1], pa.string())}), path, write_page_checksum=True)
+    with pytest.raises(ValueError, match="ids.parquet is damaged"):
+        open_index(built)

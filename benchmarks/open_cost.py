@@ -1,0 +1,80 @@
+"""What the integrity checks cost when an index is opened: `open_index` (manifest digest, file sizes, SHA-256 of
+the files it loads whole, Parquet page checksums) against the same files loaded with no check at all, on a
+synthetic index, runs alternating, medians. Also `htp verify`'s full re-hash.
+
+    python -m benchmarks.open_cost --sizes 10000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.common import write_report
+from indexes.faiss_index import build_faiss
+from indexes.store import Manifest, open_index, write_version
+
+DIM = 576
+
+
+def unchecked_open(version: Path) -> None:
+    """The same loads as OpenIndex with every check left out."""
+    faiss.read_index(str(version / "index.faiss"))
+    pq.read_table(version / "ids.parquet").column("id").to_pylist()
+    np.load(version / "center.npy")
+    pq.ParquetFile(version / "docs.parquet", memory_map=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/open_cost.md"))
+    args = parser.parse_args(argv)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        ids = [f"doc-{i}" for i in range(n)]
+        docs = pa.table({"id": ids, "title": [""] * n, "text": [f"text of document {i} " * 20 for i in range(n)]})
+        manifest = Manifest(dimension=DIM, metric="inner_product", count=n, factory="Flat", config_hash="h",
+                            encoder={"model": "synthetic", "method": "htp"}, package_versions={})
+        with tempfile.TemporaryDirectory() as folder:
+            version = write_version(Path(folder), build_faiss("Flat", DIM, [vectors], None), ids, docs, manifest,
+                                    center=vectors.mean(axis=0))
+            checked, plain, full = [], [], []
+            for _ in range(args.repeats):
+                began = time.perf_counter()
+                unchecked_open(version)
+                plain.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                open_index(Path(folder))
+                checked.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                open_index(Path(folder), verify=True)
+                full.append(time.perf_counter() - began)
+            size = sum(p.stat().st_size for p in version.rglob("*") if p.is_file())
+        row = {"vectors": n, "index_mb": round(size / 2**20, 1), "unchecked_s": statistics.median(plain),
+               "open_index_s": statistics.median(checked), "verify_s": statistics.median(full)}
+        row["overhead"] = row["open_index_s"] / row["unchecked_s"] - 1
+        rows.append(row)
+        print(row, flush=True)
+    lines = [f"Opening a synthetic Flat index ({DIM}-d, with ids, docs and centre), medians of {args.repeats}, runs "
+             "alternating.", "", "| vectors | files MB | unchecked open s | open_index s | overhead | verify=True s |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['vectors']:,} | {r['index_mb']} | {r['unchecked_s']:.3f} | {r['open_index_s']:.3f} | "
+              f"{100 * r['overhead']:+.0f}% | {r['verify_s']:.3f} |" for r in rows]
+    write_report(args.out, lines, rows)
+
+
+if __name__ == "__main__":
+    main()
