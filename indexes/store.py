@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -48,6 +47,14 @@ DOC_COLUMNS = ["id", "title", "text"]
 DOCS_ROW_GROUP = 1024  # small row groups, so fetching a page of hits decodes a few thousand documents at most
 
 Hits = list[list[tuple[str, float]]]
+
+
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}  # files this process hashed: (path, inode, size, mtime) -> sha256
+
+
+def forget_verified() -> None:
+    """Make the next open hash every file again, as a new process would (benchmarks time both cases)."""
+    _VERIFIED.clear()
 
 
 LEGACY_COPIES = ("model", "method", "exit_layer", "window")  # now read from `encoder` only
@@ -258,9 +265,9 @@ class OpenIndex:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.faiss = faiss.deserialize_index(np.frombuffer(self._checked_bytes("index.faiss"), dtype=np.uint8))
+        self.faiss = faiss.read_index(str(self._checked("index.faiss")))
         try:
-            ids = pq.read_table(pa.BufferReader(self._checked_bytes("ids.parquet")))
+            ids = pq.read_table(self._checked("ids.parquet"))
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()
@@ -270,21 +277,26 @@ class OpenIndex:
                            f"for {self.faiss.ntotal} vectors")
         self.center: np.ndarray | None = None
         if manifest.centered:
-            self.center = np.load(io.BytesIO(self._checked_bytes("center.npy")))
+            self.center = np.load(self._checked("center.npy"))
         self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
         self.calibration_arrays: dict[str, np.ndarray] = {}
         if manifest.calibration:
-            with np.load(io.BytesIO(self._checked_bytes(CALIBRATION))) as stored:
+            with np.load(self._checked(CALIBRATION)) as stored:
                 self.calibration_arrays = {name: stored[name] for name in stored.files}
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
 
-    def _checked_bytes(self, rel: str) -> bytes:
-        """A file read whole once and hashed on the way, for the files that are loaded whole anyway."""
-        data = (self.path / rel).read_bytes()
+    def _checked(self, rel: str) -> Path:
+        """A file that is loaded whole, after checking its SHA-256 against the manifest; a file this process already
+        verified (same inode, size and modification time) is not hashed again."""
+        path = self.path / rel
         expected = self.manifest.checksums.get(rel)
-        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-            raise _damaged(self.path / rel, "checksum mismatch")
-        return data
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if expected is not None and _VERIFIED.get(key) != expected:
+            if _sha256(path) != expected:
+                raise _damaged(path, "checksum mismatch")
+            _VERIFIED[key] = expected
+        return path
 
     @staticmethod
     def _hits(names: list[str], scores: np.ndarray, rows: np.ndarray) -> Hits:
