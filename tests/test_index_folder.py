@@ -4,6 +4,7 @@ tampered CURRENT. Nothing the project did not create is deleted, and every refus
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -47,13 +48,14 @@ def test_a_non_empty_folder_that_is_not_an_index_is_refused_and_left_alone(quick
     assert len(Searcher(out, quick).search("protein market", 3, mode="bm25")) == 3
 
 
-def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(quick, tmp_path, capsys):
+def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(quick, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     out = tmp_path / "index"
     first = build(quick, write_corpus(tmp_path / "a.jsonl", 10), out)
     (out / "versions" / ".tmp-killed").mkdir()
     (out / "versions" / ".tmp-killed" / "index.faiss").write_bytes(b"half")
     second = build(quick, write_corpus(tmp_path / "b.jsonl", 11, seed=1), out)
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert "removed 1 unfinished version" in printed and "removed 1 shard folder" in printed
     assert not (out / "versions" / ".tmp-killed").exists() and not first.shard_dir.exists()
     assert second.shard_dir.is_dir() and open_index(out).manifest.count == 11

@@ -3,6 +3,7 @@ document scores its best window; search returns documents, never windows."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -24,10 +25,11 @@ def test_windows_are_whole_sentences_within_the_budget(make_encoder):
     assert all(size <= 12 for size in sizes[:-1]) or len(windows) == 1
 
 
-def test_a_multi_vector_index_ranks_documents_by_their_best_window(config, tmp_path, capsys):
+def test_a_multi_vector_index_ranks_documents_by_their_best_window(config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     windowed = replace(config, index=replace(config.index, window_tokens=8))
     summary = build(windowed, write_corpus(tmp_path / "corpus.jsonl", 24), tmp_path / "index")
-    assert "calibrate: skipped: a multi-vector index" in capsys.readouterr().out
+    assert "calibrate: skipped: a multi-vector index" in caplog.text
     index = open_index(tmp_path / "index")
     assert index.manifest.window_tokens == 8 and index.faiss.ntotal > 24 and len(index.doc_ids) == 24
     rows, vectors = zip(*read_shards(summary.shard_dir))

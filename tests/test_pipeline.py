@@ -132,3 +132,14 @@ def test_ivf_pq_build_trains_on_a_sample(config, tmp_path):
     assert summary.factory == "IVF4,PQ4"
     hits = Searcher(Path(config.paths.index_dir), ivf).search("stock market report", 5, mode="dense")
     assert len(hits) == 5
+
+
+def test_cli_prints_stage_summaries_once_on_stdout(config, tmp_path, capsys):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**config.to_dict(), "index": {**config.to_dict()["index"], "calibrate": False}}))
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 6)
+    for _ in range(2):
+        assert cli_main(["build", "--config", str(config_path), "--input", str(corpus), "--out", str(tmp_path / "i")]) == 0
+        out, err = capsys.readouterr()
+        assert out.count("load: 6 documents") == 1 and out.count("index: 6 vectors") == 1
+        assert "load:" not in err

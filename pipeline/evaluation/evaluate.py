@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -16,6 +17,8 @@ from pipeline.search import Searcher
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length
 DEPTH = 100
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,7 +92,7 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
             if label in rows:
                 continue
             rows[label] = _score(data, query_ids, searcher.rankings(query_texts, DEPTH, mode), request, buckets)
-            print(f"eval {name}: {label}: NDCG@10 {100 * rows[label]['ndcg@10']:.2f} over {len(query_ids)} queries")
+            log.info(f"eval {name}: {label}: NDCG@10 {100 * rows[label]['ndcg@10']:.2f} over {len(query_ids)} queries")
     results = {"dataset": name, "split": request.split, "queries": len(query_ids), "problems": data.problems,
                "factory": request.factory, "encoder": config.encoder.to_dict(), "results": rows}
     write_results(results, request.out / name)
@@ -142,4 +145,4 @@ def write_results(results: dict, folder: Path) -> None:
     (folder / "results.json").write_text(json.dumps(results, indent=2))
     (folder / "results.md").write_text(markdown_table(results))
     plot(results, folder / "plot.png")
-    print(f"eval: wrote {folder}/results.json, results.md, plot.png")
+    log.info(f"eval: wrote {folder}/results.json, results.md, plot.png")
