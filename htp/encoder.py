@@ -59,6 +59,13 @@ class HTPEncoder:
         self.device = next(model.parameters()).device
         self.n_layers = len(self.layers)
         self.exit_layer = self.layers_to_run(self.config.exit_layer)
+        settings = model.config
+        self.causal = not (getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False)
+        if not self.causal and self.config.spec.rewired:
+            raise EncoderValueError(
+                f"{type(model).__name__} attends in both directions (a bidirectional embedder), so there is no causal "
+                f"mask for {self.config.method.upper()} to work around and its placeholders would see the padding: use "
+                "method vanilla-mean (or vanilla-last, echo) with this model")
         window = self.config.window
         if self.config.spec.rewired and window is not None and window[0] >= self.exit_layer:
             raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.exit_layer} "
@@ -123,8 +130,8 @@ class HTPEncoder:
         starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
         cfg = self.config
         out = []
-        for ids, offsets, sentence_starts in zip(encoded["input_ids"], encoded["offset_mapping"], starts):
-            blocks = make_blocks(offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
+        for text, ids, offsets, sentence_starts in zip(texts, encoded["input_ids"], encoded["offset_mapping"], starts):
+            blocks = make_blocks(text, offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
             out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length))
         return out
 
@@ -212,10 +219,15 @@ class HTPEncoder:
 
         taps = {count - 1: reader(count) for count in set(counts)}
         # Right padding and no attention mask: under the causal mask a real token never sees the padding
-        # after it, so results equal unpadded ones and SDPA can take its fast causal path.
+        # after it, so results equal unpadded ones and SDPA can take its fast causal path. A bidirectional
+        # model would attend to the padding, so it gets a mask that hides it.
+        mask = None
+        if not self.causal:
+            lengths = torch.tensor([len(layout.ids) for layout in layouts], device=self.device)
+            mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
         with rewired(self.layers, self.config.window, copies, max(counts), taps):
             try:
-                self.base(inputs_embeds=embeds, use_cache=False)
+                self.base(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
             except EarlyExit:
                 pass
         return torch.stack([pooled[count] for count in counts])

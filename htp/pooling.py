@@ -8,7 +8,10 @@ import torch
 def mean_pool(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean of hidden states under a [batch, seq] 0/1 weight mask (placeholders, prompt, padding are 0)."""
     weights = weights.to(hidden.dtype)
-    summed = torch.einsum("bs,bsd->bd", weights, hidden)
+    # Zero the excluded positions rather than multiply them by 0: a NaN or Inf there (padding can overflow in half
+    # precision) would survive 0 * x and spread into the text's vector.
+    kept = torch.where(weights[..., None] > 0, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+    summed = torch.einsum("bs,bsd->bd", weights, kept)
     return summed / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 

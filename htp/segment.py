@@ -44,15 +44,19 @@ class Segmenter:
         return out
 
 
-def token_sentence_ids(offsets: Sequence[tuple[int, int]], sentence_starts: Sequence[int]) -> list[int]:
-    """Which sentence each token belongs to, by the character where the token's text starts.
+def token_sentence_ids(text: str, offsets: Sequence[tuple[int, int]], sentence_starts: Sequence[int]) -> list[int]:
+    """Which sentence each token belongs to, by the token's first character that is not white space.
 
-    A token that spans a sentence boundary (e.g. " The" with its leading space) belongs to the sentence
-    its last character is in, so leading whitespace never makes a one-token block of its own.
+    A token that spans a sentence boundary belongs to the sentence of its own text, not of its white space:
+    " The" (leading space) goes with the sentence "The" starts, and ".\n\n" (one token in Llama 3 and Qwen2
+    vocabularies, where spaCy puts the newlines in the next sentence) stays with the sentence its period ends,
+    so a block's last token is its end. An all-white-space token goes with its last character.
     """
     ids = []
     for start, end in offsets:
-        anchor = max(start, end - 1)
+        piece = text[start:end]
+        stripped = len(piece) - len(piece.lstrip())
+        anchor = start + stripped if stripped < len(piece) else max(start, end - 1)
         ids.append(max(0, bisect.bisect_right(sentence_starts, anchor) - 1))
     return ids
 
@@ -90,6 +94,7 @@ def adaptive_per_block(n_sentences: int, per_block: int, max_blocks: int) -> int
 
 
 def make_blocks(
+    text: str,
     offsets: Sequence[tuple[int, int]],
     sentence_starts: Sequence[int],
     mode: str,
@@ -100,7 +105,7 @@ def make_blocks(
     """Token ranges of a text's blocks for a block mode: sentences, tokens or adaptive."""
     if mode == "tokens":
         return token_blocks(len(offsets), interval)
-    sentence_ids = token_sentence_ids(offsets, sentence_starts)
+    sentence_ids = token_sentence_ids(text, offsets, sentence_starts)
     if mode == "adaptive":
         n_sentences = len(set(sentence_ids))
         per_block = adaptive_per_block(n_sentences, per_block, max_blocks)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from htp import EncoderConfig, HTPEncoder
 from htp.layout import PLACEHOLDER
 from htp.rewire import _output_hidden
 
@@ -162,3 +163,37 @@ def test_bad_settings_are_refused(make_encoder):
         make_encoder(method="mean")
     with pytest.raises(ValueError, match="kind"):
         make_encoder().encode(["x y"], kind="passage")
+
+
+def test_mean_pooling_ignores_nan_and_inf_at_excluded_positions():
+    from htp.pooling import mean_pool
+
+    hidden = torch.ones(2, 4, 3)
+    hidden[0, 3] = float("nan")
+    hidden[1, 0] = float("inf")
+    weights = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    pooled = mean_pool(hidden, weights)
+    assert torch.isfinite(pooled).all() and torch.allclose(pooled, torch.ones(2, 3))
+
+
+def tiny_bidirectional_gemma3(vocab: int):
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                              sliding_window=16, use_bidirectional_attention=True)
+    return Gemma3TextModel(config).eval()
+
+
+def test_a_bidirectional_model_gets_batch_independent_vectors_and_refuses_rewiring(tiny_tokenizer):
+    model = tiny_bidirectional_gemma3(len(tiny_tokenizer))
+    settings = dict(model="tiny", exit_layer=-1, window=(1, 3), max_length=256, batch_tokens=4096, max_padding=1.0)
+    encoder = HTPEncoder(EncoderConfig(method="vanilla-mean", **settings), model=model, tokenizer=tiny_tokenizer)
+    texts = ["The cat sat on the mat.", "Stock markets fell sharply on Tuesday after the report. Investors were worried."]
+    together = encoder.encode(texts, batch_size=2)
+    alone = np.concatenate([encoder.encode([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    for method in ("htp", "tp"):
+        with pytest.raises(ValueError, match="attends in both directions"):
+            HTPEncoder(EncoderConfig(method=method, **settings), model=model, tokenizer=tiny_tokenizer)

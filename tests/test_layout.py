@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from htp.config import METHOD_TABLE
 from htp.layout import PLACEHOLDER, build_layout
@@ -80,8 +82,9 @@ def test_adaptive_k_caps_the_block_count():
     assert adaptive_per_block(200, 1, 64) == 4
     starts = list(range(0, 400, 4))  # 100 sentences of 4 characters, one token each
     offsets = [(i, i + 4) for i in range(0, 400, 4)]
-    assert len(make_blocks(offsets, starts, "adaptive", 1, 32, 10)) == 10
-    assert len(make_blocks(offsets, starts, "sentences", 1, 32, 10)) == 100
+    text = "abcd" * 100
+    assert len(make_blocks(text, offsets, starts, "adaptive", 1, 32, 10)) == 10
+    assert len(make_blocks(text, offsets, starts, "sentences", 1, 32, 10)) == 100
 
 
 def test_spacy_sentencizer_and_token_mapping(tiny_tokenizer):
@@ -89,6 +92,34 @@ def test_spacy_sentencizer_and_token_mapping(tiny_tokenizer):
     starts = Segmenter("sentencizer").sentence_starts([text])[0]
     assert starts == [0, 13, 33]
     encoded = tiny_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    blocks = make_blocks(encoded["offset_mapping"], starts, "sentences", 1, 32, 64)
+    blocks = make_blocks(text, encoded["offset_mapping"], starts, "sentences", 1, 32, 64)
     pieces = [tiny_tokenizer.decode(encoded["input_ids"][a:b]).strip() for a, b in blocks]
     assert pieces == ["The cat sat.", "Stock markets fell!", "Why?"]
+
+
+def merged_punctuation_tokenizer() -> PreTrainedTokenizerFast:
+    """A tiny byte-level BPE whose pre-tokenizer keeps punctuation with the newlines after it, as Llama 3's and
+    Qwen2's do, so it learns single tokens such as '.\\n\\n' (no download)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?[^\s\w]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+| ?\w+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["The cat sat.\n\nThe dog ran.\nBirds fly.\n\nFish swim."] * 50, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_blocks_end_at_the_sentence_end_with_merged_punctuation_tokens():
+    tokenizer = merged_punctuation_tokenizer()
+    text = "The cat sat.\n\nThe dog ran.\nBirds fly."
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    pieces = [text[a:b] for a, b in encoded["offset_mapping"]]
+    assert ".\n\n" in pieces and ".\n" in pieces  # the merged tokens this test is about
+    starts = Segmenter("sentencizer").sentence_starts([text])[0]
+    blocks = make_blocks(text, encoded["offset_mapping"], starts, "sentences", 1, 32, 64)
+    decoded = [tokenizer.decode(encoded["input_ids"][a:b]).strip() for a, b in blocks]
+    assert decoded == ["The cat sat.", "The dog ran.", "Birds fly."]
+    last_tokens = [pieces[b - 1].strip() for _, b in blocks]
+    assert last_tokens == [".", ".", "."]
