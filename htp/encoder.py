@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +31,16 @@ class EncodeStats:
     sequence_tokens: int = 0
     computed_positions: int = 0
     truncated: int = 0
+
+
+_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: torch.nn.Module) -> threading.Lock:
+    """One lock per model object, shared by every encoder built on it."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.Lock())
 
 
 def decoder_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
@@ -225,7 +237,9 @@ class HTPEncoder:
         if not self.causal:
             lengths = torch.tensor([len(layout.ids) for layout in layouts], device=self.device)
             mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
-        with rewired(self.layers, self.config.window, copies, max(counts), taps):
+        # The hooks live on the shared layer modules, so two encoders over one model object (in two threads) take
+        # turns: each forward pass sees only its own copies and exit.
+        with _model_lock(self.model), rewired(self.layers, self.config.window, copies, max(counts), taps):
             try:
                 self.base(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
             except EarlyExit:
@@ -233,6 +247,10 @@ class HTPEncoder:
         return torch.stack([pooled[count] for count in counts])
 
     def _read_out(self, hidden: torch.Tensor, weights: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() != 3:
+            raise EncoderValueError(f"{type(self.model).__name__} gives hidden states of shape {tuple(hidden.shape)}, "
+                                    "not [batch, sequence, hidden] (e.g. Gemma 3n's per-layer streams); HTP cannot "
+                                    "read this model")
         if self.config.final_norm:
             hidden = self.base.norm(hidden)
         if self.config.spec.pooling == "last":

@@ -22,7 +22,11 @@ from transformers import (  # noqa: E402
     LlamaConfig,
     LlamaForCausalLM,
     LlamaModel,
+    MistralConfig,
+    MistralModel,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Model,
 )
 
 from htp import EncoderConfig, HTPEncoder  # noqa: E402
@@ -63,11 +67,28 @@ def tiny_gemma(vocab: int) -> GemmaForCausalLM:
     return GemmaForCausalLM(config).eval()
 
 
-@pytest.fixture(scope="session", params=["llama", "gemma"])
+def tiny_qwen2(vocab: int) -> Qwen2Model:
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    return Qwen2Model(config).eval()
+
+
+def tiny_mistral(vocab: int) -> MistralModel:
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                           sliding_window=None)
+    return MistralModel(config).eval()
+
+
+FAMILIES = {"llama": tiny_llama, "gemma": tiny_gemma, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
+
+
+@pytest.fixture(scope="session", params=list(FAMILIES))
 def tiny_model(request, tiny_tokenizer):
-    """Each tiny decoder family in turn."""
-    build = tiny_llama if request.param == "llama" else tiny_gemma
-    return build(len(tiny_tokenizer))
+    """Each tiny decoder family in turn (Llama, Gemma, Qwen2, Mistral)."""
+    return FAMILIES[request.param](len(tiny_tokenizer))
 
 
 @pytest.fixture

@@ -197,3 +197,24 @@ def test_a_bidirectional_model_gets_batch_independent_vectors_and_refuses_rewiri
     for method in ("htp", "tp"):
         with pytest.raises(ValueError, match="attends in both directions"):
             HTPEncoder(EncoderConfig(method=method, **settings), model=model, tokenizer=tiny_tokenizer)
+
+
+def test_two_encoders_on_one_model_in_two_threads_see_only_their_own_hooks(make_encoder):
+    import threading
+
+    htp, vanilla = make_encoder(method="htp"), make_encoder(method="vanilla-mean", window=None)
+    assert htp.model is vanilla.model
+    expected = {"htp": htp.encode(TEXTS), "vanilla": vanilla.encode(TEXTS)}
+    results: dict[str, list[np.ndarray]] = {"htp": [], "vanilla": []}
+
+    def run(name, encoder):
+        for _ in range(5):
+            results[name].append(encoder.encode(TEXTS))
+
+    threads = [threading.Thread(target=run, args=item) for item in (("htp", htp), ("vanilla", vanilla))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, runs in results.items():
+        assert len(runs) == 5 and all(np.array_equal(r, expected[name]) for r in runs)
