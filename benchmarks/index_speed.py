@@ -34,7 +34,7 @@ from indexes.faiss_index import (
     build_faiss,
     search_faiss,
 )
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 
 K = 10
 SHARDS = 10

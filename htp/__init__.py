@@ -1,8 +1,16 @@
 """Hierarchical Token Prepending: a decoder-only LM as a training-free text embedder."""
 
 from htp.config import METHODS, EncoderConfig
-from htp.encoder import HTPEncoder
 from htp.errors import ModelNotFoundError
 from htp.registry import MODELS
 
 __all__ = ["METHODS", "MODELS", "EncoderConfig", "HTPEncoder", "ModelNotFoundError"]
+
+
+def __getattr__(name: str) -> object:
+    """HTPEncoder is imported on first use, so configuration and the CLI's help load no torch or transformers."""
+    if name == "HTPEncoder":
+        from htp.encoder import HTPEncoder
+
+        return HTPEncoder
+    raise AttributeError(f"module 'htp' has no attribute {name!r}")

@@ -9,10 +9,9 @@ import numpy as np
 
 from indexes.errors import IndexValueError
 from indexes.factory import faiss_reason
+from indexes.params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 
 EF_CONSTRUCTION = 80
-DEFAULT_NPROBE = 16
-DEFAULT_EF_SEARCH = 128
 
 
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:

@@ -1,7 +1,18 @@
 """Stages around the HTP encoder: load, encode to shards, index, query, evaluate; the `htp` command."""
 
-from pipeline.build import build
 from pipeline.config import Config
-from pipeline.search import Searcher, search
 
 __all__ = ["Config", "Searcher", "build", "search"]
+
+
+def __getattr__(name: str) -> object:
+    """build, Searcher and search are imported on first use, so `htp --help` and `htp info` load no torch."""
+    if name == "build":
+        from pipeline.build import build
+
+        return build
+    if name in ("Searcher", "search"):
+        from pipeline import searcher
+
+        return getattr(searcher, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

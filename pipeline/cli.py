@@ -30,7 +30,7 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from pipeline.search import Searcher
+    from pipeline.searcher import Searcher
 
     config = _config(args.config) if args.config else None
     searcher = Searcher(Path(args.index_dir), config)

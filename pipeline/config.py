@@ -12,7 +12,7 @@ import yaml
 
 from htp import EncoderConfig
 from htp.config import checked_fields
-from indexes.faiss_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
+from indexes.params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.fusion import FUSION_METHODS
 

@@ -26,7 +26,7 @@ from pipeline.calibration import (
 from pipeline.config import Config
 from pipeline.evaluation.metrics import evaluate_run
 from pipeline.fusion import FusionChoice, fuse
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 from pipeline.vectors import prepare
 
 

@@ -11,7 +11,7 @@ import pytest
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_in
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 
 
 @pytest.fixture

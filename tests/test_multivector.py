@@ -11,7 +11,7 @@ from conftest import write_corpus
 
 from indexes.store import open_index
 from pipeline.build import build
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
 

@@ -19,7 +19,7 @@ from conftest import write_corpus
 
 from pipeline.build import build
 from pipeline.cli import main as cli_main
-from pipeline.search import EncoderMismatchError, Searcher
+from pipeline.searcher import EncoderMismatchError, Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
 
@@ -143,3 +143,15 @@ def test_cli_prints_stage_summaries_once_on_stdout(config, tmp_path, capsys):
         out, err = capsys.readouterr()
         assert out.count("load: 6 documents") == 1 and out.count("index: 6 vectors") == 1
         assert "load:" not in err
+
+
+def test_cli_help_and_info_import_no_torch(config, tmp_path):
+    out = tmp_path / "index"
+    build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6), out)
+    probe = ("import sys\nfrom pipeline.cli import main\nimport contextlib, io\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             f"    main(['info', {str(out)!r}])\n"
+             "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+             "print(sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ from pipeline.build import build
 from pipeline.config import Config
 from pipeline.evaluation.beir import BeirData, load_beir, sample_queries
 from pipeline.evaluation.metrics import evaluate_run
-from pipeline.search import Searcher
+from pipeline.searcher import Searcher
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length
 DEPTH = 100
