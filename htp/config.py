@@ -32,6 +32,9 @@ METHOD_TABLE: dict[str, Method] = {
 METHODS = tuple(METHOD_TABLE)
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
+POOLINGS = ("mean", "last")
+OPTIONAL_KEYS = {"pooling": None, "append_eos": False}  # left out of vector_settings at these values, so indexes
+# built before the keys existed keep their encoder hash
 RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
 
 
@@ -97,6 +100,8 @@ class EncoderConfig:
     max_padding: float = 0.05
     query_prompt: str | None = None
     document_prompt: str | None = None
+    pooling: str | None = None
+    append_eos: bool | None = None
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: str | None = None
@@ -116,6 +121,8 @@ class EncoderConfig:
                 raise EncoderValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_padding <= 1:
             raise EncoderValueError(f"encoder.max_padding must be in [0, 1], got {self.max_padding}")
+        if self.pooling not in (None, *POOLINGS):
+            raise EncoderValueError(f"encoder.pooling {self.pooling!r} is not one of {', '.join(POOLINGS)} (or null)")
         if self.max_length < 8:
             raise EncoderValueError(f"encoder.max_length must be >= 8, got {self.max_length}")
 
@@ -126,8 +133,9 @@ class EncoderConfig:
 
     @property
     def spec(self) -> Method:
-        """The method's entry in METHOD_TABLE."""
-        return METHOD_TABLE[self.method]
+        """The method's entry in METHOD_TABLE, with `pooling` overriding the method's read-out when set."""
+        method = METHOD_TABLE[self.method]
+        return method if self.pooling is None else replace(method, pooling=self.pooling)
 
     def resolved(self) -> "EncoderConfig":
         """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""
@@ -143,11 +151,14 @@ class EncoderConfig:
             final_norm=d.final_norm if self.final_norm is None else self.final_norm,
             query_prompt=d.query_prompt if self.query_prompt is None else self.query_prompt,
             document_prompt=d.document_prompt if self.document_prompt is None else self.document_prompt,
+            pooling=d.pooling if self.pooling is None else self.pooling,
+            append_eos=d.append_eos if self.append_eos is None else self.append_eos,
         )
 
     def vector_settings(self) -> dict[str, Any]:
         """The resolved settings a query must share with its index: everything that changes vectors, no runtime knobs."""
-        return {key: value for key, value in self.resolved().to_dict().items() if key not in RUNTIME_KEYS}
+        return {key: value for key, value in self.resolved().to_dict().items()
+                if key not in RUNTIME_KEYS and not (key in OPTIONAL_KEYS and value == OPTIONAL_KEYS[key])}
 
     def runtime(self) -> dict[str, Any]:
         """The knobs that change speed and memory but never vectors (device, batching, cache)."""

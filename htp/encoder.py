@@ -84,6 +84,9 @@ class HTPEncoder:
                                     f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
                                     f"below {self.exit_layer}")
         self.bos_id = self._fixed_first_token()
+        self.eos_id = self.tokenizer.eos_token_id if self.config.append_eos else None
+        if self.config.append_eos and self.eos_id is None:
+            raise EncoderValueError("encoder.append_eos is set but this tokenizer has no EOS token")
         self.placeholder = self._mean_token_embedding()
         needs_sentences = self.config.spec.blocks == "segmented" and self.config.block_mode != "tokens"
         self.segmenter = Segmenter(self.config.spacy_model) if needs_sentences else None
@@ -144,7 +147,7 @@ class HTPEncoder:
         out = []
         for text, ids, offsets, sentence_starts in zip(texts, encoded["input_ids"], encoded["offset_mapping"], starts):
             blocks = make_blocks(text, offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
-            out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length))
+            out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length, self.eos_id))
         return out
 
     def windows(self, texts: Sequence[str], size: int) -> list[list[str]]:

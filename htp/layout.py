@@ -53,23 +53,28 @@ def build_layout(
     bos_id: int,
     prompt_ids: Sequence[int],
     max_length: int,
+    eos_id: int | None = None,
 ) -> Layout:
-    """Lay out one text for a method; `blocks` are [start, stop) ranges over `text_ids` covering it in order."""
+    """Lay out one text for a method; `blocks` are [start, stop) ranges over `text_ids` covering it in order.
+
+    With `eos_id` (fine-tuned embedders such as e5-mistral read their vector at an appended EOS) the EOS closes
+    the sequence after any truncation, is pooled with the text, and is the `last` position."""
     if not text_ids:
         raise EncoderValueError("cannot lay out an empty text")
     head = [bos_id, *prompt_ids]
-    budget = max_length - len(head)
+    tail = [] if eos_id is None else [eos_id]
+    budget = max_length - len(head) - len(tail)
     if budget < 3:
         raise EncoderValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
     if method.layout == "plain":
         body = list(text_ids[:budget])
-        ids = head + body
+        ids = head + body + tail
         return Layout(ids=ids, pooled=list(range(len(head), len(ids))), last=len(ids) - 1,
                       truncated=len(body) < len(text_ids))
     if method.layout == "echo":
         half = budget // 2
         body = list(text_ids[:half])
-        ids = head + body + body
+        ids = head + body + body + tail
         second = len(head) + len(body)
         return Layout(ids=ids, pooled=list(range(second, len(ids))), last=len(ids) - 1,
                       truncated=len(body) < len(text_ids))
@@ -88,4 +93,7 @@ def build_layout(
         pooled.extend(range(len(ids), len(ids) + stop - start))
         ids.extend(text_ids[start:stop])
         ends.append(len(ids) - 1)
+    if tail:
+        pooled.append(len(ids))
+        ids.extend(tail)
     return Layout(ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated)

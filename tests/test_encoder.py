@@ -42,7 +42,7 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
             h = _output_hidden(out)
         if encoder.config.final_norm:
             h = base.norm(h)
-        if encoder.config.method == "vanilla-last":
+        if encoder.config.spec.pooling == "last":
             vector = h[0, layout.last]
         else:
             vector = h[0, layout.pooled].mean(dim=0)
@@ -218,3 +218,22 @@ def test_two_encoders_on_one_model_in_two_threads_see_only_their_own_hooks(make_
         thread.join()
     for name, runs in results.items():
         assert len(runs) == 5 and all(np.array_equal(r, expected[name]) for r in runs)
+
+
+@pytest.mark.parametrize("method", ["vanilla-mean", "echo", "htp"])
+def test_fine_tuned_embedder_format_matches_the_reference(make_encoder, tiny_tokenizer, method):
+    encoder = make_encoder(method=method, pooling="last", append_eos=True, query_prompt="Instruct: find it\nQuery: ")
+    for kind in ("document", "query"):
+        layout = encoder.layouts([TEXTS[1]], kind)[0]
+        assert layout.ids[layout.last] == tiny_tokenizer.eos_token_id and layout.last == len(layout.ids) - 1
+        vector = encoder.encode([TEXTS[1]], kind=kind)[0]
+        assert np.abs(reference_embedding(encoder, TEXTS[1], kind) - vector).max() < 1e-5
+    mean_with_eos = make_encoder(method=method, append_eos=True)
+    assert not np.allclose(mean_with_eos.encode(TEXTS[:1]), make_encoder(method=method).encode(TEXTS[:1]))
+
+
+def test_optional_keys_stay_out_of_default_vector_settings():
+    settings = EncoderConfig().vector_settings()
+    assert "pooling" not in settings and "append_eos" not in settings
+    assert EncoderConfig(model="e5-mistral-7b").vector_settings()["pooling"] == "last"
+    assert EncoderConfig(model="e5-mistral-7b").resolved().exit_layer == 32

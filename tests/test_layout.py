@@ -123,3 +123,17 @@ def test_blocks_end_at_the_sentence_end_with_merged_punctuation_tokens():
     assert decoded == ["The cat sat.", "The dog ran.", "Birds fly."]
     last_tokens = [pieces[b - 1].strip() for _, b in blocks]
     assert last_tokens == [".", ".", "."]
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=block_sizes, max_length=st.integers(min_value=9, max_value=200),
+       prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
+       method=st.sampled_from(list(METHOD_TABLE)))
+def test_an_appended_eos_closes_the_layout_one_budget_token_earlier(sizes, max_length, prompt, method):
+    ids, blocks = blocks_of(sizes)
+    plain = build_layout(METHOD_TABLE[method], ids, blocks, BOS, prompt, max_length - 1)
+    closed = build_layout(METHOD_TABLE[method], ids, blocks, BOS, prompt, max_length, eos_id=999)
+    n = len(plain.ids)
+    assert closed.ids == plain.ids + [999] and len(closed.ids) <= max_length
+    assert closed.pooled == plain.pooled + [n] and closed.last == n
+    assert (closed.pst, closed.ends, closed.bpst, closed.truncated) == (plain.pst, plain.ends, plain.bpst, plain.truncated)
