@@ -237,3 +237,14 @@ def test_optional_keys_stay_out_of_default_vector_settings():
     assert "pooling" not in settings and "append_eos" not in settings
     assert EncoderConfig(model="e5-mistral-7b").vector_settings()["pooling"] == "last"
     assert EncoderConfig(model="e5-mistral-7b").resolved().exit_layer == 32
+
+
+@pytest.mark.parametrize("exit_layer", [2, 4, -1])
+def test_exit_read_out_equals_transformers_hidden_states(make_encoder, exit_layer):
+    # transformers applies the final norm to its last hidden state only, so the last layer matches with final_norm
+    encoder = make_encoder(method="vanilla-mean", exit_layer=exit_layer, window=None, final_norm=exit_layer == -1)
+    layout = encoder.layouts([TEXTS[2]])[0]
+    with torch.no_grad():
+        states = encoder.base(input_ids=torch.tensor([layout.ids]), output_hidden_states=True).hidden_states
+    expected = torch.nn.functional.normalize(states[encoder.exit_layer][0, layout.pooled].mean(dim=0), dim=-1)
+    assert np.abs(encoder.encode([TEXTS[2]])[0] - expected.numpy()).max() < 1e-5

@@ -33,3 +33,15 @@ def test_paraphrase_beats_unrelated_for_every_method(real_model, method):
 def test_unknown_model_gets_one_clear_error(tmp_path):
     with pytest.raises(ModelNotFoundError, match="config.json"):
         load_model(str(tmp_path), pick_device("cpu"), torch.float32)
+
+
+def test_htp_changes_the_vectors_relative_to_tp_and_vanilla(real_model):
+    model, tokenizer = real_model
+    text = ("The catalogue lists every book. Each entry names the author and the subject. "
+            "Readers search it by keyword. Librarians update it every week.")
+    vectors = {method: HTPEncoder(EncoderConfig(method=method), model=model, tokenizer=tokenizer).encode([text])[0]
+               for method in ("vanilla-mean", "tp", "htp")}
+    assert 1 - vectors["htp"] @ vectors["vanilla-mean"] > 1e-4
+    assert 1 - vectors["htp"] @ vectors["tp"] > 1e-4
+    without_copies = HTPEncoder(EncoderConfig(method="htp", window=(1, 1)), model=model, tokenizer=tokenizer)
+    assert 1 - vectors["htp"] @ without_copies.encode([text])[0] > 1e-4  # the copies themselves matter
