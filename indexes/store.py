@@ -246,6 +246,11 @@ def _current(index_dir: Path) -> tuple[str, str | None] | None:
     return name, (lines[1] if len(lines) > 1 else None)
 
 
+def current_version(index_dir: Path) -> str | None:
+    """The live version's name, or None when index_dir holds no index (a service polls this to hot-swap)."""
+    return _current_name(Path(index_dir))
+
+
 def _current_name(index_dir: Path) -> str | None:
     """The live version's name, or None when index_dir holds no index."""
     current = _current(index_dir)

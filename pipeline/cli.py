@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import unicodedata
 from dataclasses import asdict, replace
@@ -58,6 +59,16 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(index.manifest), indent=2, ensure_ascii=False))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from pipeline.serve import create_app
+
+    config = _config(args.config) if args.config else Config()
+    app = create_app(Path(args.index_dir), config if args.config else None, args.api_key or os.environ.get("HTP_API_KEY"))
+    uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=config.serve.max_concurrency, log_level="warning")
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
     from indexes.store import open_index
 
@@ -109,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an index's manifest")
     p.add_argument("index_dir")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("serve", help="serve an index: JSON API, search page, micro-batched queries, hot swap")
+    p.add_argument("index_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--config", help="check this configuration's encoder against the index; use its search and serve settings")
+    p.add_argument("--api-key", help="require this key in the X-API-Key header on every request (or set HTP_API_KEY)")
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("verify", help="re-hash every file of an index against its manifest")
     p.add_argument("index_dir")

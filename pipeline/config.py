@@ -90,6 +90,24 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """`htp serve`: what one request may ask, and how concurrent queries are batched."""
+
+    max_query_chars: int = 2000
+    max_k: int = 100
+    max_batch_queries: int = 64
+    max_body_bytes: int = 1_000_000
+    max_concurrency: int = 64
+    batch_wait_ms: float = 5.0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if min(self.max_query_chars, self.max_k, self.max_batch_queries, self.max_body_bytes, self.max_concurrency,
+               self.batch_size) < 1 or self.batch_wait_ms < 0:
+            raise PipelineValueError("serve limits and batch_size must be >= 1, batch_wait_ms >= 0")
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Default input and output locations, relative to the working directory."""
 
@@ -99,13 +117,14 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """config.yaml: encoder, data fields, index, calibration, search, paths."""
+    """config.yaml: encoder, data fields, index, calibration, search, serve, paths."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
     @classmethod

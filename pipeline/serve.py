@@ -1,0 +1,210 @@
+"""`htp serve`: one index and its encoder loaded once behind a JSON API and a search page, with queries that
+arrive together encoded in one forward pass (micro-batching) and a hot swap to each rebuilt version."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from htp.errors import EncoderError
+from indexes.errors import IndexStoreError
+from indexes.store import current_version
+from pipeline.config import SEARCH_MODES, Config, ServeConfig
+from pipeline.errors import PipelineError
+from pipeline.searcher import Searcher, snippet
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class BatchRequest(BaseModel):
+    """POST /search: several queries answered in one call."""
+
+    queries: list[str] = Field(min_length=1)
+    k: int | None = None
+    mode: str | None = None
+
+
+@dataclass
+class Job:
+    """One query waiting for its batch, bound to the index version it arrived under."""
+
+    searcher: Searcher
+    query: str
+    k: int
+    mode: str
+    future: asyncio.Future
+
+
+class Index:
+    """The live Searcher, replaced when CURRENT names another version; readers keep the one they took."""
+
+    def __init__(self, index_dir: Path, config: Config | None) -> None:
+        self.index_dir, self.config = index_dir, config
+        self._lock = threading.Lock()
+        self.searcher = Searcher(index_dir, config)
+        self.version = self.searcher.index.path.name
+
+    def current(self) -> Searcher:
+        """The searcher of the version CURRENT names now, opening it (reusing the loaded model) if it changed."""
+        name = current_version(self.index_dir)
+        if name != self.version:
+            with self._lock:
+                if name != self.version:
+                    old = self.searcher
+                    fresh = Searcher(self.index_dir, self.config)
+                    if fresh.index.manifest.encoder == old.index.manifest.encoder and old._encoder is not None:
+                        fresh._encoder = old._encoder  # same encoder settings: keep the loaded model
+                    self.searcher, self.version = fresh, fresh.index.path.name
+        return self.searcher
+
+
+class MicroBatcher:
+    """Queries that arrive within `wait_ms` of the first are searched together, at most `size` at a time, so
+    concurrent clients share forward passes instead of queueing one pass each."""
+
+    def __init__(self, wait_ms: float, size: int) -> None:
+        self.wait, self.size = wait_ms / 1000, size
+        self.queue: asyncio.Queue[Job] | None = None
+        self.worker: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, searcher: Searcher, query: str, k: int, mode: str) -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a queue and its worker belong to one event loop (a test client may start several)
+            self.queue, self.loop = asyncio.Queue(), loop
+            self.worker = loop.create_task(self._run())
+        job = Job(searcher, query, k, mode, loop.create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.wait
+            while len(batch) < self.size and (left := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            groups: dict[tuple[int, str], list[Job]] = {}
+            for job in batch:  # one pass per (version, mode)
+                groups.setdefault((id(job.searcher), job.mode), []).append(job)
+            for jobs in groups.values():
+                try:
+                    ranked = await loop.run_in_executor(None, _rank, jobs)
+                except Exception as err:  # noqa: BLE001 - handed to every waiting request, which reports it
+                    for job in jobs:
+                        job.future.set_exception(err)
+                    continue
+                for job, hits in zip(jobs, ranked):
+                    job.future.set_result(hits)
+
+
+def _rank(jobs: list[Job]) -> list[list[tuple[str, float]]]:
+    depth = max(job.k for job in jobs)
+    ranked = jobs[0].searcher.rankings([job.query for job in jobs], depth, jobs[0].mode)
+    return [hits[:job.k] for job, hits in zip(jobs, ranked)]
+
+
+def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None:
+    """Refuse what the service will not run, with a 400 naming the problem."""
+    if len(queries) > settings.max_batch_queries:
+        raise HTTPException(400, f"{len(queries)} queries in one request; at most {settings.max_batch_queries}")
+    for query in queries:
+        if not query.strip():
+            raise HTTPException(400, "the query is empty: give some words to search for")
+        if len(query) > settings.max_query_chars:
+            raise HTTPException(400, f"the query has {len(query)} characters; at most {settings.max_query_chars}")
+    if not 1 <= k <= settings.max_k:
+        raise HTTPException(400, f"k must be between 1 and {settings.max_k}, got {k}")
+    if mode not in SEARCH_MODES:
+        raise HTTPException(400, f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+
+
+def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None) -> FastAPI:
+    """The service over the index at `index_dir`; every endpoint needs `api_key` (header X-API-Key, or the
+    api_key query parameter the search page passes on) when one is given."""
+    settings = (config or Config()).serve
+    index = Index(Path(index_dir), config)
+    batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size)
+    app = FastAPI(title="htp-index", description="HTP embeddings, FAISS and BM25 search over one index")
+
+    @app.exception_handler(EncoderError)
+    @app.exception_handler(IndexStoreError)
+    @app.exception_handler(PipelineError)
+    async def user_error(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, 400)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable) -> Any:
+        if api_key and api_key not in (request.headers.get(API_KEY_HEADER), request.query_params.get("api_key")):
+            return JSONResponse({"detail": f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"}, 401)
+        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
+            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, 413)
+        return await call_next(request)
+
+    async def answer(queries: list[str], k: int | None, mode: str | None) -> dict:
+        searcher = index.current()
+        k, mode = k if k is not None else searcher.settings.k, mode or searcher.settings.mode
+        _check(settings, queries, k, mode)
+        began = time.perf_counter()
+        ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode) for q in queries))
+        results = []
+        for query, hits in zip(queries, ranked):
+            docs = {d["id"]: d for d in searcher.index.documents([i for i, _ in hits])}
+            results.append({"query": query, "hits": [
+                {"rank": rank, "id": i, "score": score, "title": docs[i]["title"], "snippet": snippet(docs[i]["text"])}
+                for rank, (i, score) in enumerate(hits, 1)]})
+        return {"version": searcher.index.path.name, "mode": mode, "k": k,
+                "took_ms": round(1000 * (time.perf_counter() - began), 1), "results": results}
+
+    @app.get("/search")
+    async def search_one(q: str, k: int | None = None, mode: str | None = None) -> dict:
+        """Ranked hits for one query."""
+        out = await answer([q], k, mode)
+        return {**{key: out[key] for key in ("version", "mode", "k", "took_ms")}, **out["results"][0]}
+
+    @app.post("/search")
+    async def search_many(body: BatchRequest) -> dict:
+        """Ranked hits for each query of a batch."""
+        return await answer(body.queries, body.k, body.mode)
+
+    @app.get("/documents/{doc_id}")
+    def document(doc_id: str) -> dict:
+        """One stored document."""
+        try:
+            return index.current().index.documents([doc_id])[0]
+        except IndexStoreError as err:
+            raise HTTPException(404, f"no document {doc_id!r} in this index") from err
+
+    @app.get("/info")
+    def info() -> dict:
+        """The live version's manifest."""
+        return {"version": index.version, **asdict(index.current().index.manifest)}
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "version": index.current().index.path.name}
+
+    @app.post("/reload")
+    def reload() -> dict:
+        """Switch to the version CURRENT names now (also done on every request)."""
+        return {"version": index.current().index.path.name}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        """The search page."""
+        return resources.files("pipeline").joinpath("search.html").read_text(encoding="utf-8")
+
+    return app

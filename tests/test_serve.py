@@ -1,0 +1,175 @@
+"""`htp serve` through FastAPI's test client on a tiny index: every endpoint, every bad input, the API key,
+micro-batching, and a hot swap under concurrent requests."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import write_corpus
+from fastapi.testclient import TestClient
+
+from pipeline import serve
+from pipeline.build import build
+from pipeline.config import Config
+from pipeline.serve import create_app
+
+
+@pytest.fixture
+def served(config: Config, tmp_path) -> tuple[Config, Path]:
+    quick = replace(config, index=replace(config.index, calibrate=False))
+    build(quick, write_corpus(tmp_path / "corpus.jsonl", 20), tmp_path / "index")
+    return quick, tmp_path / "index"
+
+
+def test_every_endpoint_answers(served):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    assert client.get("/health").json()["status"] == "ok"
+    for mode in ("dense", "bm25", "hybrid"):
+        body = client.get("/search", params={"q": "protein market", "k": 5, "mode": mode}).json()
+        assert [h["rank"] for h in body["hits"]] == [1, 2, 3, 4, 5] and body["mode"] == mode
+        assert {"id", "score", "title", "snippet"} <= set(body["hits"][0]) and body["took_ms"] >= 0
+    batch = client.post("/search", json={"queries": ["protein market", "library catalogue"], "k": 3}).json()
+    assert [len(r["hits"]) for r in batch["results"]] == [3, 3]
+    single = client.get("/search", params={"q": "library catalogue", "k": 3}).json()
+    assert [h["id"] for h in single["hits"]] == [h["id"] for h in batch["results"][1]["hits"]]
+    doc = client.get("/documents/d3").json()
+    assert doc["id"] == "d3" and doc["title"] == "Doc 3"
+    assert client.get("/documents/nope").status_code == 404
+    assert client.get("/info").json()["count"] == 20
+    assert client.post("/reload").json()["version"] == single["version"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<form" in page.text
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("params, status, message", [
+    ({"q": ""}, 400, "empty"),
+    ({"q": "x" * 2001}, 400, "at most 2000"),
+    ({"q": "cat", "k": 0}, 400, "k must be between 1 and 100"),
+    ({"q": "cat", "k": 101}, 400, "k must be between 1 and 100"),
+    ({"q": "cat", "k": "ten"}, 422, ""),
+    ({"q": "cat", "mode": "fuzzy"}, 400, "mode 'fuzzy'"),
+    ({}, 422, ""),
+])
+def test_bad_queries_get_a_clear_4xx(served, params, status, message):
+    config, index_dir = served
+    response = TestClient(create_app(index_dir, config)).get("/search", params=params)
+    assert response.status_code == status and message in str(response.json()["detail"])
+
+
+def test_bad_batches_get_a_clear_4xx(served):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    assert client.post("/search", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post("/search", json={"queries": []}).status_code == 422
+    too_many = client.post("/search", json={"queries": ["cat"] * 65})
+    assert too_many.status_code == 400 and "at most 64" in too_many.json()["detail"]
+    huge = client.post("/search", content=b"x" * 1_000_001, headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_the_api_key_guards_every_endpoint(served):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config, api_key="s3cret"))
+    for path in ("/health", "/search?q=cat", "/info", "/", "/documents/d1", "/openapi.json"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.get("/health", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/health?api_key=s3cret").status_code == 200
+
+
+def test_concurrent_queries_share_forward_passes(served, monkeypatch):
+    config, index_dir = served
+    slow = replace(config, serve=replace(config.serve, batch_wait_ms=300.0))
+    batches: list[int] = []
+    rank = serve._rank
+
+    def counting(jobs):
+        batches.append(len(jobs))
+        return rank(jobs)
+
+    monkeypatch.setattr(serve, "_rank", counting)
+    with TestClient(create_app(index_dir, slow)) as client:
+        client.get("/search", params={"q": "warm up", "mode": "dense"})
+        batches.clear()
+        results = []
+        threads = [threading.Thread(target=lambda q=q: results.append(
+            client.get("/search", params={"q": q, "mode": "dense", "k": 3}).json())) for q in ("cat", "mat", "park", "sunny")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(results) == 4 and all(len(r["hits"]) == 3 for r in results)
+    assert sum(batches) == 4 and len(batches) < 4  # fewer forward passes than requests
+
+
+def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served, tmp_path):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    client.__enter__()
+    first = client.get("/health").json()["version"]
+    seen: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def ask():
+        body = client.get("/search", params={"q": "protein market report", "k": 30, "mode": "bm25"}).json()
+        seen.append((body["version"], [h["id"] for h in body["hits"]]))
+
+    def keep_asking():
+        while not stop.is_set():
+            ask()
+
+    threads = [threading.Thread(target=keep_asking) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    build(config, write_corpus(tmp_path / "more.jsonl", 26, seed=3), index_dir)  # d20..d25 exist only in the new one
+    for _ in range(10):
+        ask()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    client.__exit__(None, None, None)
+    second = seen[-1][0]
+    assert second != first and {version for version, _ in seen} == {first, second}
+    for version, ids in seen:
+        limit = 20 if version == first else 26
+        assert ids and all(int(i[1:]) < limit for i in ids)
+    assert any(int(i[1:]) >= 20 for version, ids in seen if version == second for i in ids)
+
+
+def test_htp_serve_answers_over_real_http_on_loopback(served):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    config, index_dir = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port),
+                               "--api-key", "k1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", headers={"X-API-Key": "k1"}, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "htp serve did not come up"
+            time.sleep(0.3)
+        body = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "bm25", "k": 4},
+                         headers={"X-API-Key": "k1"}, timeout=30).json()
+        assert len(body["hits"]) == 4
+        assert httpx.get(f"{url}/search", params={"q": "cat"}, timeout=10).status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
