@@ -15,6 +15,7 @@ from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
 from pipeline.config import SEARCH_MODES, Config
 from pipeline.errors import PipelineError
+from pipeline.hits import Hit
 
 
 def _config(path: str | None) -> Config:
@@ -30,12 +31,30 @@ def cmd_build(args: argparse.Namespace) -> None:
     build(config, args.input and Path(args.input), args.out and Path(args.out), allow_foreign=args.force)
 
 
-def cmd_query(args: argparse.Namespace) -> None:
-    from pipeline.searcher import Searcher
+def _remote_hits(args: argparse.Namespace) -> list[Hit]:
+    """Ask a running `htp serve` (loaded model, no start-up cost) instead of opening the index here."""
+    import httpx
 
-    config = _config(args.config) if args.config else None
-    searcher = Searcher(Path(args.index_dir), config)
-    hits = searcher.search(args.question, args.k, args.mode)
+    params = {"q": args.question, **({"k": args.k} if args.k is not None else {}), **({"mode": args.mode} if args.mode else {})}
+    headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
+    try:
+        response = httpx.get(args.server.rstrip("/") + "/search", params=params, headers=headers, timeout=120)
+    except httpx.HTTPError as err:
+        raise PipelineError(f"cannot reach the service at {args.server}: {err}") from err
+    if response.status_code != 200:
+        raise PipelineError(f"the service at {args.server} answered {response.status_code}: "
+                            f"{response.json().get('detail') if response.headers.get('content-type', '').startswith('application/json') else response.text[:200]}")
+    return [Hit(**hit) for hit in response.json()["hits"]]
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    if args.server:
+        hits = _remote_hits(args)
+    else:
+        from pipeline.searcher import Searcher
+
+        config = _config(args.config) if args.config else None
+        hits = Searcher(Path(args.index_dir), config).search(args.question, args.k, args.mode)
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
         return
@@ -108,13 +127,14 @@ def parser() -> argparse.ArgumentParser:
                    help="write into a non-empty folder that is not an index (nothing already there is deleted)")
     p.set_defaults(run=cmd_build)
 
-    p = sub.add_parser("query", help="search an index")
-    p.add_argument("index_dir", help="index folder")
+    p = sub.add_parser("query", help="search an index (or a running htp serve with --server)")
+    p.add_argument("index_dir", help="index folder (ignored with --server)")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=None, help="hits to return (default: search.k)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="dense, bm25 or hybrid (default: search.mode)")
     p.add_argument("--config", help="check this configuration's encoder against the index and use its search settings")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.add_argument("--server", help="URL of a running `htp serve` to ask instead (API key from HTP_API_KEY)")
     p.set_defaults(run=cmd_query)
 
     p = sub.add_parser("info", help="print an index's manifest")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from htp import EncoderConfig, HTPEncoder
@@ -11,22 +10,12 @@ from pipeline.calibration import Calibration
 from pipeline.config import SEARCH_MODES, Config, SearchConfig
 from pipeline.errors import PipelineValueError
 from pipeline.fusion import FusionChoice, fuse
+from pipeline.hits import Hit, snippet
 from pipeline.vectors import prepare
 
 
 class EncoderMismatchError(PipelineValueError):
     """The configuration asked for an encoder other than the one the index was built with."""
-
-
-@dataclass
-class Hit:
-    """One ranked result."""
-
-    rank: int
-    id: str
-    score: float
-    title: str
-    snippet: str
 
 
 def check_encoder(config: Config, index: OpenIndex) -> None:
@@ -40,12 +29,6 @@ def check_encoder(config: Config, index: OpenIndex) -> None:
             "queries. Rebuild the index with this config, or query without --config to use the index's own "
             "encoder. Differences: " + "; ".join(diffs)
         )
-
-
-def snippet(text: str, width: int = 160) -> str:
-    """The first `width` characters on one line, cut at a word."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width].rsplit(" ", 1)[0] + " ..."
 
 
 class Searcher:

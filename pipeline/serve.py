@@ -21,7 +21,8 @@ from indexes.errors import IndexStoreError
 from indexes.store import current_version
 from pipeline.config import SEARCH_MODES, Config, ServeConfig
 from pipeline.errors import PipelineError
-from pipeline.searcher import Searcher, snippet
+from pipeline.hits import snippet
+from pipeline.searcher import Searcher
 
 API_KEY_HEADER = "X-API-Key"
 

@@ -142,6 +142,8 @@ def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served,
 
 
 def test_htp_serve_answers_over_real_http_on_loopback(served):
+    import json
+    import os
     import socket
     import subprocess
     import sys
@@ -170,6 +172,11 @@ def test_htp_serve_answers_over_real_http_on_loopback(served):
                          headers={"X-API-Key": "k1"}, timeout=30).json()
         assert len(body["hits"]) == 4
         assert httpx.get(f"{url}/search", params={"q": "cat"}, timeout=10).status_code == 401
+        remote = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", "-", "protein market", "--server", url,
+                                 "--mode", "bm25", "-k", "4", "--json"], capture_output=True, text=True,
+                                env={**os.environ, "HTP_API_KEY": "k1"}, timeout=120)
+        assert remote.returncode == 0, remote.stderr
+        assert [h["id"] for h in json.loads(remote.stdout)] == [h["id"] for h in body["hits"]]
     finally:
         server.terminate()
         server.wait(timeout=30)
