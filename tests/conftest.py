@@ -53,36 +53,26 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+            max_position_embeddings=2048)
+
+
+def tiny_decoder(config_class: type, model_class: type, vocab: int, **extra) -> torch.nn.Module:
+    """A randomly initialised 6-layer, 32-wide decoder of one family, seeded, in eval mode."""
+    torch.manual_seed(0)
+    return model_class(config_class(vocab_size=vocab, **TINY, **extra)).eval()
+
+
 def tiny_llama(vocab: int) -> LlamaModel:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    return LlamaModel(config).eval()
+    return tiny_decoder(LlamaConfig, LlamaModel, vocab, num_key_value_heads=2)
 
 
-def tiny_gemma(vocab: int) -> GemmaForCausalLM:
-    torch.manual_seed(0)
-    config = GemmaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=2048)
-    return GemmaForCausalLM(config).eval()
-
-
-def tiny_qwen2(vocab: int) -> Qwen2Model:
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    return Qwen2Model(config).eval()
-
-
-def tiny_mistral(vocab: int) -> MistralModel:
-    torch.manual_seed(0)
-    config = MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                           sliding_window=None)
-    return MistralModel(config).eval()
-
-
-FAMILIES = {"llama": tiny_llama, "gemma": tiny_gemma, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
+FAMILIES = {
+    "llama": tiny_llama,
+    "gemma": lambda vocab: tiny_decoder(GemmaConfig, GemmaForCausalLM, vocab, num_key_value_heads=1, head_dim=8),
+    "qwen2": lambda vocab: tiny_decoder(Qwen2Config, Qwen2Model, vocab, num_key_value_heads=2),
+    "mistral": lambda vocab: tiny_decoder(MistralConfig, MistralModel, vocab, num_key_value_heads=2, sliding_window=None),
+}
 
 
 @pytest.fixture(scope="session", params=list(FAMILIES))
@@ -107,10 +97,7 @@ def make_encoder(tiny_model, tiny_tokenizer):
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """The tiny Llama saved as a local Hugging Face folder, so configs and subprocesses can name it."""
     folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_decoder(LlamaConfig, LlamaForCausalLM, len(tiny_tokenizer), num_key_value_heads=2).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
 
