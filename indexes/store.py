@@ -182,7 +182,7 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    previous = _current_name(index_dir)
+    previous = current_version(index_dir)
     _point_current(index_dir, final.name, _sha256(final / MANIFEST))
     for old in versions.iterdir():
         if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and (old / MANIFEST).is_file():
@@ -248,12 +248,7 @@ def _current(index_dir: Path) -> tuple[str, str | None] | None:
 
 def current_version(index_dir: Path) -> str | None:
     """The live version's name, or None when index_dir holds no index (a service polls this to hot-swap)."""
-    return _current_name(Path(index_dir))
-
-
-def _current_name(index_dir: Path) -> str | None:
-    """The live version's name, or None when index_dir holds no index."""
-    current = _current(index_dir)
+    current = _current(Path(index_dir))
     return current[0] if current else None
 
 

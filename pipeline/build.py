@@ -25,13 +25,13 @@ from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
-from indexes.store import Manifest, locked_for_writing, write_version
+from indexes.store import Manifest, locked_for_writing, row_documents, write_version
 from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
 from pipeline.config import Config, IndexConfig, config_hash
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
-from pipeline.shards import ShardWriter, documents_of, read_shards
+from pipeline.shards import ShardWriter, read_shards
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
@@ -124,6 +124,9 @@ def _read_rows(shard_dir: Path, rows: np.ndarray, center: np.ndarray | None) -> 
 def calibrate_index(loaded: LoadResult, config: Config, shard_dir: Path, center: np.ndarray | None,
                     encoder: Callable[[], HTPEncoder]) -> Calibration:
     """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents."""
+    if config.index.window_tokens is not None:
+        raise CalibrationSkipped("a multi-vector index keeps several vectors per document, and calibration fits one "
+                                 "per document")
     settings = config.calibration
     rows = _sample_rows(len(loaded.dataset), settings.max_documents, settings.seed)
     subset = loaded.dataset.select(rows.tolist())
@@ -175,14 +178,11 @@ def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir:
             yield vectors
 
     mean = streamed_mean(vectors_noting_ids())
-    if documents_of(ids) != loaded.dataset["id"]:
+    if row_documents(ids) != loaded.dataset["id"]:
         raise PipelineError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
     center = mean if config.index.center else None
     calibration = None
-    if config.index.calibrate and config.index.window_tokens is not None:
-        log.info("calibrate: skipped: a multi-vector index keeps several vectors per document, and calibration fits "
-              "one per document; searching with search.fusion / search.dense_weight as configured")
-    elif config.index.calibrate:
+    if config.index.calibrate:
         try:
             calibration = calibrate_index(loaded, config, shard_dir, center, encoder)
         except CalibrationSkipped as skipped:

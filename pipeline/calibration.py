@@ -75,8 +75,8 @@ class Calibration:
         """Prepared query vectors -> calibrated ones: adapter, then the correction, unit length."""
         out = np.asarray(vectors, dtype=np.float32)
         if self.adapter is not None:
-            out = _unit(out + out @ self.adapter)
-        return _unit(out - self.bias_weight * self.query_mean)
+            out = prepare(out + out @ self.adapter, None)
+        return prepare(out - self.bias_weight * self.query_mean, None)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What is stored beside the index."""
@@ -106,11 +106,6 @@ def describe(calibration: Calibration) -> str:
     return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {calibration.fusion.label}; "
             f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
             f"{r.get('seconds')} s")
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def query_like(sentence: str) -> bool:
@@ -211,7 +206,7 @@ def fit_adapter(queries: np.ndarray, targets: np.ndarray, docs: np.ndarray, dev_
         optimiser.step()
         if step % check_every == 0:
             w = weight.detach().numpy()
-            score = target_ndcg(_unit(dev_queries + dev_queries @ w) @ dev_docs.T, dev_targets)
+            score = target_ndcg(prepare(dev_queries + dev_queries @ w, None) @ dev_docs.T, dev_targets)
             if score > best_score:
                 best_score, best, best_step = score, w.copy(), step
             elif step - best_step >= 5 * check_every:
@@ -240,7 +235,7 @@ def fit(train_queries: np.ndarray, train_targets: np.ndarray, docs: np.ndarray, 
     """
     adapter, report = fit_adapter(train_queries, train_targets, docs, dev_queries, dev_targets, dev_docs, penalty, seed)
     adapted = Calibration(adapter, np.zeros(docs.shape[1], np.float32), 0.0, FUSIONS[0])
-    query_mean = _unit(adapted.queries(train_queries).mean(axis=0, keepdims=True))[0]
+    query_mean = prepare(adapted.queries(train_queries).mean(axis=0, keepdims=True), None)[0]
     best_bias, best_score = 0.0, -1.0
     for weight in BIAS_WEIGHTS:  # ascending: a stronger correction must do strictly better
         trial = Calibration(adapter, query_mean, weight, FUSIONS[0])

@@ -83,9 +83,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from pipeline.serve import create_app
 
-    config = _config(args.config) if args.config else Config()
-    app = create_app(Path(args.index_dir), config if args.config else None, args.api_key or os.environ.get("HTP_API_KEY"))
-    uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=config.serve.max_concurrency, log_level="warning")
+    config = _config(args.config) if args.config else None
+    app = create_app(Path(args.index_dir), config, args.api_key or os.environ.get("HTP_API_KEY"))
+    limit = (config or Config()).serve.max_concurrency
+    uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=limit, log_level="warning")
 
 
 def cmd_verify(args: argparse.Namespace) -> None:

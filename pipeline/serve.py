@@ -161,9 +161,9 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         _check(settings, queries, k, mode)
         began = time.perf_counter()
         ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode) for q in queries))
+        docs = {d["id"]: d for d in searcher.index.documents(sorted({i for hits in ranked for i, _ in hits}))}
         results = []
         for query, hits in zip(queries, ranked):
-            docs = {d["id"]: d for d in searcher.index.documents([i for i, _ in hits])}
             results.append({"query": query, "hits": [
                 {"rank": rank, "id": i, "score": score, "title": docs[i]["title"], "snippet": snippet(docs[i]["text"])}
                 for rank, (i, score) in enumerate(hits, 1)]})

@@ -17,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexes.durable import TEMP_SUFFIX, write_atomically
+from indexes.store import row_documents
 from pipeline.errors import PipelineValueError
 
 META = "meta.json"
 PATTERN = "shard-*.parquet"
+DOCUMENTS_KEY = b"htp:documents"  # a shard's document count in its Parquet footer (rows differ when multi-vector)
 
 
 class ShardError(PipelineValueError):
@@ -50,7 +52,7 @@ class ShardWriter:
             self._write_meta()
         shards = self.completed()
         self._shards = len(shards)
-        self._count = sum(len(documents_of(_read_checked(path, ["id"]).column("id").to_pylist())) for path in shards)
+        self._count = sum(_documents_in(path) for path in shards)
 
     def completed(self) -> list[Path]:
         """Completed shard files in order; leftovers of interrupted writes are deleted."""
@@ -63,7 +65,7 @@ class ShardWriter:
         offset = 0
         shards = self.completed()
         for number, path in enumerate(shards):
-            stored = documents_of(_read_checked(path, ["id"]).column("id").to_pylist())
+            stored = row_documents(_read_checked(path, ["id"]).column("id").to_pylist())
             short = len(stored) != self.shard_size and number != len(shards) - 1
             if short or list(ids[offset:offset + len(stored)]) != stored:
                 raise ShardError(
@@ -79,7 +81,7 @@ class ShardWriter:
         if vectors.ndim != 2 or len(vectors) != len(ids) or len(ids) == 0:
             raise PipelineValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
                              f"{vectors.shape}")
-        documents = len(documents_of(ids))
+        documents = len(row_documents(ids))
         if documents > self.shard_size:
             raise PipelineValueError(f"a shard holds at most {self.shard_size} documents, got {documents}")
         if self._count != self._shards * self.shard_size:
@@ -91,7 +93,8 @@ class ShardWriter:
             raise ShardError(f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}")
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
+                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)},
+                         metadata={DOCUMENTS_KEY: str(documents)})
         path = self.folder / shard_name(self._shards)
         write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
         self._shards += 1
@@ -117,10 +120,11 @@ class ShardWriter:
         write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
-def documents_of(row_ids: Sequence[str]) -> list[str]:
-    """The documents of a shard's rows in order: a multi-vector index stores one row per window, each carrying
-    its document's id, so consecutive repeats are one document."""
-    return [doc for i, doc in enumerate(row_ids) if i == 0 or row_ids[i - 1] != doc]
+def _documents_in(path: Path) -> int:
+    """How many documents a shard holds, from its footer (no data read): recorded at write, else (shards written
+    before multi-vector indexes, one row per document) its row count."""
+    meta = pq.read_metadata(path)
+    return int((meta.metadata or {}).get(DOCUMENTS_KEY, meta.num_rows))
 
 
 def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
