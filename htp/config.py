@@ -33,9 +33,9 @@ METHODS = tuple(METHOD_TABLE)
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
 POOLINGS = ("mean", "last")
-OPTIONAL_KEYS = {"pooling": None, "append_eos": False}  # left out of vector_settings at these values, so indexes
+OPTIONAL_KEYS = {"pooling": None, "append_eos": False, "separate_prompt": False}  # left out of vector_settings at these values, so indexes
 # built before the keys existed keep their encoder hash
-RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir")
+RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir", "prefix_cache")
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -102,9 +102,11 @@ class EncoderConfig:
     document_prompt: str | None = None
     pooling: str | None = None
     append_eos: bool | None = None
+    separate_prompt: bool | None = None
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: str | None = None
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -153,6 +155,7 @@ class EncoderConfig:
             document_prompt=d.document_prompt if self.document_prompt is None else self.document_prompt,
             pooling=d.pooling if self.pooling is None else self.pooling,
             append_eos=d.append_eos if self.append_eos is None else self.append_eos,
+            separate_prompt=d.separate_prompt if self.separate_prompt is None else self.separate_prompt,
         )
 
     def vector_settings(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
@@ -94,7 +95,9 @@ class HTPEncoder:
             "query": self._ids(self.config.query_prompt or ""),
             "document": self._ids(self.config.document_prompt or ""),
         }
+        self.glues = self.config.separate_prompt and self._glues_words()
         self.stats = EncodeStats()
+        self._prefixes: dict[tuple[int, ...], Cache] = {}
 
     @property
     def dimension(self) -> int:
@@ -126,6 +129,13 @@ class HTPEncoder:
             total = chunk if total is None else total + chunk
         return (total / vocab).to(self.embed.weight.dtype)
 
+    def _glues_words(self) -> bool:
+        """Whether a text tokenised on its own starts without a word boundary, so that after a prompt ("Text:")
+        it reads glued to it ("Text:how"): byte-level BPE and Gemma's tokenizer do, SentencePiece with a dummy
+        prefix (Llama 2, Mistral) marks the first word itself."""
+        first = self.tokenizer.convert_ids_to_tokens(self._ids("hello"))[0]
+        return not first.startswith(("\u2581", "\u0120"))  # SentencePiece's and byte-level BPE's word-start marks
+
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
@@ -140,12 +150,17 @@ class HTPEncoder:
                 raise EncoderValueError(f"text {index} is empty or whitespace-only: there is nothing to embed")
         # split_special_tokens: a text that contains "<|endoftext|>" or "</s>" is encoded as those characters, never
         # as the model's special tokens, so documents cannot end, restart or forge structure inside a sequence.
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
-                                 split_special_tokens=True)
+        # After a prompt, a text is tokenised with a leading space where the tokenizer would glue the two (as the
+        # official template, which joins them with one); its offsets are shifted back onto the text itself.
+        spaced = [bool(self.prompts[kind]) and self.glues and not text[:1].isspace() for text in texts]
+        encoded = self.tokenizer([" " + text if space else text for text, space in zip(texts, spaced)],
+                                 add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
         starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
         cfg = self.config
         out = []
-        for text, ids, offsets, sentence_starts in zip(texts, encoded["input_ids"], encoded["offset_mapping"], starts):
+        for text, space, ids, offsets, sentence_starts in zip(texts, spaced, encoded["input_ids"], encoded["offset_mapping"], starts):
+            if space:
+                offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in offsets]
             blocks = make_blocks(text, offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
             out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length, self.eos_id))
         return out
@@ -207,6 +222,27 @@ class HTPEncoder:
         self.stats.truncated += sum(layout.truncated for layout in layouts)
         return out
 
+    def _cached_head(self, layouts: Sequence[Layout]) -> int:
+        """How many leading positions (BOS + prompt, shared by every row) come from the prefix cache: all of the
+        head when caching is on, the model is causal and the head is more than BOS, else none."""
+        head = layouts[0].head
+        if not (self.config.prefix_cache and self.causal and head > 1):
+            return 0
+        first = layouts[0].ids[:head]
+        return head if all(layout.head == head and layout.ids[:head] == first for layout in layouts) else 0
+
+    def _prefix(self, head: tuple[int, ...], rows: int) -> Cache:
+        """Keys and values of every layer for the head tokens, computed once per head and copied out per batch.
+
+        Under the causal mask the head sees nothing after it and no copy writes into it, so its keys and values
+        are the same in every sequence that starts with it (the query instruction, for instance)."""
+        if head not in self._prefixes:
+            ids = torch.tensor([head], device=self.device)
+            self._prefixes[head] = self.base(input_ids=ids, use_cache=True).cache
+        cache = copy.deepcopy(self._prefixes[head])
+        cache.batch_repeat_interleave(rows)
+        return cache
+
     @torch.inference_mode()
     def _forward(self, layouts: Sequence[Layout], counts: Sequence[int]) -> torch.Tensor:
         """One padded batch through the decoder with rewiring; pooled vectors at each requested depth."""
@@ -219,14 +255,16 @@ class HTPEncoder:
             is_placeholder[r, : len(row)] = row == PLACEHOLDER
             ids[r, : len(row)] = row.clamp_min(0)
             weights[r, layout.pooled] = 1.0
+        cached = self._cached_head(layouts)
+        ids, weights, is_placeholder = ids[:, cached:], weights[:, cached:], is_placeholder[:, cached:]
         self.stats.text_tokens += int(weights.sum())
         self.stats.sequence_tokens += sum(len(layout.ids) for layout in layouts)
-        self.stats.computed_positions += rows * width
+        self.stats.computed_positions += rows * (width - cached)
         ids, weights, is_placeholder = ids.to(self.device), weights.to(self.device), is_placeholder.to(self.device)
         embeds = self.embed(ids)
         embeds[is_placeholder] = self.placeholder
-        copies = self._copies(layouts) if self.config.spec.rewired else None
-        last = torch.tensor([layout.last for layout in layouts], device=self.device)
+        copies = self._copies(layouts, cached) if self.config.spec.rewired else None
+        last = torch.tensor([layout.last - cached for layout in layouts], device=self.device)
         pooled: dict[int, torch.Tensor] = {}
 
         def reader(count: int):
@@ -242,11 +280,13 @@ class HTPEncoder:
             mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
         # The hooks live on the shared layer modules, so two encoders over one model object (in two threads) take
         # turns: each forward pass sees only its own copies and exit.
-        with _model_lock(self.model), rewired(self.layers, self.config.window, copies, max(counts), taps):
-            try:
-                self.base(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-            except EarlyExit:
-                pass
+        with _model_lock(self.model):
+            past = self._prefix(tuple(layouts[0].ids[:cached]), rows) if cached else None
+            with rewired(self.layers, self.config.window, copies, max(counts), taps):
+                try:
+                    self.base(inputs_embeds=embeds, attention_mask=mask, cache=past, use_cache=past is not None)
+                except EarlyExit:
+                    pass
         return torch.stack([pooled[count] for count in counts])
 
     def _read_out(self, hidden: torch.Tensor, weights: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -260,8 +300,9 @@ class HTPEncoder:
             return normalise(last_pool(hidden, last))
         return normalise(mean_pool(hidden.float(), weights))
 
-    def _copies(self, layouts: Sequence[Layout]) -> Copies:
-        """Flatten every row's PST/end/B-PST positions into index tensors for one vectorised copy."""
+    def _copies(self, layouts: Sequence[Layout], offset: int = 0) -> Copies:
+        """Flatten every row's PST/end/B-PST positions into index tensors for one vectorised copy; positions are
+        counted from `offset` (the cached head is not in the hidden states)."""
         rows, pst, ends, b_rows, bpst, b_src = [], [], [], [], [], []
         for r, layout in enumerate(layouts):
             rows += [r] * len(layout.pst)
@@ -271,7 +312,8 @@ class HTPEncoder:
             bpst += layout.bpst
             b_src += layout.pst[: len(layout.bpst)]
 
-        def tensor(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long, device=self.device)
+        def tensor(values: list[int], shift: int = 0) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long, device=self.device) - shift
 
-        return Copies(tensor(rows), tensor(pst), tensor(ends), tensor(b_rows), tensor(bpst), tensor(b_src))
+        return Copies(tensor(rows), tensor(pst, offset), tensor(ends, offset), tensor(b_rows), tensor(bpst, offset),
+                      tensor(b_src, offset))

@@ -13,7 +13,8 @@ PLACEHOLDER = -1  # stands for a <PST>/<B-PST> position in `ids`; its embedding 
 
 @dataclass
 class Layout:
-    """One sequence: token ids (PLACEHOLDER at placeholder positions) and the positions each step needs."""
+    """One sequence: token ids (PLACEHOLDER at placeholder positions) and the positions each step needs;
+    `head` counts the leading BOS and prompt tokens, the same for every text of a kind."""
 
     ids: list[int]
     pooled: list[int]
@@ -22,6 +23,7 @@ class Layout:
     ends: list[int] = field(default_factory=list)
     bpst: list[int] = field(default_factory=list)
     truncated: bool = False
+    head: int = 1
 
     @property
     def placeholders(self) -> list[int]:
@@ -70,14 +72,14 @@ def build_layout(
         body = list(text_ids[:budget])
         ids = head + body + tail
         return Layout(ids=ids, pooled=list(range(len(head), len(ids))), last=len(ids) - 1,
-                      truncated=len(body) < len(text_ids))
+                      truncated=len(body) < len(text_ids), head=len(head))
     if method.layout == "echo":
         half = budget // 2
         body = list(text_ids[:half])
         ids = head + body + body + tail
         second = len(head) + len(body)
         return Layout(ids=ids, pooled=list(range(second, len(ids))), last=len(ids) - 1,
-                      truncated=len(body) < len(text_ids))
+                      truncated=len(body) < len(text_ids), head=len(head))
     if method.blocks == "whole":  # TP: one <PST> before the whole text, no global summaries
         kept, truncated = _clip_blocks([(0, len(text_ids))], budget, cost_per_block=1)
         globals_count = 0
@@ -96,4 +98,5 @@ def build_layout(
     if tail:
         pooled.append(len(ids))
         ids.extend(tail)
-    return Layout(ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated)
+    return Layout(ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated,
+                  head=len(head))

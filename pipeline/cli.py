@@ -78,6 +78,16 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(index.manifest), indent=2, ensure_ascii=False))
 
 
+def cmd_models(_args: argparse.Namespace) -> None:
+    from htp.registry import MODELS, installed
+
+    width = max(map(len, MODELS))
+    for name, spec in MODELS.items():
+        d = spec.defaults
+        state = "installed" if installed(name) else f"not installed: {spec.install_command()}"
+        print(f"{name:<{width}}  {spec.layers} layers, exit {d.exit_layer}, window [{d.window[0]}, {d.window[1]})  {state}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -141,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an index's manifest")
     p.add_argument("index_dir")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("models", help="list the registered models, whether each is installed, and how to install it")
+    p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("serve", help="serve an index: JSON API, search page, micro-batched queries, hot swap")
     p.add_argument("index_dir")

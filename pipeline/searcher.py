@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from htp import EncoderConfig, HTPEncoder
+from htp.config import OPTIONAL_KEYS
 from indexes.store import OpenIndex, open_index
 from pipeline.calibration import Calibration
 from pipeline.config import SEARCH_MODES, Config, SearchConfig
@@ -41,7 +42,9 @@ class Searcher:
         self.settings: SearchConfig = config.search if config else SearchConfig()
         runtime = {} if config is None else config.encoder.runtime()
         self._encoder = encoder
-        self._encoder_config = EncoderConfig.from_dict({**self.index.manifest.encoder, **runtime})
+        # A vector setting missing from a manifest had the value at which vector_settings leaves it out (older
+        # indexes predate the key): take that value, not today's default.
+        self._encoder_config = EncoderConfig.from_dict({**OPTIONAL_KEYS, **self.index.manifest.encoder, **runtime})
         manifest = self.index.manifest
         self.calibration = Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
         self.fusion = self._fusion()

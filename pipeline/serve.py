@@ -79,7 +79,7 @@ class MicroBatcher:
         self.worker: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def submit(self, searcher: Searcher, query: str, k: int, mode: str) -> list[tuple[str, float]]:
+    async def submit(self, searcher: Searcher, query: str, k: int, mode: str) -> list[dict]:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a queue and its worker belong to one event loop (a test client may start several)
             self.queue, self.loop = asyncio.Queue(), loop
@@ -112,10 +112,15 @@ class MicroBatcher:
                     job.future.set_result(hits)
 
 
-def _rank(jobs: list[Job]) -> list[list[tuple[str, float]]]:
+def _rank(jobs: list[Job]) -> list[list[dict]]:
+    """One batch's hits with their documents, read in one call: run in a worker thread, so the event loop
+    never waits on the model, the indexes or docs.parquet."""
+    searcher = jobs[0].searcher
     depth = max(job.k for job in jobs)
-    ranked = jobs[0].searcher.rankings([job.query for job in jobs], depth, jobs[0].mode)
-    return [hits[:job.k] for job, hits in zip(jobs, ranked)]
+    ranked = [hits[:job.k] for job, hits in zip(jobs, searcher.rankings([job.query for job in jobs], depth, jobs[0].mode))]
+    docs = {d["id"]: d for d in searcher.index.documents(sorted({i for hits in ranked for i, _ in hits}))}
+    return [[{"rank": rank, "id": i, "score": score, "title": docs[i]["title"], "snippet": snippet(docs[i]["text"])}
+             for rank, (i, score) in enumerate(hits, 1)] for hits in ranked]
 
 
 def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None:
@@ -161,14 +166,9 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         _check(settings, queries, k, mode)
         began = time.perf_counter()
         ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode) for q in queries))
-        docs = {d["id"]: d for d in searcher.index.documents(sorted({i for hits in ranked for i, _ in hits}))}
-        results = []
-        for query, hits in zip(queries, ranked):
-            results.append({"query": query, "hits": [
-                {"rank": rank, "id": i, "score": score, "title": docs[i]["title"], "snippet": snippet(docs[i]["text"])}
-                for rank, (i, score) in enumerate(hits, 1)]})
         return {"version": searcher.index.path.name, "mode": mode, "k": k,
-                "took_ms": round(1000 * (time.perf_counter() - began), 1), "results": results}
+                "took_ms": round(1000 * (time.perf_counter() - began), 1),
+                "results": [{"query": query, "hits": hits} for query, hits in zip(queries, ranked)]}
 
     @app.get("/search")
     async def search_one(q: str, k: int | None = None, mode: str | None = None) -> dict:

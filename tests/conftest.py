@@ -17,6 +17,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
+    Gemma2Config,
+    Gemma2Model,
+    Gemma3TextConfig,
+    Gemma3TextModel,
     GemmaConfig,
     GemmaForCausalLM,
     LlamaConfig,
@@ -72,12 +76,16 @@ FAMILIES = {
     "gemma": lambda vocab: tiny_decoder(GemmaConfig, GemmaForCausalLM, vocab, num_key_value_heads=1, head_dim=8),
     "qwen2": lambda vocab: tiny_decoder(Qwen2Config, Qwen2Model, vocab, num_key_value_heads=2),
     "mistral": lambda vocab: tiny_decoder(MistralConfig, MistralModel, vocab, num_key_value_heads=2, sliding_window=None),
+    # a 4-token sliding window, so the local layers of Gemma 2 (alternate) and Gemma 3 (five in six) really differ
+    "gemma2": lambda vocab: tiny_decoder(Gemma2Config, Gemma2Model, vocab, num_key_value_heads=2, head_dim=8, sliding_window=4),
+    "gemma3": lambda vocab: tiny_decoder(Gemma3TextConfig, Gemma3TextModel, vocab, num_key_value_heads=2, head_dim=8,
+                                         sliding_window=4),
 }
 
 
 @pytest.fixture(scope="session", params=list(FAMILIES))
 def tiny_model(request, tiny_tokenizer):
-    """Each tiny decoder family in turn (Llama, Gemma, Qwen2, Mistral)."""
+    """Each tiny decoder family in turn (Llama, Gemma, Qwen2, Mistral, Gemma 2, Gemma 3)."""
     return FAMILIES[request.param](len(tiny_tokenizer))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,8 @@ LONG = " ".join(["Librarians index journals and records by subject. The park was
 
 
 def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarray:
-    """Explicit loop over decoder layers, copies applied by hand one block at a time, causal mask built here."""
+    """Explicit loop over decoder layers, copies applied by hand one block at a time, causal and sliding-window
+    masks built here, each layer given the mask and rotary embedding of its kind (Gemma 2/3 alternate them)."""
     layout = encoder.layouts([text], kind)[0]
     base = encoder.base
     ids = torch.tensor([[max(i, 0) for i in layout.ids]])
@@ -29,8 +32,14 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
             h[0, position] = encoder.placeholder
         length = h.shape[1]
         positions = torch.arange(length)[None]
-        mask = torch.full((length, length), float("-inf")).triu(1)[None, None]
-        rotary = base.rotary_emb(h, positions)
+        settings = base.config
+        kinds = getattr(settings, "layer_types", None) or ["full_attention"] * encoder.n_layers
+        distance = positions[0][:, None] - positions[0][None, :]  # query minus key position
+        window = getattr(settings, "sliding_window", None) or length
+        masks = {"full_attention": distance < 0, "sliding_attention": (distance < 0) | (distance >= window)}
+        masks = {kind: torch.zeros(length, length).masked_fill(hidden, float("-inf"))[None, None] for kind, hidden in masks.items()}
+        per_kind = "layer_type" in inspect.signature(base.rotary_emb.forward).parameters  # Gemma 3: local and global RoPE
+        rotary = {kind: base.rotary_emb(h, positions, kind) if per_kind else base.rotary_emb(h, positions) for kind in set(kinds)}
         start, stop = encoder.config.window
         for index in range(encoder.exit_layer):
             if encoder.config.method in ("tp", "htp") and start <= index < stop:
@@ -38,7 +47,8 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
                     h[0, pst] = h[0, end]
                 for bpst, pst in zip(layout.bpst, layout.pst):
                     h[0, bpst] = h[0, pst]
-            out = base.layers[index](h, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+            kind = kinds[index]
+            out = base.layers[index](h, attention_mask=masks[kind], position_embeddings=rotary[kind], position_ids=positions)
             h = _output_hidden(out)
         if encoder.config.final_norm:
             h = base.norm(h)
@@ -248,3 +258,32 @@ def test_exit_read_out_equals_transformers_hidden_states(make_encoder, exit_laye
         states = encoder.base(input_ids=torch.tensor([layout.ids]), output_hidden_states=True).hidden_states
     expected = torch.nn.functional.normalize(states[encoder.exit_layer][0, layout.pooled].mean(dim=0), dim=-1)
     assert np.abs(encoder.encode([TEXTS[2]])[0] - expected.numpy()).max() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["vanilla-mean", "echo", "tp", "htp"])
+def test_cached_instruction_prefix_equals_the_uncached_path(make_encoder, method):
+    prompt = "Retrieve relevant document. Text:"
+    cached, uncached = make_encoder(method=method, query_prompt=prompt), make_encoder(method=method, query_prompt=prompt, prefix_cache=False)
+    queries = [TEXTS[2], TEXTS[0], LONG]
+    for _ in range(2):  # the second call reuses the stored keys and values
+        assert np.abs(cached.encode(queries, kind="query") - uncached.encode(queries, kind="query")).max() < 1e-5
+    head = cached.layouts(queries, "query")[0].head
+    assert head == 1 + len(cached.prompts["query"]) and len(cached._prefixes) == 1
+    assert cached.stats.computed_positions == uncached.stats.computed_positions - 2 * len(queries) * head
+
+
+def test_a_query_is_separated_from_its_prompt_where_the_tokenizer_would_glue_them(make_encoder, tiny_tokenizer):
+    prompt = "Retrieve relevant document. Text:"
+    separated, glued = make_encoder(query_prompt=prompt), make_encoder(query_prompt=prompt, separate_prompt=False)
+    assert separated.glues  # the tiny byte-level BPE starts a lone text without a word-start mark
+    text = "The cat sat. It was sunny."
+    spaced = tiny_tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    plain = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert spaced != plain
+    for encoder, expected in ((separated, spaced), (glued, plain)):
+        layout = encoder.layouts([text], "query")[0]
+        assert [layout.ids[i] for i in layout.pooled] == expected and len(layout.pst) == 2  # two sentence blocks
+        assert tiny_tokenizer.decode([layout.ids[layout.ends[0]]]).endswith(".")  # the first block ends its sentence
+    document = separated.layouts([text], "document")[0]  # no document prompt: nothing to separate from
+    assert [document.ids[i] for i in document.pooled] == plain
+    assert np.abs(separated.encode([text], kind="query") - glued.encode([text], kind="query")).max() > 1e-4

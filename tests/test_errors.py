@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -11,7 +12,8 @@ import pytest
 import torch
 from conftest import write_corpus
 
-from htp.models import ModelNotFoundError, load_model
+from htp.models import ModelNotFoundError, _gguf_path, load_model
+from htp.registry import ModelDefaults, ModelSpec
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
@@ -119,3 +121,20 @@ def test_a_window_outside_the_layers_that_run_is_refused(make_encoder):
     with pytest.raises(ValueError, match="nothing would be rewired"):
         make_encoder(window=(7, 9))
     assert make_encoder(window=(1, 9)).config.window == (1, 9)  # a stop past the exit layer is cut there
+
+
+def test_an_assembled_gguf_is_checked_against_the_sha256_the_registry_records(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "chunked_gguf"  # stands for a chunk-assembling package such as gemma3-270m's
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from pathlib import Path\n\ndef assemble(output_path):\n"
+                                         "    Path(output_path).write_bytes(b'GGUF parts')\n    return Path(output_path)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = ModelSpec(defaults=ModelDefaults(), package="chunked_gguf", gguf_file="m.gguf", assembled=True,
+                     sha256=hashlib.sha256(b"GGUF parts").hexdigest(), install="pip install chunked-gguf")
+    cache = tmp_path / "cache"
+    assert _gguf_path("chunked", spec, cache).read_bytes() == b"GGUF parts"
+    (cache / "m.gguf").write_bytes(b"tampered")
+    with pytest.raises(ModelNotFoundError, match="SHA-256 the registry records"):
+        _gguf_path("chunked", spec, cache)
+    with pytest.raises(ModelNotFoundError, match="not installed: `pip install nothing-here`"):
+        _gguf_path("absent", replace(spec, package="no_such_package_here", install="pip install nothing-here"), cache)

@@ -3,6 +3,7 @@ resume after SIGKILL, atomic swap under a reader, CLI errors."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from conftest import write_corpus
 
+from htp.registry import MODELS, installed
 from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.searcher import EncoderMismatchError, Searcher
@@ -151,7 +153,30 @@ def test_cli_help_and_info_import_no_torch(config, tmp_path):
     probe = ("import sys\nfrom pipeline.cli import main\nimport contextlib, io\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              f"    main(['info', {str(out)!r}])\n"
+             "    main(['models'])\n"
              "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
              "print(sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_htp_models_lists_the_registry_with_what_is_installed(capsys):
+    assert cli_main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(MODELS)
+    assert lines["smollm2-135m"].endswith("installed") and "exit 28, window [1, 2)" in lines["smollm2-135m"]
+    assert "window [1, 3)" in lines["llama3-8b"] and "huggingface-cli download meta-llama/Meta-Llama-3-8B" in lines["llama3-8b"]
+    assert installed("smollm2-135m") and not installed("gemma2-9b")
+
+
+def test_an_index_from_before_separate_prompt_keeps_its_glued_queries(config, tmp_path):
+    summary = build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6),
+                    tmp_path / "index")
+    manifest_path = summary.version_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["encoder"]["separate_prompt"] is True  # new builds record it
+    assert Searcher(tmp_path / "index")._encoder_config.separate_prompt is True
+    del manifest["encoder"]["separate_prompt"]  # as written before the key existed
+    manifest_path.write_text(json.dumps(manifest))
+    (tmp_path / "index" / "CURRENT").write_text(summary.version_dir.name + "\n")  # no manifest digest then either
+    assert Searcher(tmp_path / "index")._encoder_config.separate_prompt is False

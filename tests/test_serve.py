@@ -1,12 +1,24 @@
 """`htp serve` through FastAPI's test client on a tiny index: every endpoint, every bad input, the API key,
-micro-batching, and a hot swap under concurrent requests."""
+micro-batching, and a hot swap under concurrent requests; then a real service on loopback, and its search page
+in a real headless Chromium."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import write_corpus
 from fastapi.testclient import TestClient
@@ -141,33 +153,34 @@ def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served,
     assert any(int(i[1:]) >= 20 for version, ids in seen if version == second for i in ids)
 
 
-def test_htp_serve_answers_over_real_http_on_loopback(served):
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    config, index_dir = served
+@contextmanager
+def serving(index_dir: Path, *options: str, headers: dict | None = None) -> Iterator[str]:
+    """A real `htp serve` subprocess on a free 127.0.0.1 port, up and answering /health; yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port),
-                               "--api-key", "k1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port), *options],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{url}/health", headers={"X-API-Key": "k1"}, timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "htp serve did not come up"
             time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_htp_serve_answers_over_real_http_on_loopback(served):
+    config, index_dir = served
+    with serving(index_dir, "--api-key", "k1", headers={"X-API-Key": "k1"}) as url:
         body = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "bm25", "k": 4},
                          headers={"X-API-Key": "k1"}, timeout=30).json()
         assert len(body["hits"]) == 4
@@ -177,6 +190,28 @@ def test_htp_serve_answers_over_real_http_on_loopback(served):
                                 env={**os.environ, "HTP_API_KEY": "k1"}, timeout=120)
         assert remote.returncode == 0, remote.stderr
         assert [h["id"] for h in json.loads(remote.stdout)] == [h["id"] for h in body["hits"]]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed: `make test` installs it (apt-get install chromium)"
+    config, index_dir = served
+    with serving(index_dir) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#q", "protein market")
+        page.select_option("#mode", "dense")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#results li")
+        titles = page.locator("#results li .title").all_inner_texts()
+        api = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "dense"}, timeout=30).json()
+        assert titles == [hit["title"] for hit in api["hits"]] and len(titles) == 10
+        assert re.fullmatch(r"10 hits, dense, [0-9.]+ ms", page.locator("#status").inner_text())
+        page.screenshot(path=str(tmp_path / "search_page.png"))
+        page.locator("#results li .title").first.click()
+        page.wait_for_url("**/documents/**")
+        assert json.loads(page.locator("body").inner_text())["title"] == titles[0]
+        browser.close()
