@@ -38,7 +38,7 @@ def profile(searcher: Searcher, queries: list[str], k: int, repeats: int) -> dic
         row: dict[str, float] = {}
         row["tokenise + segment"], layouts = timed(lambda: encoder.layouts(queries, "query"))
         count = encoder.layers_to_run(encoder.config.exit_layer)
-        row["forward (28 layers) + pool"], vectors = timed(lambda: encoder._forward(layouts, [count])[0].cpu().numpy())
+        row["forward + pool"], vectors = timed(lambda: encoder._forward(layouts, [count])[0].cpu().numpy())
 
         def calibrate() -> object:
             out = prepare(vectors, index.center)

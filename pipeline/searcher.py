@@ -91,9 +91,13 @@ class Searcher:
             raise PipelineValueError(f"k must be a whole number >= 1, got {k!r}")
         if mode is not None and mode not in SEARCH_MODES:
             raise PipelineValueError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
-        ranked = self.rankings([query], k, mode)[0]
-        docs = {doc["id"]: doc for doc in self.index.documents([i for i, _ in ranked])}
-        return [Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"])) for rank, (i, score) in enumerate(ranked, 1)]
+        return self.hits(self.rankings([query], k, mode))[0]
+
+    def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
+        """Rankings -> hits with title and snippet, every ranking's documents read in one call."""
+        docs = {doc["id"]: doc for doc in self.index.documents(sorted({i for ranked in rankings for i, _ in ranked}))}
+        return [[Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"])) for rank, (i, score) in enumerate(ranked, 1)]
+                for ranked in rankings]
 
 
 def search(index_dir: Path, query: str, k: int | None = None, mode: str | None = None, config: Config | None = None) -> list[Hit]:

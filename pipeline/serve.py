@@ -21,7 +21,6 @@ from indexes.errors import IndexStoreError
 from indexes.store import current_version
 from pipeline.config import SEARCH_MODES, Config, ServeConfig
 from pipeline.errors import PipelineError
-from pipeline.hits import snippet
 from pipeline.searcher import Searcher
 
 API_KEY_HEADER = "X-API-Key"
@@ -118,9 +117,7 @@ def _rank(jobs: list[Job]) -> list[list[dict]]:
     searcher = jobs[0].searcher
     depth = max(job.k for job in jobs)
     ranked = [hits[:job.k] for job, hits in zip(jobs, searcher.rankings([job.query for job in jobs], depth, jobs[0].mode))]
-    docs = {d["id"]: d for d in searcher.index.documents(sorted({i for hits in ranked for i, _ in hits}))}
-    return [[{"rank": rank, "id": i, "score": score, "title": docs[i]["title"], "snippet": snippet(docs[i]["text"])}
-             for rank, (i, score) in enumerate(hits, 1)] for hits in ranked]
+    return [[asdict(hit) for hit in hits] for hits in searcher.hits(ranked)]
 
 
 def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None:
