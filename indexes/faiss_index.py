@@ -16,6 +16,14 @@ EF_CONSTRUCTION = 80
 
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:
     """Create from a factory string, train on the sample when the index needs it, then add batch by batch."""
+    index = new_index(factory, dim, train_sample)
+    for number, batch in enumerate(batches):
+        index.add(as_matrix(batch, dim, f"batch {number}"))
+    return index
+
+
+def new_index(factory: str, dim: int, train_sample: np.ndarray | None) -> faiss.Index:
+    """An empty index from a factory string, configured, and trained on the sample when it needs training."""
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     core = _core(index)
     if isinstance(core, faiss.IndexHNSW):
@@ -24,8 +32,6 @@ def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sam
         core.do_polysemous_training = False  # only serves Hamming-filtered search, which is never used here
     if not index.is_trained:
         _train(index, factory, dim, train_sample)
-    for number, batch in enumerate(batches):
-        index.add(_matrix(batch, dim, f"batch {number}"))
     return index
 
 
@@ -44,13 +50,13 @@ def _train(index: faiss.Index, factory: str, dim: int, sample: np.ndarray | None
         raise IndexValueError(f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
                          "give a larger sample or use fewer lists")
     try:
-        index.train(_matrix(sample, dim, "train_sample"))
+        index.train(as_matrix(sample, dim, "train_sample"))
     except RuntimeError as err:
         raise IndexValueError(f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
                          "give a larger sample or a smaller index") from err
 
 
-def _matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+def as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     """A C-contiguous float32 [n, dim] array, or a ValueError saying which input has the wrong shape."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -66,7 +72,7 @@ def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | 
     """
     if k < 1:
         raise IndexValueError(f"k must be at least 1, got {k}")
-    queries = _matrix(queries, index.d, "queries")
+    queries = as_matrix(queries, index.d, "queries")
     k = min(k, index.ntotal)
     if k == 0:
         return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)

@@ -34,6 +34,7 @@ from indexes.durable import fsync, write_atomically
 from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
 from indexes.faiss_index import search_faiss
 from indexes.lexical import load_bm25, save_bm25, search_bm25
+from indexes.ondisk import IVF_DATA, read_index
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -147,10 +148,11 @@ def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: 
 
 def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
                   bm25: bm25s.BM25 | None = None, center: np.ndarray | None = None,
-                  calibration: dict[str, np.ndarray] | None = None) -> Path:
+                  calibration: dict[str, np.ndarray] | None = None, ivf_data: Path | None = None) -> Path:
     """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder.
 
-    `calibration` holds the arrays a query needs besides the index (described by `manifest.calibration`)."""
+    `calibration` holds the arrays a query needs besides the index (described by `manifest.calibration`);
+    `ivf_data` is the inverted-lists file of an on-disk IVF index (indexes.ondisk), moved into the version."""
     _check_inputs(index, ids, docs, manifest, center)
     index_dir = Path(index_dir)
     versions = index_dir / VERSIONS
@@ -160,6 +162,8 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
         faiss.write_index(index, str(tmp / "index.faiss"))
+        if ivf_data is not None:
+            os.replace(ivf_data, tmp / IVF_DATA)
         pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet", write_page_checksum=True)
         pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP,
                        write_page_checksum=True)
@@ -259,13 +263,14 @@ class OpenIndex:
     reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
     Opening checks what it reads: the manifest against the SHA-256 in CURRENT, every file's size, the SHA-256 of
     the files loaded whole (index.faiss, ids, center, calibration) as they are read, and the Parquet page
-    checksums of docs as each row group is read. Only BM25's memory-mapped arrays are left to `htp verify`.
+    checksums of docs as each row group is read. Only the memory-mapped files (BM25's arrays, an on-disk IVF
+    index's lists) are left to `htp verify`.
     """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.faiss = faiss.read_index(str(self._checked("index.faiss")))
+        self.faiss = read_index(self._checked("index.faiss"), on_disk=IVF_DATA in manifest.sizes)
         try:
             ids = pq.read_table(self._checked("ids.parquet"))
         except (OSError, pa.ArrowException) as err:

@@ -1,13 +1,12 @@
-"""`htp build`: load -> segment + encode -> write shards -> index, resumable and streaming."""
+"""`htp build`: load -> segment + encode what is not stored yet -> index, resumable, incremental and streaming."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,18 +24,28 @@ from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
-from indexes.store import Manifest, locked_for_writing, row_documents, write_version
+from indexes.ondisk import IVF_DATA, build_on_disk, is_ivf
+from indexes.store import (
+    TMP_PREFIX,
+    VERSIONS,
+    Manifest,
+    locked_for_writing,
+    row_documents,
+    write_version,
+)
 from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
 from pipeline.config import Config, IndexConfig, config_hash
+from pipeline.encoding import encode_into
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
-from pipeline.shards import ShardWriter, read_shards
+from pipeline.shards import ShardStore, document_keys
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
 SHARDS = "shards"
-SHARD_FOLDER = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # encoder_key-content_key
+SHARD_FOLDER = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{16})?")  # encoder_key; encoder_key-content_key before keyed shards
+Located = dict[str, tuple[Path, int, int]]  # document key -> (shard, first row, rows): ShardStore.locate
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,8 @@ class BuildSummary:
     documents: int
     skipped_empty: int
     encoded: int
-    resumed: int
+    reused: int  # vectors stored by an earlier or killed build of the same documents and encoder settings
+    dropped: int  # stored documents no longer in the input (deleted, or changed and encoded again)
     truncated: int
     factory: str
     version_dir: Path
@@ -66,44 +76,32 @@ def encoder_key(config: Config) -> str:
     return config_hash(settings)
 
 
-def content_key(dataset) -> str:
-    """Hash of every id, title and text in order: shards are reused only for exactly the same documents."""
-    digest = hashlib.sha256()
-    for batch in iter_batches(dataset, 4096):
-        for row in zip(batch["id"], batch["title"], batch["text"]):
-            digest.update(json.dumps(row).encode())
-    return digest.hexdigest()[:16]
+def input_keys(dataset) -> list[str]:
+    """The document key (hash of id, title and text) of every input document, in input order."""
+    return [key for batch in iter_batches(dataset, 4096)
+            for key in document_keys(batch["id"], batch["title"], batch["text"])]
 
 
 def _field_names(config: Config) -> FieldNames:
     return FieldNames(id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field)
 
 
-def encode_to_shards(loaded: LoadResult, config: Config, shard_dir: Path, encoder: Callable[[], HTPEncoder]) -> tuple[int, int, int]:
-    """Stage 2+3: encode documents shard by shard, each shard written atomically; resume after a crash.
-
-    `encoder` gives the (lazily loaded) encoder. Returns (newly encoded, resumed from completed shards, truncated).
-    """
-    dataset = loaded.dataset
-    writer = ShardWriter(shard_dir, shard_size=config.index.shard_size, config_hash=encoder_key(config))
-    start = writer.resume_offset(dataset["id"])
-    remaining = len(dataset) - start
+def encode_missing(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
+                   encoder: Callable[[], HTPEncoder]) -> tuple[int, int]:
+    """Stage 2+3 on this machine: encode the documents whose keys are not stored, a shard at a time, each shard
+    written atomically. `encoder` gives the (lazily loaded) encoder. Returns (encoded, truncated)."""
+    missing = [row for row, key in enumerate(keys) if key not in where]
     truncated = 0
-    if remaining:
+    if missing:
         model = encoder()
-        before = model.stats.truncated
-        with tqdm(total=len(dataset), initial=start, desc="encode", unit="doc") as bar:
-            for batch in iter_batches(dataset, config.index.shard_size, start):
-                texts = [full_text(title, text) for title, text in zip(batch["title"], batch["text"])]
-                ids = batch["id"]
-                if config.index.window_tokens is not None:
-                    windows = model.windows(texts, config.index.window_tokens)
-                    ids = [doc for doc, parts in zip(ids, windows) for _ in parts]
-                    texts = [part for parts in windows for part in parts]
-                writer.write(ids, model.encode(texts, kind="document", show_progress=False))
+        size = config.index.shard_size
+        with tqdm(total=len(missing), desc="encode", unit="doc") as bar:
+            for start in range(0, len(missing), size):
+                batch = loaded.dataset[missing[start:start + size]]
+                truncated += encode_into(store, model, batch["id"], batch["title"], batch["text"],
+                                         [keys[row] for row in missing[start:start + size]], config.index.window_tokens)
                 bar.update(len(batch["id"]))
-        truncated = model.stats.truncated - before
-    return remaining, start, truncated
+    return len(missing), truncated
 
 
 def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
@@ -111,18 +109,13 @@ def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
 
 
-def _read_rows(shard_dir: Path, rows: np.ndarray, center: np.ndarray | None) -> np.ndarray:
-    """Prepared vectors of the given sorted rows, read shard by shard."""
-    picked, offset = [], 0
-    for _, vectors in read_shards(shard_dir):
-        inside = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
-        picked.append(prepare(vectors[inside], center))
-        offset += len(vectors)
-    return np.concatenate(picked)
+def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
+    """Prepared vectors of the documents with these keys, in this order."""
+    return np.concatenate([prepare(vectors, center) for _, vectors in store.gather(keys, where)])
 
 
-def calibrate_index(loaded: LoadResult, config: Config, shard_dir: Path, center: np.ndarray | None,
-                    encoder: Callable[[], HTPEncoder]) -> Calibration:
+def calibrate_index(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
+                    center: np.ndarray | None, encoder: Callable[[], HTPEncoder]) -> Calibration:
     """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents."""
     if config.index.window_tokens is not None:
         raise CalibrationSkipped("a multi-vector index keeps several vectors per document, and calibration fits one "
@@ -137,18 +130,27 @@ def calibrate_index(loaded: LoadResult, config: Config, shard_dir: Path, center:
         return model.encode(items, kind=kind)
 
     segmenter = model.segmenter or Segmenter(model.config.spacy_model)
-    return calibrate(texts, _read_rows(shard_dir, rows, center), center, encode, segmenter.sentence_starts,
+    stored = _read_documents(store, where, [keys[row] for row in rows], center)
+    return calibrate(texts, stored, center, encode, segmenter.sentence_starts,
                      settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
 
 
-def dense_index(shard_dir: Path, count: int, dim: int, center: np.ndarray | None,
-                settings: IndexConfig) -> tuple[str, faiss.Index]:
-    """The FAISS index over the shards' prepared vectors: factory chosen by size and budget, trained on a sample."""
-    factory = resolve_factory(settings.factory, count, dim, settings.memory_budget_mb * 2**20)
-    train = (_read_rows(shard_dir, _sample_rows(count, settings.train_sample, 0), center)
-             if needs_training(factory, dim) else None)
-    batches = (prepare(v, center) for _, v in tqdm(read_shards(shard_dir), desc=f"index {factory}", unit="shard"))
-    return factory, build_faiss(factory, dim, batches, train)
+def dense_index(store: ShardStore, where: Located, keys: list[str], count: int, dim: int, center: np.ndarray | None,
+                settings: IndexConfig, scratch: Path) -> tuple[str, faiss.Index, Path | None]:
+    """The FAISS index over the documents' prepared vectors in input order: factory chosen by size and budget,
+    trained on a sample of the documents; an IVF index goes on disk when index.on_disk says so (its lists file,
+    written under `scratch`, is returned too)."""
+    budget = settings.memory_budget_mb * 2**20
+    factory = resolve_factory(settings.factory, count, dim, budget)
+    on_disk = settings.on_disk is True or (settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim))
+    train = (_read_documents(store, where, [keys[row] for row in _sample_rows(len(keys), settings.train_sample, 0)],
+                             center) if needs_training(factory, dim) else None)
+    batches = (prepare(v, center) for _, v in tqdm(store.gather(keys, where), desc=f"index {factory}", unit="batch",
+                                                   total=-(-len(keys) // 1024)))
+    if not on_disk:
+        return factory, build_faiss(factory, dim, batches, train), None
+    part_rows = max(1024, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
+    return factory, build_on_disk(factory, dim, batches, train, scratch, part_rows), scratch / IVF_DATA
 
 
 def lexical_index(loaded: LoadResult) -> bm25s.BM25:
@@ -167,32 +169,39 @@ def manifest_for(encoder: EncoderConfig, index: faiss.Index, factory: str, calib
                     calibration=calibration.settings() if calibration else {}, window_tokens=window_tokens)
 
 
-def index_shards(loaded: LoadResult, config: Config, shard_dir: Path, index_dir: Path,
-                 encoder: Callable[[], HTPEncoder]) -> tuple[str, Path, Calibration | None]:
-    """Stage 4: centre, calibrate, build the dense and lexical indexes, and write the version."""
+def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
+                 index_dir: Path, encoder: Callable[[], HTPEncoder]) -> tuple[str, Path, Calibration | None]:
+    """Stage 4: centre, calibrate, build the dense and lexical indexes over the input's documents, and write the
+    version."""
     ids: list[str] = []
 
     def vectors_noting_ids():
-        for shard_ids, vectors in read_shards(shard_dir):
-            ids.extend(shard_ids)
+        for row_ids, vectors in store.gather(keys, where):
+            ids.extend(row_ids)
             yield vectors
 
     mean = streamed_mean(vectors_noting_ids())
     if row_documents(ids) != loaded.dataset["id"]:
-        raise PipelineError(f"shards in {shard_dir} do not match the input documents; delete that folder and build again")
+        raise PipelineError(f"shards in {store.folder} do not match the input documents; delete that folder and build "
+                            "again")
     center = mean if config.index.center else None
     calibration = None
     if config.index.calibrate:
         try:
-            calibration = calibrate_index(loaded, config, shard_dir, center, encoder)
+            calibration = calibrate_index(loaded, keys, config, store, where, center, encoder)
         except CalibrationSkipped as skipped:
             log.info(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
-    factory, index = dense_index(shard_dir, len(ids), len(mean), center, config.index)
-    bm25 = lexical_index(loaded) if config.index.bm25 else None
-    docs = loaded.dataset.data.table.select(["id", "title", "text"])
-    manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens)
-    version = write_version(index_dir, index, ids, pa.table(docs), manifest,
-                            bm25=bm25, center=center, calibration=calibration.arrays() if calibration else None)
+    (index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir / VERSIONS))  # a killed build's is cleaned up
+    try:
+        factory, index, ivf_data = dense_index(store, where, keys, len(ids), len(mean), center, config.index, scratch)
+        bm25 = lexical_index(loaded) if config.index.bm25 else None
+        docs = loaded.dataset.data.table.select(["id", "title", "text"])
+        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens)
+        version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
+                                calibration=calibration.arrays() if calibration else None, ivf_data=ivf_data)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return factory, version, calibration
 
 
@@ -213,24 +222,42 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
             log.info(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
-        shard_dir = index_dir / SHARDS / f"{encoder_key(config)}-{content_key(loaded.dataset)}"
+        store = ShardStore(index_dir / SHARDS / encoder_key(config), encoder_key(config))
+        store.remove_leftovers()
+        keys = input_keys(loaded.dataset)
+        where = store.locate()
 
         @functools.cache
         def loaded_encoder() -> HTPEncoder:
             return encoder or HTPEncoder(config.encoder)
 
-        encoded, resumed, truncated = encode_to_shards(loaded, config, shard_dir, loaded_encoder)
-        log.info(f"encode: {encoded} documents encoded, {resumed} resumed from earlier shards, {truncated} truncated to "
-              f"{config.encoder.max_length} tokens")
-        factory, version, calibration = index_shards(loaded, config, shard_dir, index_dir, loaded_encoder)
+        reused = sum(key in where for key in keys)
+        encoded = truncated = 0
+        if config.engine == "ray":
+            from pipeline.ray_engine import encode_with_ray
+
+            encoded, truncated = encode_with_ray(input_path, loaded, _field_names(config), config, store, set(where),
+                                                 encoder_key(config))
+            where = store.locate()
+        here, here_truncated = encode_missing(loaded, keys, config, store, where, loaded_encoder)
+        if config.engine == "ray" and here:
+            log.warning(f"ray: the workers read {here} document(s) differently from this process; encoded them here")
+        encoded, truncated = encoded + here, truncated + here_truncated
+        log.info(f"encode: {encoded} documents encoded, {reused} reused from earlier builds, {truncated} truncated to "
+                 f"{config.encoder.max_length} tokens")
+        where = store.locate()
+        factory, version, calibration = index_shards(loaded, keys, config, store, where, index_dir, loaded_encoder)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")
-        stale = [p for p in (index_dir / SHARDS).iterdir() if p != shard_dir and SHARD_FOLDER.fullmatch(p.name)]
+        dropped = store.prune(set(keys), where)
+        if dropped:
+            log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
+        stale = [p for p in (index_dir / SHARDS).iterdir() if p != store.folder and SHARD_FOLDER.fullmatch(p.name)]
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
         if stale:
-            log.info(f"clean: removed {len(stale)} shard folder(s) of earlier inputs or settings")
+            log.info(f"clean: removed {len(stale)} shard folder(s) of other encoder settings or an earlier layout")
     seconds = time.perf_counter() - began
     log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
-    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, resumed, truncated, factory, version,
-                        shard_dir, seconds, calibration.settings() if calibration else None)
+    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, reused, dropped, truncated, factory, version,
+                        store.folder, seconds, calibration.settings() if calibration else None)

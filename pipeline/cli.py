@@ -28,6 +28,10 @@ def cmd_build(args: argparse.Namespace) -> None:
     config = _config(args.config)
     if args.factory:
         config = replace(config, index=replace(config.index, factory=args.factory))
+    if args.engine:
+        config = replace(config, engine=args.engine)
+    if args.ray_address:
+        config = replace(config, engine="ray", ray=replace(config.ray, address=args.ray_address))
     build(config, args.input and Path(args.input), args.out and Path(args.out), allow_foreign=args.force)
 
 
@@ -134,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="documents: jsonl/json/parquet/csv/arrow file, save_to_disk or BEIR folder")
     p.add_argument("--out", help="index folder (default: paths.index_dir)")
     p.add_argument("--factory", help="override index.factory (e.g. Flat, HNSW32, IVF256,PQ48, auto)")
+    p.add_argument("--engine", choices=("local", "ray"), help="override engine: encode here, or as a Ray Data job")
+    p.add_argument("--ray-address", help="join this Ray cluster (auto, ray://head:10001); implies --engine ray")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty folder that is not an index (nothing already there is deleted)")
     p.set_defaults(run=cmd_build)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.fusion import FUSION_METHODS
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,11 @@ class IndexConfig:
     bm25: bool = True
     calibrate: bool = True
     window_tokens: int | None = None
+    on_disk: bool | str = "auto"  # true, false, or auto: on disk when the raw vectors exceed memory_budget_mb
 
     def __post_init__(self) -> None:
+        if self.on_disk not in (True, False, "auto"):
+            raise PipelineValueError(f"index.on_disk must be true, false or auto, got {self.on_disk!r}")
         if self.shard_size < 1 or self.memory_budget_mb < 1 or self.train_sample < 1:
             raise PipelineValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
         if self.window_tokens is not None and self.window_tokens < 8:
@@ -108,6 +112,23 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """`engine: ray`: which Ray cluster encodes, and how many encoder actors it runs with what resources."""
+
+    address: str | None = None  # None: start a local Ray instance; "auto" or "ray://head:10001": join a cluster
+    actors: int | None = None  # None: one per GPU of the cluster, else one
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_actor: float = 1.0
+    batch_size: int | None = None  # documents per actor call (one shard each); None: index.shard_size
+
+    def __post_init__(self) -> None:
+        if (self.actors is not None and self.actors < 1) or (self.batch_size is not None and self.batch_size < 1):
+            raise PipelineValueError("ray.actors and ray.batch_size must be null or >= 1")
+        if self.cpus_per_actor <= 0 or (self.gpus_per_actor is not None and self.gpus_per_actor < 0):
+            raise PipelineValueError("ray.cpus_per_actor must be > 0 and ray.gpus_per_actor null or >= 0")
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Default input and output locations, relative to the working directory."""
 
@@ -117,7 +138,7 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """config.yaml: encoder, data fields, index, calibration, search, serve, paths."""
+    """config.yaml: encoder, data fields, index, calibration, search, serve, build engine, paths."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,17 +146,25 @@ class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    engine: str = "local"  # local: this process encodes; ray: a Ray Data job does (see the ray section)
+    ray: RayConfig = field(default_factory=RayConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise PipelineValueError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
         """Build from a parsed YAML mapping, refusing unknown sections and keys by name."""
-        raw = raw or {}
-        sections = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
-        unknown = sorted(set(raw) - set(sections))
+        raw = dict(raw or {})
+        scalars = {f.name: f for f in fields(cls) if f.default_factory is MISSING}  # type: ignore[misc]
+        sections = {f.name: f.default_factory for f in fields(cls) if f.name not in scalars}  # type: ignore[misc]
+        unknown = sorted(set(raw) - set(sections) - set(scalars))
         if unknown:
-            raise PipelineValueError(f"unknown config sections: {', '.join(unknown)} (known: {', '.join(sections)})")
-        built = {}
+            raise PipelineValueError(f"unknown config sections: {', '.join(unknown)} (known: "
+                                     f"{', '.join([*sections, *scalars])})")
+        built = checked_fields(cls, {name: raw.pop(name) for name in scalars if name in raw}, "config", PipelineValueError)
         for name, factory in sections.items():
             section = raw.get(name) or {}
             if not isinstance(section, dict):

@@ -51,12 +51,12 @@ class LoadResult:
 def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None) -> LoadResult:
     """Load any SUPPORTED input as id/title/text strings: empty texts skipped and counted, other flaws DocumentError."""
     path = Path(path)
-    file, fields, source = _resolve(path, fields)
+    file, fields, source = resolve_input(path, fields)
     raw = _read(file, fields, cache_dir)
     _check_fields(raw, file, fields)
     _check_utf8(raw, file)
     normalised = raw.map(
-        _normaliser(fields, file), batched=True, with_indices=True, remove_columns=raw.column_names, features=OUTPUT,
+        normaliser(fields, file), batched=True, with_indices=True, remove_columns=raw.column_names, features=OUTPUT,
         cache_file_name=str(_cache_file(file, fields, cache_dir)), load_from_cache_file=False, desc="normalise",
     )
     _check_duplicates(normalised, file)
@@ -71,7 +71,7 @@ def iter_batches(dataset: datasets.Dataset, batch_size: int, start: int = 0) -> 
         yield dataset[offset:offset + batch_size]
 
 
-def _resolve(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str]:
+def resolve_input(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str]:
     """The file (or save_to_disk folder) to read, the field names that apply, and a description of the source."""
     if not path.exists():
         raise InputMissingError(f"no such file or folder: {path}")
@@ -174,7 +174,7 @@ def _first_bad_utf8_line(file: Path) -> tuple[int, int, str] | None:
     return None
 
 
-def _normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
+def normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
     """A batched map function: ids to strings, titles to strings ('' when absent), empty texts dropped."""
 
     def normalise(batch: dict[str, list], indices: list[int]) -> dict[str, list]:

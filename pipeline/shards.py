@@ -1,13 +1,17 @@
-"""Embeddings on disk as Parquet shards, each written atomically, so a killed build resumes where it stopped.
+"""Embeddings on disk as Parquet shards keyed per document, so a rebuild encodes only new or changed documents
+and a killed build (local or Ray) resumes from whatever shards it completed.
 
-Shard i holds the documents [i * shard_size, (i + 1) * shard_size) of the input order; only the last may be short.
-A resumed build therefore starts at the number of documents in the completed shards, after checking that their
-ids are the input's ids at those positions. A multi-vector build stores one row per window of a document, all
-with the document's id, consecutively.
+Each row holds a document id, the document's key (a hash of its id, title and text) and one vector; a
+multi-vector document's windows are consecutive rows of one shard with its key. A shard is named by the hash of
+the keys it holds and written atomically (temp file, fsync, rename), so any number of writers can add shards to
+one folder and a retried task writes the same file again. A key stored twice (a crash between a shard and its
+rewrite) is read from the first shard in name order only.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,118 +26,137 @@ from pipeline.errors import PipelineValueError
 
 META = "meta.json"
 PATTERN = "shard-*.parquet"
-DOCUMENTS_KEY = b"htp:documents"  # a shard's document count in its Parquet footer (rows differ when multi-vector)
+FORMAT = 2  # format 1 (positional shards) lived in folders named encoder-content; builds remove those
+OPEN_SHARDS = 8  # shards kept decoded while vectors are gathered in input order
 
 
 class ShardError(PipelineValueError):
-    """The shard folder does not fit this build (other settings, other input, or damaged)."""
+    """The shard folder does not fit this build (other settings, or damaged)."""
 
 
-def shard_name(index: int) -> str:
-    """File name of shard `index`."""
-    return f"shard-{index:05d}.parquet"
+def document_key(doc_id: str, title: str, text: str) -> str:
+    """What identifies a document's stored vectors: a hash of its id, title and text."""
+    return hashlib.sha256(json.dumps([doc_id, title, text]).encode()).hexdigest()[:32]
 
 
-class ShardWriter:
-    """Writes numbered shards into one folder, recording dim, shard_size and the caller's config hash in meta.json."""
+def document_keys(ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> list[str]:
+    """document_key of every row of a batch."""
+    return [document_key(i, t, x) for i, t, x in zip(ids, titles, texts)]
 
-    def __init__(self, folder: Path, *, shard_size: int, config_hash: str, dim: int | None = None) -> None:
-        if shard_size < 1:
-            raise PipelineValueError(f"shard_size must be >= 1, got {shard_size}")
+
+class ShardStore:
+    """One folder of keyed shards for one encoder setting (its hash is recorded in meta.json)."""
+
+    def __init__(self, folder: Path, config_hash: str) -> None:
         self.folder = Path(folder)
-        self.shard_size = shard_size
         self.config_hash = config_hash
-        self.dim = dim
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / META
         if meta_path.exists():
-            self._check_meta(json.loads(meta_path.read_text()))
+            meta = json.loads(meta_path.read_text())
+            if meta.get("config_hash") != config_hash:
+                raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
+                                 f"this build {config_hash}); delete it or use a new out dir")
+            self.dim = meta.get("dim")
         else:
+            self.dim = None
             self._write_meta()
-        shards = self.completed()
-        self._shards = len(shards)
-        self._count = sum(_documents_in(path) for path in shards)
+        self._table = functools.lru_cache(maxsize=OPEN_SHARDS)(self._read_table)
 
-    def completed(self) -> list[Path]:
-        """Completed shard files in order; leftovers of interrupted writes are deleted."""
-        for temp in self.folder.glob(f"*{TEMP_SUFFIX}"):
-            temp.unlink()
-        return _completed(self.folder)
+    def remove_leftovers(self) -> int:
+        """Delete temp files of interrupted writes (call while no writer runs); returns how many."""
+        leftovers = list(self.folder.glob(f"*{TEMP_SUFFIX}"))
+        for temp in leftovers:
+            temp.unlink(missing_ok=True)
+        return len(leftovers)
 
-    def resume_offset(self, ids: Sequence[str]) -> int:
-        """How many input documents the completed shards already hold, after checking they match the input order."""
-        offset = 0
-        shards = self.completed()
-        for number, path in enumerate(shards):
-            stored = row_documents(_read_checked(path, ["id"]).column("id").to_pylist())
-            short = len(stored) != self.shard_size and number != len(shards) - 1
-            if short or list(ids[offset:offset + len(stored)]) != stored:
-                raise ShardError(
-                    f"input changed since the interrupted build: {path} does not hold the input's documents "
-                    f"{offset}..{offset + len(stored) - 1}; delete {self.folder} or use a new out dir"
-                )
-            offset += len(stored)
-        return offset
+    def shards(self) -> list[Path]:
+        """Completed shard files in name order."""
+        return sorted(self.folder.glob(PATTERN))
 
-    def write(self, ids: Sequence[str], vectors: np.ndarray) -> Path:
-        """Write the next shard atomically (temp file, fsync, rename); returns its path."""
+    def locate(self) -> dict[str, tuple[Path, int, int]]:
+        """key -> (shard, first row, row count) for every stored document, reading only the key columns."""
+        where: dict[str, tuple[Path, int, int]] = {}
+        for path in self.shards():
+            keys = _read_checked(path, ["key"]).column("key").to_pylist()
+            start = 0
+            for key in row_documents(keys):
+                end = start
+                while end < len(keys) and keys[end] == key:
+                    end += 1
+                where.setdefault(key, (path, start, end - start))
+                start = end
+        return where
+
+    def write(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> Path:
+        """Write one shard atomically, named by its keys; a shard already holding exactly these rows is kept."""
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) != len(ids) or len(ids) == 0:
-            raise PipelineValueError(f"need one vector per id and at least one id, got {len(ids)} ids and vectors of shape "
-                             f"{vectors.shape}")
-        documents = len(row_documents(ids))
-        if documents > self.shard_size:
-            raise PipelineValueError(f"a shard holds at most {self.shard_size} documents, got {documents}")
-        if self._count != self._shards * self.shard_size:
-            raise ShardError(f"the last shard in {self.folder} is short, so the input ended there; nothing can follow it")
+        if vectors.ndim != 2 or not len(vectors) == len(ids) == len(keys) or len(ids) == 0:
+            raise PipelineValueError(f"need one vector and one key per id and at least one id, got {len(ids)} ids, "
+                                     f"{len(keys)} keys and vectors of shape {vectors.shape}")
         if self.dim is None:
             self.dim = int(vectors.shape[1])
             self._write_meta()
         if vectors.shape[1] != self.dim:
             raise ShardError(f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}")
+        path = self.folder / f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:20]}.parquet"
+        if path.exists():
+            return path
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)},
-                         metadata={DOCUMENTS_KEY: str(documents)})
-        path = self.folder / shard_name(self._shards)
+                          "key": pa.array(list(keys), type=pa.string()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
         write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
-        self._shards += 1
-        self._count += documents
         return path
 
-    def _check_meta(self, meta: dict) -> None:
-        """Refuse a folder written with another config hash, shard size or dimension."""
-        if meta.get("config_hash") != self.config_hash:
-            raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
-                             f"this build {self.config_hash}); delete it or use a new out dir")
-        if meta.get("shard_size") != self.shard_size:
-            raise ShardError(f"{self.folder} was written with shard_size {meta.get('shard_size')}, this build uses "
-                             f"{self.shard_size}; use the same shard_size to resume, or delete the folder")
-        stored_dim = meta.get("dim")
-        if stored_dim is not None and self.dim is not None and stored_dim != self.dim:
-            raise ShardError(f"{self.folder} holds {stored_dim}-dimensional vectors, this build makes {self.dim}")
-        self.dim = self.dim if stored_dim is None else stored_dim
+    def gather(self, keys: Sequence[str], where: dict[str, tuple[Path, int, int]],
+               batch: int = 1024) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(row ids, vectors) for the documents with these keys, in this order, `batch` documents at a time; a
+        key not stored is a ShardError."""
+        for start in range(0, len(keys), batch):
+            ids: list[str] = []
+            parts: list[np.ndarray] = []
+            for key in keys[start:start + batch]:
+                if key not in where:
+                    raise ShardError(f"{self.folder} holds no vectors for document key {key}: build again")
+                path, first, count = where[key]
+                shard_ids, vectors = self._table(path)
+                ids.extend(shard_ids[first:first + count])
+                parts.append(vectors[first:first + count])
+            yield ids, np.concatenate(parts)
+
+    def prune(self, live: set[str], where: dict[str, tuple[Path, int, int]]) -> int:
+        """Drop stored documents whose keys are not live, and second copies of live ones: a shard left with nothing
+        is deleted, one with something left is rewritten with it (Parquet I/O only, no encoding); returns how many
+        documents were dropped."""
+        dropped: set[str] = set()
+        for path in self.shards():
+            keys = row_documents(_read_checked(path, ["key"]).column("key").to_pylist())
+            kept = [k for k in keys if k in live and where.get(k, (None,))[0] == path]
+            dropped.update(k for k in keys if k not in live)
+            if len(kept) == len(keys):
+                continue
+            if kept:
+                rows = np.concatenate([np.arange(where[k][1], where[k][1] + where[k][2]) for k in kept])
+                table = _read_checked(path).take(pa.array(rows))
+                self.write(table.column("id").to_pylist(), table.column("key").to_pylist(), _vectors(table))
+            path.unlink()
+        self._table.cache_clear()
+        return len(dropped)
+
+    def _read_table(self, path: Path) -> tuple[list[str], np.ndarray]:
+        table = _read_checked(path, ["id", "embedding"])
+        return table.column("id").to_pylist(), _vectors(table)
 
     def _write_meta(self) -> None:
         """meta.json, written atomically like the shards."""
-        meta = {"dim": self.dim, "shard_size": self.shard_size, "config_hash": self.config_hash}
+        meta = {"dim": self.dim, "config_hash": self.config_hash, "format": FORMAT}
         write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
-def _documents_in(path: Path) -> int:
-    """How many documents a shard holds, from its footer (no data read): recorded at write, else (shards written
-    before multi-vector indexes, one row per document) its row count."""
-    meta = pq.read_metadata(path)
-    return int((meta.metadata or {}).get(DOCUMENTS_KEY, meta.num_rows))
-
-
-def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(ids, float32 vectors [n, dim]) per completed shard, in order; temp files of a running writer are skipped."""
-    for path in _completed(Path(folder)):
-        table = _read_checked(path)
-        column = table.column("embedding").combine_chunks()
-        dim = column.type.list_size
-        yield table.column("id").to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
+def _vectors(table: pa.Table) -> np.ndarray:
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy().reshape(-1, column.type.list_size)
 
 
 def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -146,10 +169,8 @@ def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
                          "to re-encode its documents") from err
 
 
-def _completed(folder: Path) -> list[Path]:
-    """Shard files in order, refusing a gap in the numbering (a shard deleted by hand)."""
-    shards = sorted(folder.glob(PATTERN))
-    for number, path in enumerate(shards):
-        if path.name != shard_name(number):
-            raise ShardError(f"{folder} lacks {shard_name(number)} but has {path.name}; delete the folder and build again")
-    return shards
+def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(row ids, float32 vectors [n, dim]) of every completed shard in name order, for inspection and tests."""
+    for path in sorted(Path(folder).glob(PATTERN)):
+        table = _read_checked(path, ["id", "embedding"])
+        yield table.column("id").to_pylist(), _vectors(table)

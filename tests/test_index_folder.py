@@ -54,11 +54,15 @@ def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(qui
     first = build(quick, write_corpus(tmp_path / "a.jsonl", 10), out)
     (out / "versions" / ".tmp-killed").mkdir()
     (out / "versions" / ".tmp-killed" / "index.faiss").write_bytes(b"half")
+    earlier_layout = out / "shards" / "0123456789abcdef-0123456789abcdef"
+    earlier_layout.mkdir()
     second = build(quick, write_corpus(tmp_path / "b.jsonl", 11, seed=1), out)
     printed = caplog.text
     assert "removed 1 unfinished version" in printed and "removed 1 shard folder" in printed
-    assert not (out / "versions" / ".tmp-killed").exists() and not first.shard_dir.exists()
-    assert second.shard_dir.is_dir() and open_index(out).manifest.count == 11
+    assert f"dropped the stored vectors of {first.documents} document(s)" in printed
+    assert not (out / "versions" / ".tmp-killed").exists() and not earlier_layout.exists()
+    assert second.shard_dir == first.shard_dir and second.dropped == 10 and second.encoded == 11
+    assert open_index(out).manifest.count == 11
 
 
 def test_current_naming_a_path_outside_the_index_is_refused(quick, tmp_path):
@@ -77,7 +81,7 @@ def test_replaced_input_with_the_same_timestamp_is_read_anew(quick, tmp_path):
     write_corpus(tmp_path / "corpus.jsonl", 10, seed=7)
     os.utime(corpus, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     again = build(quick, corpus, out)
-    assert again.encoded == 10 and again.resumed == 0
+    assert again.encoded == 10 and again.reused == 0
     stored = open_index(out).documents(["d0"])[0]["text"]
     assert stored == json.loads(corpus.read_text().splitlines()[0])["text"]
 

@@ -49,4 +49,4 @@ def test_a_multi_vector_index_ranks_documents_by_their_best_window(config, tmp_p
         hits = searcher.search(query, 7, mode=mode)
         assert len({h.id for h in hits}) == len(hits) == 7 and all(h.title.startswith("Doc") for h in hits)
     again = build(windowed, tmp_path / "corpus.jsonl", tmp_path / "index")
-    assert again.encoded == 0 and again.resumed == 24
+    assert again.encoded == 0 and again.reused == 24
