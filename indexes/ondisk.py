@@ -1,6 +1,7 @@
 """IVF indexes bigger than memory: train once on a sample, add the vectors part by part into per-part indexes on
 disk, then merge their inverted lists into one file that FAISS memory-maps at query time (FAISS's own recipe,
-faiss.contrib.ondisk.merge_ondisk). Peak memory is one part plus the trained quantizer, not the whole index."""
+faiss.contrib.ondisk.merge_ondisk). Peak memory is one part plus the trained quantizer, not the whole index.
+Parts are independent, so they can be written by several processes (the Ray engine's tasks) and merged here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from indexes.errors import IndexValueError
 from indexes.faiss_index import as_matrix, new_index
 
 IVF_DATA = "index.ivfdata"  # the merged inverted lists, beside index.faiss in a version folder
+PARTS = "parts"
 
 
 def is_ivf(factory: str, dim: int) -> bool:
@@ -22,36 +24,47 @@ def is_ivf(factory: str, dim: int) -> bool:
     return faiss.try_extract_index_ivf(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)) is not None
 
 
-def build_on_disk(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None,
-                  folder: Path, part_rows: int) -> faiss.Index:
-    """An IVF index whose lists are in folder/IVF_DATA: every `part_rows` vectors are added (with their global
-    row numbers as ids) to a copy of the trained empty index, written to disk and dropped; the parts are then
-    merged into the file."""
-    folder = Path(folder)
-    parts_dir = folder / "parts"
-    parts_dir.mkdir(parents=True, exist_ok=True)
+def trained_ivf(factory: str, dim: int, train_sample: np.ndarray | None) -> faiss.Index:
+    """The empty IVF index every part starts from, trained on the sample."""
     trained = new_index(factory, dim, train_sample)
     if faiss.try_extract_index_ivf(trained) is None:
         raise IndexValueError(f"index.on_disk needs an IVF factory (IVF1024,Flat, IVF4096,PQ48 ...), not {factory!r}")
+    return trained
+
+
+def write_part(trained: faiss.Index, vectors: np.ndarray, first_row: int, path: Path) -> Path:
+    """Add vectors (ids: their global row numbers from `first_row`) to a copy of the trained index and write it."""
+    part = faiss.clone_index(trained)
+    vectors = as_matrix(vectors, trained.d, f"part {path.name}")
+    part.add_with_ids(vectors, np.arange(first_row, first_row + len(vectors), dtype=np.int64))
+    faiss.write_index(part, str(path))
+    return path
+
+
+def merge_parts(trained: faiss.Index, parts: list[Path], folder: Path) -> faiss.Index:
+    """The trained index with every part's lists merged into folder/IVF_DATA."""
+    merged = faiss.clone_index(trained)
+    if parts:
+        from faiss.contrib.ondisk import merge_ondisk
+
+        merge_ondisk(merged, [str(p) for p in parts], str(Path(folder) / IVF_DATA))
+    return merged
+
+
+def build_on_disk(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None,
+                  folder: Path, part_rows: int) -> faiss.Index:
+    """An IVF index whose lists are in folder/IVF_DATA, its parts (every `part_rows` vectors) written in turn."""
+    folder = Path(folder)
+    (folder / PARTS).mkdir(parents=True, exist_ok=True)
+    trained = trained_ivf(factory, dim, train_sample)
     parts, offset = [], 0
     try:
         for number, batch in enumerate(_regrouped(batches, part_rows)):
-            part = faiss.clone_index(trained)
-            vectors = as_matrix(batch, dim, f"batch {number}")
-            part.add_with_ids(vectors, np.arange(offset, offset + len(vectors), dtype=np.int64))
-            offset += len(vectors)
-            path = parts_dir / f"part-{number:05d}.index"
-            faiss.write_index(part, str(path))
-            parts.append(str(path))
-            del part
-        merged = faiss.clone_index(trained)
-        if parts:
-            from faiss.contrib.ondisk import merge_ondisk
-
-            merge_ondisk(merged, parts, str(folder / IVF_DATA))
+            parts.append(write_part(trained, batch, offset, folder / PARTS / f"part-{number:05d}.index"))
+            offset += len(batch)
+        return merge_parts(trained, parts, folder)
     finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return merged
+        shutil.rmtree(folder / PARTS, ignore_errors=True)
 
 
 def _regrouped(batches: Iterable[np.ndarray], rows: int) -> Iterable[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import shutil
@@ -24,7 +25,7 @@ from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
-from indexes.ondisk import IVF_DATA, build_on_disk, is_ivf
+from indexes.ondisk import IVF_DATA, build_on_disk, is_ivf, merge_parts, trained_ivf
 from indexes.store import (
     TMP_PREFIX,
     VERSIONS,
@@ -34,16 +35,17 @@ from indexes.store import (
     write_version,
 )
 from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
-from pipeline.config import Config, IndexConfig, config_hash
+from pipeline.config import Config, IndexConfig, RayConfig, config_hash
 from pipeline.encoding import encode_into
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
-from pipeline.shards import ShardStore, document_keys
+from pipeline.shards import ShardStore, document_key, document_keys
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
 SHARDS = "shards"
+CALIBRATION_TEXTS = "calibration-texts"  # calibration's encoded pseudo-queries, inside the shard folder
 SHARD_FOLDER = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{16})?")  # encoder_key; encoder_key-content_key before keyed shards
 Located = dict[str, tuple[Path, int, int]]  # document key -> (shard, first row, rows): ShardStore.locate
 
@@ -116,30 +118,52 @@ def _read_documents(store: ShardStore, where: Located, keys: list[str], center: 
 
 def calibrate_index(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
                     center: np.ndarray | None, encoder: Callable[[], HTPEncoder]) -> Calibration:
-    """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents."""
+    """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents.
+
+    The pseudo-queries and edited documents it encodes are kept beside the shards, keyed by text, so a rebuild
+    of a slightly changed corpus (whose sample is nearly the same) encodes only the few new ones."""
     if config.index.window_tokens is not None:
         raise CalibrationSkipped("a multi-vector index keeps several vectors per document, and calibration fits one "
                                  "per document")
     settings = config.calibration
-    rows = _sample_rows(len(loaded.dataset), settings.max_documents, settings.seed)
-    subset = loaded.dataset.select(rows.tolist())
+    rows = _stable_sample(keys, settings.max_documents, settings.seed)
+    subset = loaded.dataset.select(rows)
     texts = [full_text(title, text) for title, text in zip(subset["title"], subset["text"])]
-    model = encoder()
+    cache = ShardStore(store.folder / CALIBRATION_TEXTS, store.config_hash)
+    cached = cache.locate()
+    used: set[str] = set()
 
     def encode(items: list[str], kind: str) -> np.ndarray:
-        return model.encode(items, kind=kind)
+        item_keys = [document_key(kind, "", item) for item in items]
+        used.update(item_keys)
+        first = {key: i for i, key in reversed(list(enumerate(item_keys)))}
+        fresh = [key for key in first if key not in cached]
+        if fresh:
+            cache.write(fresh, fresh, encoder().encode([items[first[key]] for key in fresh], kind=kind))
+            cached.update(cache.locate())
+        return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
 
-    segmenter = model.segmenter or Segmenter(model.config.spacy_model)
     stored = _read_documents(store, where, [keys[row] for row in rows], center)
-    return calibrate(texts, stored, center, encode, segmenter.sentence_starts,
-                     settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
+    calibration = calibrate(texts, stored, center, encode, Segmenter(config.encoder.spacy_model).sentence_starts,
+                            settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
+    cache.prune(used, cache.locate())
+    return calibration
+
+
+def _stable_sample(keys: list[str], limit: int, seed: int) -> list[int]:
+    """At most `limit` rows, sorted, chosen by a seeded hash of each document's key: a document is in or out of the
+    sample on its own, so a slightly changed corpus keeps nearly the same sample."""
+    if len(keys) <= limit:
+        return list(range(len(keys)))
+    ranks = np.array([int(hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()[:16], 16) for key in keys], np.uint64)
+    return sorted(np.argsort(ranks, kind="stable")[:limit].tolist())
 
 
 def dense_index(store: ShardStore, where: Located, keys: list[str], count: int, dim: int, center: np.ndarray | None,
-                settings: IndexConfig, scratch: Path) -> tuple[str, faiss.Index, Path | None]:
+                settings: IndexConfig, scratch: Path, ray: RayConfig | None) -> tuple[str, faiss.Index, Path | None]:
     """The FAISS index over the documents' prepared vectors in input order: factory chosen by size and budget,
     trained on a sample of the documents; an IVF index goes on disk when index.on_disk says so (its lists file,
-    written under `scratch`, is returned too)."""
+    written under `scratch`, is returned too), its parts written by Ray tasks when `ray` is given."""
     budget = settings.memory_budget_mb * 2**20
     factory = resolve_factory(settings.factory, count, dim, budget)
     on_disk = settings.on_disk is True or (settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim))
@@ -149,8 +173,14 @@ def dense_index(store: ShardStore, where: Located, keys: list[str], count: int, 
                                                    total=-(-len(keys) // 1024)))
     if not on_disk:
         return factory, build_faiss(factory, dim, batches, train), None
-    part_rows = max(1024, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
-    return factory, build_on_disk(factory, dim, batches, train, scratch, part_rows), scratch / IVF_DATA
+    part_rows = max(256, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
+    if ray is None:
+        return factory, build_on_disk(factory, dim, batches, train, scratch, part_rows), scratch / IVF_DATA
+    from pipeline.ray_engine import parts_with_ray
+
+    trained = trained_ivf(factory, dim, train)
+    parts = parts_with_ray(ray, trained, store, where, keys, center, part_rows, scratch)
+    return factory, merge_parts(trained, parts, scratch), scratch / IVF_DATA
 
 
 def lexical_index(loaded: LoadResult) -> bm25s.BM25:
@@ -194,7 +224,8 @@ def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: Sha
     (index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir / VERSIONS))  # a killed build's is cleaned up
     try:
-        factory, index, ivf_data = dense_index(store, where, keys, len(ids), len(mean), center, config.index, scratch)
+        factory, index, ivf_data = dense_index(store, where, keys, len(ids), len(mean), center, config.index, scratch,
+                                               config.ray if config.engine == "ray" else None)
         bm25 = lexical_index(loaded) if config.index.bm25 else None
         docs = loaded.dataset.data.table.select(["id", "title", "text"])
         manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens)

@@ -14,6 +14,7 @@ when it beats the plainer choice there, so where dense does not help, hybrid lea
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -133,9 +134,13 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
                           count: int, dev_count: int, seed: int) -> PseudoQueries:
     """Deterministic for a seed. Development queries come first, one per document from documents with at least
     two query-like sentences (so the document keeps some text of its own); training queries then take one
-    sentence per remaining document in a seeded order, a second round if documents run out."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(texts)).tolist()
+    sentence per remaining document in a seeded order, a second round if documents run out.
+
+    A document's place in the order and its sentence choices depend only on the seed and its own text, so a
+    corpus with a few documents added, edited or deleted draws nearly the same sample (and an incremental
+    build finds nearly all of its encodings stored)."""
+    order = sorted(range(len(texts)), key=lambda row: (_text_hash(seed, texts[row]), row))
+    rngs: dict[int, np.random.Generator] = {}
     spans: dict[int, list[tuple[int, int]]] = {}
     for chunk in range(0, len(order), 256):  # segment only as many documents as the sample needs
         rows = order[chunk:chunk + 256]
@@ -148,6 +153,7 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
             break
 
     def pick(row: int) -> PseudoQuery:
+        rng = rngs.setdefault(row, np.random.default_rng([seed, _text_hash(seed, texts[row])]))
         start, end = spans[row].pop(int(rng.integers(len(spans[row]))))
         return PseudoQuery(row, start, end, texts[row][start:end])
 
@@ -161,6 +167,11 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
         for row in round_rows[:count - len(train)]:
             train.append(pick(row))
     return PseudoQueries(train, dev)
+
+
+def _text_hash(seed: int, text: str) -> int:
+    """A 64-bit hash of a seed and a text (stable across processes, unlike hash())."""
+    return int(hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()[:16], 16)
 
 
 def without_sentence(text: str, query: PseudoQuery) -> str:

@@ -17,8 +17,9 @@ from indexes.errors import IndexValueError
 from indexes.faiss_index import build_faiss, new_index, search_faiss
 from indexes.ondisk import IVF_DATA, build_on_disk
 from indexes.store import open_index
-from pipeline.build import build
+from pipeline.build import CALIBRATION_TEXTS, build
 from pipeline.searcher import Searcher
+from pipeline.shards import ShardStore
 
 
 def edited(source: Path, target: Path) -> Path:
@@ -100,3 +101,20 @@ def test_a_built_on_disk_index_is_memory_mapped_and_survives_a_move(config, tmp_
     moved = Searcher(tmp_path / "moved", ivf).search(query, 10, mode="dense")
     assert [h.id for h in moved] == [h.id for h in memory]
     assert np.allclose([h.score for h in moved], [h.score for h in memory], atol=1e-5)
+
+
+def test_a_rebuild_reuses_calibrations_encodings_and_calibrates_as_a_fresh_build(config, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 60)
+    out = tmp_path / "index"
+    first = build(config, corpus, out)
+    cache = ShardStore(first.shard_dir / CALIBRATION_TEXTS, first.shard_dir.name)
+    before = set(cache.locate())
+    again = build(config, edited(corpus, tmp_path / "changed.jsonl"), out)
+    after = set(cache.locate())
+    assert before and after and len(after - before) <= 0.2 * len(after), f"{len(after - before)} of {len(after)} new"
+    fresh = build(config, tmp_path / "changed.jsonl", tmp_path / "fresh")
+    ours = {k: v for k, v in again.calibration.items() if k != "seconds"}
+    theirs = {k: v for k, v in fresh.calibration.items() if k != "seconds"}
+    assert ours.keys() == theirs.keys()
+    for key, value in ours.items():
+        assert value == pytest.approx(theirs[key], abs=1e-4) if isinstance(value, float) else value == theirs[key], key

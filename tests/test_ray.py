@@ -33,8 +33,9 @@ def local_ray():
 
 
 def on_ray(config, **settings):
-    """The config with engine ray; actors reserve half a CPU so two fit beside Ray Data's read tasks."""
-    return replace(config, engine="ray", ray=replace(config.ray, cpus_per_actor=0.5, **settings))
+    """The config with engine ray; one CPU per actor, so two actors reserve every CPU of the instance (reading must
+    still go on beside them)."""
+    return replace(config, engine="ray", ray=replace(config.ray, **settings))
 
 
 def stored(shard_dir: Path) -> dict[str, np.ndarray]:
@@ -110,3 +111,16 @@ def test_a_killed_driver_is_resumed_with_every_document_once(local_ray, config, 
     again = build(settings, corpus, out)
     assert again.reused >= done and again.reused + again.encoded == total
     assert sorted(stored(again.shard_dir)) == sorted(f"d{i}" for i in range(total))
+
+
+def test_an_on_disk_ivf_index_built_by_ray_tasks_answers_as_one_built_here(local_ray, config, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 600)
+    ivf = replace(config, index=replace(config.index, factory="IVF8,Flat", train_sample=600, on_disk=True,
+                                        memory_budget_mb=1, shard_size=64))
+    build(ivf, corpus, tmp_path / "here")
+    build(on_ray(ivf, actors=1), corpus, tmp_path / "ray")
+    query = "library catalogue of the stock market"
+    here = Searcher(tmp_path / "here", ivf).search(query, 10, mode="dense")
+    there = Searcher(tmp_path / "ray", ivf).search(query, 10, mode="dense")
+    assert [h.id for h in there] == [h.id for h in here]
+    assert np.allclose([h.score for h in there], [h.score for h in here], atol=1e-5)
