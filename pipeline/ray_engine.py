@@ -16,9 +16,12 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import torch
 
+from htp import EncoderConfig, HTPEncoder
 from indexes.ondisk import PARTS, write_part
 from pipeline.config import Config, RayConfig
+from pipeline.encoding import encode_into
 from pipeline.errors import PipelineValueError
 from pipeline.load import BEIR_CORPUS, FieldNames, LoadResult, normaliser, resolve_input
 from pipeline.shards import ShardStore, document_keys
@@ -37,9 +40,6 @@ class ShardEncoder:
     def __init__(self, encoder: dict[str, Any], folder: str, config_hash: str, window_tokens: int | None,
                  stored: Any, threads: int) -> None:
         import ray
-        import torch
-
-        from htp import EncoderConfig, HTPEncoder
 
         torch.set_num_threads(threads)
         self.stored = ray.get(stored) if isinstance(stored, ray.ObjectRef) else stored
@@ -48,8 +48,6 @@ class ShardEncoder:
         self.window_tokens = window_tokens
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from pipeline.encoding import encode_into
-
         columns = batch.to_pydict()
         keys = np.asarray(columns["key"], dtype=self.stored.dtype)
         new = np.flatnonzero(~np.isin(keys, self.stored))
@@ -153,8 +151,6 @@ def encode_with_ray(input_path: Path, loaded: LoadResult, fields: FieldNames, co
 def _write_part(trained: bytes, folder: str, config_hash: str, where: dict, keys: list[str], center: np.ndarray | None,
                 first_row: int, path: str) -> str:
     """A Ray task: one on-disk IVF part from its documents' stored vectors."""
-    import faiss
-
     vectors = np.concatenate([prepare(v, center) for _, v in ShardStore(Path(folder), config_hash).gather(keys, where)])
     return str(write_part(faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8)), vectors, first_row, Path(path)))
 
@@ -163,8 +159,6 @@ def parts_with_ray(settings: RayConfig, trained: faiss.Index, store: ShardStore,
                    center: np.ndarray | None, part_docs: int, folder: Path) -> list[Path]:
     """The on-disk IVF index's parts written by Ray tasks (one per `part_docs` documents, in input order), each
     reading its documents' vectors from the shards; returns the part files for merge_parts."""
-    import faiss
-
     (folder / PARTS).mkdir(parents=True, exist_ok=True)
     with connected(settings) as ray:
         task = ray.remote(num_cpus=1)(_write_part)
