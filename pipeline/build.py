@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import re
 import shutil
@@ -34,20 +33,31 @@ from indexes.store import (
     row_documents,
     write_version,
 )
-from pipeline.calibration import Calibration, CalibrationSkipped, calibrate, describe
+from pipeline.calibration import (
+    Calibration,
+    CalibrationSkipped,
+    calibrate,
+    describe,
+    seeded_hash,
+)
 from pipeline.config import Config, IndexConfig, RayConfig, config_hash
 from pipeline.encoding import encode_into
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
-from pipeline.shards import ShardStore, document_key, document_keys
+from pipeline.shards import (
+    GATHER_BATCH,
+    Located,
+    ShardStore,
+    document_key,
+    document_keys,
+)
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
 SHARDS = "shards"
 CALIBRATION_TEXTS = "calibration-texts"  # calibration's encoded pseudo-queries, inside the shard folder
 SHARD_FOLDER = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{16})?")  # encoder_key; encoder_key-content_key before keyed shards
-Located = dict[str, tuple[Path, int, int]]  # document key -> (shard, first row, rows): ShardStore.locate
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +165,7 @@ def _stable_sample(keys: list[str], limit: int, seed: int) -> list[int]:
     sample on its own, so a slightly changed corpus keeps nearly the same sample."""
     if len(keys) <= limit:
         return list(range(len(keys)))
-    ranks = np.array([int(hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()[:16], 16) for key in keys], np.uint64)
+    ranks = np.array([seeded_hash(seed, key) for key in keys], np.uint64)
     return sorted(np.argsort(ranks, kind="stable")[:limit].tolist())
 
 
@@ -170,7 +180,7 @@ def dense_index(store: ShardStore, where: Located, keys: list[str], count: int, 
     train = (_read_documents(store, where, [keys[row] for row in _sample_rows(len(keys), settings.train_sample, 0)],
                              center) if needs_training(factory, dim) else None)
     batches = (prepare(v, center) for _, v in tqdm(store.gather(keys, where), desc=f"index {factory}", unit="batch",
-                                                   total=-(-len(keys) // 1024)))
+                                                   total=-(-len(keys) // GATHER_BATCH)))
     if not on_disk:
         return factory, build_faiss(factory, dim, batches, train), None
     part_rows = max(256, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
@@ -253,7 +263,8 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
             log.info(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
-        store = ShardStore(index_dir / SHARDS / encoder_key(config), encoder_key(config))
+        settings_key = encoder_key(config)
+        store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
         store.remove_leftovers()
         keys = input_keys(loaded.dataset)
         where = store.locate()
@@ -267,16 +278,16 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
         if config.engine == "ray":
             from pipeline.ray_engine import encode_with_ray
 
-            encoded, truncated = encode_with_ray(input_path, loaded, _field_names(config), config, store, set(where),
-                                                 encoder_key(config))
+            encoded, truncated = encode_with_ray(input_path, loaded, _field_names(config), config, store, set(where))
             where = store.locate()
         here, here_truncated = encode_missing(loaded, keys, config, store, where, loaded_encoder)
         if config.engine == "ray" and here:
             log.warning(f"ray: the workers read {here} document(s) differently from this process; encoded them here")
+        if here:
+            where = store.locate()
         encoded, truncated = encoded + here, truncated + here_truncated
         log.info(f"encode: {encoded} documents encoded, {reused} reused from earlier builds, {truncated} truncated to "
                  f"{config.encoder.max_length} tokens")
-        where = store.locate()
         factory, version, calibration = index_shards(loaded, keys, config, store, where, index_dir, loaded_encoder)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")

@@ -139,7 +139,7 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
     A document's place in the order and its sentence choices depend only on the seed and its own text, so a
     corpus with a few documents added, edited or deleted draws nearly the same sample (and an incremental
     build finds nearly all of its encodings stored)."""
-    order = sorted(range(len(texts)), key=lambda row: (_text_hash(seed, texts[row]), row))
+    order = sorted(range(len(texts)), key=lambda row: (seeded_hash(seed, texts[row]), row))
     rngs: dict[int, np.random.Generator] = {}
     spans: dict[int, list[tuple[int, int]]] = {}
     for chunk in range(0, len(order), 256):  # segment only as many documents as the sample needs
@@ -153,7 +153,7 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
             break
 
     def pick(row: int) -> PseudoQuery:
-        rng = rngs.setdefault(row, np.random.default_rng([seed, _text_hash(seed, texts[row])]))
+        rng = rngs.setdefault(row, np.random.default_rng([seed, seeded_hash(seed, texts[row])]))
         start, end = spans[row].pop(int(rng.integers(len(spans[row]))))
         return PseudoQuery(row, start, end, texts[row][start:end])
 
@@ -169,8 +169,9 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
     return PseudoQueries(train, dev)
 
 
-def _text_hash(seed: int, text: str) -> int:
-    """A 64-bit hash of a seed and a text (stable across processes, unlike hash())."""
+def seeded_hash(seed: int, text: str) -> int:
+    """A 64-bit hash of a seed and a text (stable across processes, unlike hash()): samples drawn by it keep an
+    item in or out on its own, whatever else the corpus holds."""
     return int(hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()[:16], 16)
 
 

@@ -24,7 +24,7 @@ from pipeline.config import Config, RayConfig
 from pipeline.encoding import encode_into
 from pipeline.errors import PipelineValueError
 from pipeline.load import BEIR_CORPUS, FieldNames, LoadResult, normaliser, resolve_input
-from pipeline.shards import ShardStore, document_keys
+from pipeline.shards import Located, ShardStore, document_keys
 from pipeline.vectors import prepare
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def connected(settings: RayConfig) -> Iterator[Any]:
 
 
 def encode_with_ray(input_path: Path, loaded: LoadResult, fields: FieldNames, config: Config, store: ShardStore,
-                    stored: set[str], config_hash: str) -> tuple[int, int]:
+                    stored: set[str]) -> tuple[int, int]:
     """Encode every input document whose key is not in `stored` on a Ray cluster; returns (encoded, truncated)."""
     with connected(config.ray) as ray:
         actors, gpus = actor_resources(config.ray, ray.cluster_resources().get("GPU", 0.0))
@@ -142,20 +142,20 @@ def encode_with_ray(input_path: Path, loaded: LoadResult, fields: FieldNames, co
             ShardEncoder, batch_format="pyarrow", batch_size=config.ray.batch_size or config.index.shard_size,
             compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=config.ray.cpus_per_actor,
             fn_constructor_kwargs={"encoder": config.encoder.to_dict(), "folder": str(store.folder),
-                                   "config_hash": config_hash, "window_tokens": config.index.window_tokens,
+                                   "config_hash": store.config_hash, "window_tokens": config.index.window_tokens,
                                    "stored": known, "threads": max(1, int(config.ray.cpus_per_actor))},
         ).take_all()
     return sum(int(r["encoded"]) for r in results), sum(int(r["truncated"]) for r in results)
 
 
-def _write_part(trained: bytes, folder: str, config_hash: str, where: dict, keys: list[str], center: np.ndarray | None,
+def _write_part(trained: bytes, folder: str, config_hash: str, where: Located, keys: list[str], center: np.ndarray | None,
                 first_row: int, path: str) -> str:
     """A Ray task: one on-disk IVF part from its documents' stored vectors."""
     vectors = np.concatenate([prepare(v, center) for _, v in ShardStore(Path(folder), config_hash).gather(keys, where)])
     return str(write_part(faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8)), vectors, first_row, Path(path)))
 
 
-def parts_with_ray(settings: RayConfig, trained: faiss.Index, store: ShardStore, where: dict, keys: list[str],
+def parts_with_ray(settings: RayConfig, trained: faiss.Index, store: ShardStore, where: Located, keys: list[str],
                    center: np.ndarray | None, part_docs: int, folder: Path) -> list[Path]:
     """The on-disk IVF index's parts written by Ray tasks (one per `part_docs` documents, in input order), each
     reading its documents' vectors from the shards; returns the part files for merge_parts."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ META = "meta.json"
 PATTERN = "shard-*.parquet"
 FORMAT = 2  # format 1 (positional shards) lived in folders named encoder-content; builds remove those
 OPEN_SHARDS = 8  # shards kept decoded while vectors are gathered in input order
+GATHER_BATCH = 1024  # documents per batch that gather yields
+Located = dict[str, tuple[Path, int, int]]  # document key -> (shard, first row, row count): what locate returns
 
 
 class ShardError(PipelineValueError):
@@ -74,18 +77,15 @@ class ShardStore:
         """Completed shard files in name order."""
         return sorted(self.folder.glob(PATTERN))
 
-    def locate(self) -> dict[str, tuple[Path, int, int]]:
+    def locate(self) -> Located:
         """key -> (shard, first row, row count) for every stored document, reading only the key columns."""
-        where: dict[str, tuple[Path, int, int]] = {}
+        where: Located = {}
         for path in self.shards():
-            keys = _read_checked(path, ["key"]).column("key").to_pylist()
             start = 0
-            for key in row_documents(keys):
-                end = start
-                while end < len(keys) and keys[end] == key:
-                    end += 1
-                where.setdefault(key, (path, start, end - start))
-                start = end
+            for key, rows in itertools.groupby(_read_checked(path, ["key"]).column("key").to_pylist()):
+                count = sum(1 for _ in rows)
+                where.setdefault(key, (path, start, count))
+                start += count
         return where
 
     def write(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> Path:
@@ -109,8 +109,8 @@ class ShardStore:
         write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
         return path
 
-    def gather(self, keys: Sequence[str], where: dict[str, tuple[Path, int, int]],
-               batch: int = 1024) -> Iterator[tuple[list[str], np.ndarray]]:
+    def gather(self, keys: Sequence[str], where: Located,
+               batch: int = GATHER_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
         """(row ids, vectors) for the documents with these keys, in this order, `batch` documents at a time; a
         key not stored is a ShardError."""
         for start in range(0, len(keys), batch):
@@ -125,7 +125,7 @@ class ShardStore:
                 parts.append(vectors[first:first + count])
             yield ids, np.concatenate(parts)
 
-    def prune(self, live: set[str], where: dict[str, tuple[Path, int, int]]) -> int:
+    def prune(self, live: set[str], where: Located) -> int:
         """Drop stored documents whose keys are not live, and second copies of live ones: a shard left with nothing
         is deleted, one with something left is rewritten with it (Parquet I/O only, no encoding); returns how many
         documents were dropped."""
