@@ -100,6 +100,11 @@ class HTPEncoder:
         self._prefixes: dict[tuple[int, ...], Cache] = {}
 
     @property
+    def dtype(self) -> str:
+        """The dtype the model computes in ("float32", "bfloat16", ...); vectors come out float32 whatever it is."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def dimension(self) -> int:
         """Length of the output vectors."""
         return int(self.embed.weight.shape[1])

@@ -79,6 +79,7 @@ class Manifest:
     calibration: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
     window_tokens: int | None = None  # multi-vector: one row per window of at most this many tokens
+    built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
 
     @property
     def model(self) -> str:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from htp import EncoderConfig, HTPEncoder
-from htp.models import pick_device
+from htp.models import pick_device, pick_dtype
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
@@ -200,17 +200,19 @@ def lexical_index(loaded: LoadResult) -> bm25s.BM25:
 
 
 def manifest_for(encoder: EncoderConfig, index: faiss.Index, factory: str, calibration: Calibration | None,
-                 window_tokens: int | None) -> Manifest:
+                 window_tokens: int | None, built_with: dict) -> Manifest:
     """The manifest: the encoder's resolved vector settings and their hash, the index's shape, the calibration,
-    and the window size of a multi-vector index."""
+    the window size of a multi-vector index, and the device and dtype that encoded."""
     settings = encoder.vector_settings()
     return Manifest(dimension=index.d, metric="inner_product", count=index.ntotal, factory=factory,
                     config_hash=config_hash(settings), encoder=settings, package_versions=package_versions(),
-                    calibration=calibration.settings() if calibration else {}, window_tokens=window_tokens)
+                    calibration=calibration.settings() if calibration else {}, window_tokens=window_tokens,
+                    built_with=built_with)
 
 
 def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
-                 index_dir: Path, encoder: Callable[[], HTPEncoder]) -> tuple[str, Path, Calibration | None]:
+                 index_dir: Path, encoder: Callable[[], HTPEncoder],
+                 built_with: dict) -> tuple[str, Path, Calibration | None]:
     """Stage 4: centre, calibrate, build the dense and lexical indexes over the input's documents, and write the
     version."""
     ids: list[str] = []
@@ -238,7 +240,7 @@ def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: Sha
                                                config.ray if config.engine == "ray" else None)
         bm25 = lexical_index(loaded) if config.index.bm25 else None
         docs = loaded.dataset.data.table.select(["id", "title", "text"])
-        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens)
+        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, built_with)
         version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
                                 calibration=calibration.arrays() if calibration else None, ivf_data=ivf_data)
     finally:
@@ -255,7 +257,9 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     began = time.perf_counter()
     input_path = Path(input_path or config.paths.input)
     index_dir = Path(index_dir or config.paths.index_dir)
-    pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
+    device = pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
+    built_with = ({"device": str(encoder.device), "dtype": encoder.dtype} if encoder is not None else
+                  {"device": str(device), "dtype": str(pick_dtype(config.encoder.dtype, device)).removeprefix("torch.")})
     loaded = load_documents(input_path, _field_names(config))
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
@@ -286,9 +290,10 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
         if here:
             where = store.locate()
         encoded, truncated = encoded + here, truncated + here_truncated
-        log.info(f"encode: {encoded} documents encoded, {reused} reused from earlier builds, {truncated} truncated to "
-                 f"{config.encoder.max_length} tokens")
-        factory, version, calibration = index_shards(loaded, keys, config, store, where, index_dir, loaded_encoder)
+        log.info(f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}), {reused} "
+                 f"reused from earlier builds, {truncated} truncated to {config.encoder.max_length} tokens")
+        factory, version, calibration = index_shards(loaded, keys, config, store, where, index_dir, loaded_encoder,
+                                                     built_with)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")
         dropped = store.prune(set(keys), where)
