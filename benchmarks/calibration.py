@@ -23,14 +23,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from scipy.stats import spearmanr
 
 from benchmarks.common import cached_layers, minilm_vectors, write_report
 from htp import EncoderConfig, HTPEncoder
-from htp.models import load_model, pick_device
+from htp.models import pick_device, pick_dtype
 from htp.segment import Segmenter
 from indexes.lexical import build_bm25, search_bm25
-from pipeline.calibration import Calibration, CalibrationData, calibration_data, fit
+from pipeline.calibration import (
+    Calibration,
+    CalibrationData,
+    calibration_data,
+    fit,
+    fusion_gains,
+)
 from pipeline.evaluation.beir import BeirData, load_beir, split_queries
 from pipeline.evaluation.metrics import evaluate_run
 from pipeline.fusion import FusionChoice, fuse
@@ -41,12 +47,15 @@ PENALTIES = (1e-4, 1e-3, 1e-2)
 COUNTS = (500, 1000, 2000)
 DEPTH = 100
 OLD_HYBRID = FusionChoice("rrf", 0.25)
+AGREEMENT_OPTIONS = (*(FusionChoice("rrf", w) for w in (0.1, 0.25, 0.5, 1.0, 2.0)),
+                     *(FusionChoice("score", w) for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)))
 
 
 class Collection:
-    """One BEIR folder with its cached HTP encodings and calibration data."""
+    """One BEIR folder with its cached HTP encodings (every exit layer) and, once `at` chose an exit layer, its
+    prepared vectors and calibration data there."""
 
-    def __init__(self, folder: Path, cache: Path, encoder: HTPEncoder, pseudo: int, dev: int, seed: int) -> None:
+    def __init__(self, folder: Path, cache: Path, encoder: HTPEncoder, seed: int) -> None:
         self.name = folder.name
         self.data: BeirData = load_beir(folder)
         self.doc_ids = list(self.data.corpus)
@@ -54,21 +63,42 @@ class Collection:
         self.query_ids = self.data.judged_query_ids()
         dev_half, test_half = split_queries(self.data, seed)
         self.halves = {"all": self.query_ids, "dev": dev_half.judged_query_ids(), "test": test_half.judged_query_ids()}
-        layer = encoder.exit_layer - 1
-
-        def encode(items: list[str], kind: str, tag: str = "") -> np.ndarray:
-            return np.asarray(cached_layers(cache, self.name + tag, items, encoder.config, kind, encoder)[layer])
-
-        raw_docs = encode(texts, "document")
-        self.center = raw_docs.mean(axis=0)
-        self.docs = prepare(raw_docs, self.center)
-        self.queries = prepare(encode([self.data.queries[q] for q in self.query_ids], "query"), self.center)
+        self.cache, self.encoder = cache, encoder
+        self.layer_docs = self.encode(texts, "document")
+        self.layer_queries = self.encode([self.data.queries[q] for q in self.query_ids], "query")
         scores, rows = search_bm25(build_bm25(texts), [self.data.queries[q] for q in self.query_ids], DEPTH)
         self.bm25 = [[(int(r), float(s)) for r, s in zip(rr, sr) if r >= 0] for rr, sr in zip(rows, scores)]
-        segmenter = Segmenter(encoder.config.spacy_model)
+
+    def encode(self, items: list[str], kind: str, tag: str = "") -> np.ndarray:
+        """[exit layers, n, d] encodings, cached per model setting (the config is in the cache key)."""
+        return cached_layers(self.cache, self.name + tag, items, self.encoder.config, kind, self.encoder)
+
+    def dense_curve(self) -> dict[int, dict[str, float]]:
+        """Uncalibrated dense NDCG@10 per exit layer (1-based) and half."""
+        curve = {}
+        for layer in range(1, self.layer_docs.shape[0] + 1):
+            center = np.asarray(self.layer_docs[layer - 1]).mean(axis=0)
+            docs = prepare(self.layer_docs[layer - 1], center)
+            queries = prepare(self.layer_queries[layer - 1], center)
+            curve[layer] = self.ndcg(self._top(queries @ docs.T))
+        return curve
+
+    def at(self, exit_layer: int, pseudo: int, dev: int, seed: int) -> None:
+        """Prepare vectors and calibration data at one exit layer."""
+        layer = exit_layer - 1
+        raw_docs = np.asarray(self.layer_docs[layer])
+        self.center = raw_docs.mean(axis=0)
+        self.docs = prepare(raw_docs, self.center)
+        self.queries = prepare(self.layer_queries[layer], self.center)
+        segmenter = Segmenter(self.encoder.config.spacy_model)
         self.calibration_data: CalibrationData = calibration_data(
-            texts, self.docs, self.center, lambda items, kind: encode(items, kind, "-calibration"),
+            self.texts, self.docs, self.center, lambda items, kind: np.asarray(self.encode(items, kind, "-calibration")[layer]),
             segmenter.sentence_starts, pseudo, dev, seed, bm25=True)
+
+    @staticmethod
+    def _top(scores: np.ndarray) -> list[list[tuple[int, float]]]:
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH]
+        return [[(int(r), float(scores[i, r])) for r in row] for i, row in enumerate(top)]
 
     def ndcg(self, rankings: list[list[tuple[int, float]]]) -> dict[str, float]:
         """NDCG@10 x100 on each half of the real queries."""
@@ -78,9 +108,7 @@ class Collection:
 
     def dense(self, calibration: Calibration | None) -> list[list[tuple[int, float]]]:
         queries = self.queries if calibration is None else calibration.queries(self.queries)
-        scores = queries @ self.docs.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH]
-        return [[(int(r), float(scores[i, r])) for r in row] for i, row in enumerate(top)]
+        return self._top(queries @ self.docs.T)
 
     def hybrid(self, dense: list[list[tuple[int, float]]], choice: FusionChoice) -> list[list[tuple[int, float]]]:
         return [fuse(d, b, choice, DEPTH) for d, b in zip(dense, self.bm25)]
@@ -105,6 +133,17 @@ class Collection:
             rows["all-MiniLM-L6-v2 + bm25 (rrf 1.0)"] = self.ndcg(self.hybrid(dense, FusionChoice("rrf", 1.0)))
         return rows
 
+    def agreement(self, calibration: Calibration) -> dict:
+        """Fusion options (calibration's own and RRF's) scored on the label-free development set and on the real
+        queries, and the rank correlation of the two: does the development set order them as real queries do?"""
+        d = self.calibration_data
+        dev_set = fusion_gains(calibration, d.dev_queries, d.dev_targets, d.dev_docs, d.dev_bm25, AGREEMENT_OPTIONS)
+        dense = self.dense(calibration)
+        options = {choice.label: {"dev_set": 100 * dev_set[choice].mean(), **self.ndcg(self.hybrid(dense, choice))}
+                   for choice in AGREEMENT_OPTIONS}
+        rho = spearmanr([v["dev_set"] for v in options.values()], [v["all"] for v in options.values()]).statistic
+        return {"spearman": float(rho), "options": options}
+
     def minilm(self, cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
         """Documents and queries through all-MiniLM-L6-v2, or None when not installed."""
         return minilm_vectors(cache, self.name, self.texts, [self.data.queries[q] for q in self.query_ids])
@@ -120,14 +159,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration.md"))
     parser.add_argument("--dev-queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=EncoderConfig().model, help="registry name or model folder")
+    parser.add_argument("--dtype", default="auto", help="encoder dtype (auto: bfloat16 where the CPU has it)")
+    parser.add_argument("--window", help="HTP window start,stop (default: the model's)")
+    parser.add_argument("--exit-layers", help="candidate exit layers first-last: the chooser collections' dev halves "
+                                              "pick one by uncalibrated dense NDCG (default: the model's exit layer)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
-    encoder = HTPEncoder(EncoderConfig().resolved(), model, tokenizer)
-    collections = {name: Collection(args.data / name, args.cache, encoder, max(COUNTS), args.dev_queries, args.seed)
+    device = pick_device("cpu")
+    dtype = str(pick_dtype(args.dtype, device)).removeprefix("torch.")
+    window = tuple(int(x) for x in args.window.split(",")) if args.window else None
+    encoder = HTPEncoder(EncoderConfig(model=args.model, dtype=dtype, device="cpu", window=window))
+    collections = {name: Collection(args.data / name, args.cache, encoder, args.seed)
                    for name in args.datasets.split(",")}
     choosers = [collections[name] for name in args.choose_on.split(",")]
     chosen_on = " and ".join(c.name for c in choosers)
+    exit_layer, curves = encoder.exit_layer, {}
+    if args.exit_layers:
+        first, last = (int(x) for x in args.exit_layers.split("-"))
+        curves = {c.name: c.dense_curve() for c in collections.values()}
+        exit_layer = max(range(first, last + 1),
+                         key=lambda layer: np.mean([curves[c.name][layer]["dev"] for c in choosers]))
+    print(f"exit layer {exit_layer} ({'chosen on ' + chosen_on + ' dev' if curves else 'the model default'})", flush=True)
+    for collection in collections.values():
+        collection.at(exit_layer, max(COUNTS), args.dev_queries, args.seed)
     sweep = {}
     for penalty in PENALTIES:
         for count in COUNTS:
@@ -139,10 +194,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"choose on {chosen_on} dev: penalty {penalty:g}, {count} pseudo-queries: calibrated hybrid "
                   f"{sweep[(penalty, count)]:.2f}")
     penalty, count = max(sweep, key=lambda key: (sweep[key], -key[0]))
-    lines = [f"Constants chosen on the real dev half of {chosen_on} (mean): adapter penalty {penalty:g}, {count} pseudo-queries "
-             f"({', '.join(f'{p:g}/{c}: {v:.2f}' for (p, c), v in sweep.items())}). NDCG@10 x100; "
-             f"{(time.perf_counter() - began) / 60:.0f} min.", ""]
-    results = {"chosen_on": chosen_on, "penalty": penalty, "pseudo_queries": count,
+    lines = [f"Model {args.model} ({dtype}), method {encoder.config.method}, window {list(encoder.config.window)}, "
+             f"exit layer {exit_layer}. Constants chosen on the real dev half of {chosen_on} (mean): adapter penalty "
+             f"{penalty:g}, {count} pseudo-queries ({', '.join(f'{p:g}/{c}: {v:.2f}' for (p, c), v in sweep.items())}). "
+             f"NDCG@10 x100; {(time.perf_counter() - began) / 60:.0f} min.", ""]
+    if curves:
+        lines += ["Uncalibrated dense NDCG@10 by exit layer (dev / test half):", "",
+                  "| exit layer | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
+        lines += [f"| {layer} | " + " | ".join(f"{curves[n][layer]['dev']:.2f} / {curves[n][layer]['test']:.2f}"
+                                            for n in curves) + " |" for layer in next(iter(curves.values()))]
+        lines.append("")
+    results = {"model": args.model, "dtype": dtype, "window": list(encoder.config.window), "exit_layer": exit_layer,
+               "exit_curves": curves, "chosen_on": chosen_on, "penalty": penalty, "pseudo_queries": count,
                "sweep": {f"{p:g}/{c}": v for (p, c), v in sweep.items()}, "collections": {}}
     for name, collection in collections.items():
         calibration = collection.fit(penalty, count, args.seed)
@@ -156,6 +219,13 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ".join(f"{k.removeprefix('dev_ndcg_')} {100 * v:.1f}" for k, v in report.items() if k.startswith("dev_ndcg")),
                   f"Chosen: adapter {report['adapter']} (step {report['adapter_steps']}), correction weight "
                   f"{report['bias_weight']}, fusion {calibration.fusion.label}.", ""]
+        agreement = collection.agreement(calibration)
+        results["collections"][name]["fusion_agreement"] = agreement
+        lines += [f"Fusion options, development set against real queries (all): Spearman {agreement['spearman']:.2f}",
+                  "", "| fusion | dev set | real, all | real, test half |", "|---|---|---|---|"]
+        lines += [f"| {label} | {v['dev_set']:.2f} | {v['all']:.2f} | {v['test']:.2f} |"
+                  for label, v in agreement["options"].items()]
+        lines.append("")
     write_report(args.out, lines, results)
 
 

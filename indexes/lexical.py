@@ -6,12 +6,15 @@ corpus gives the same index and the same scores everywhere; the measured BM25 fi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import bm25s
 import numpy as np
 
 from indexes.errors import IndexMissingError, IndexValueError
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG, which `htp -v` would print
 
 
 def _tokens(texts: list[str], ids: bool):

@@ -56,7 +56,7 @@ class IndexConfig:
 class CalibrationConfig:
     """Self-calibration at build time (index.calibrate): how many pseudo-queries to draw from the corpus."""
 
-    pseudo_queries: int = 1000
+    pseudo_queries: int = 2000
     dev_queries: int = 200
     max_documents: int = 50_000
     seed: int = 0

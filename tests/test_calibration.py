@@ -14,7 +14,9 @@ from conftest import write_corpus
 from indexes.store import MANIFEST, open_index
 from pipeline.build import build
 from pipeline.calibration import (
+    FUSIONS,
     Calibration,
+    choose_fusion,
     fit,
     fit_adapter,
     query_like,
@@ -97,15 +99,37 @@ def test_adapter_learns_a_map_that_the_identity_misses():
 def test_fusion_leans_on_bm25_when_dense_is_noise_and_on_dense_when_it_is_right():
     rng = np.random.default_rng(1)
     docs = unit(rng.normal(size=(100, 8)))
-    targets = np.arange(60) % 100
-    perfect_bm25 = [[(int(t), 10.0)] + [(int(r), 1.0) for r in rng.permutation(100)[:20] if r != t] for t in targets]
-    noise = unit(rng.normal(size=(60, 8)))
-    chosen = fit(noise[:30], targets[:30], docs, noise[30:], targets[30:], docs, perfect_bm25[30:])
-    assert chosen.fusion.dense_weight == 0.0
+    targets = np.arange(260) % 100
+
+    def bm25_run(target: int, finds: bool) -> list[tuple[int, float]]:
+        others = [int(r) for r in rng.permutation(100)[:30] if r != target]
+        scores = sorted(rng.uniform(1, 5.5, size=len(others)), reverse=True)
+        return ([(int(target), 6.0)] if finds else []) + list(zip(others, scores))
+
+    good_bm25 = [bm25_run(t, i % 10 < 7) for i, t in enumerate(targets)]  # right at rank 1 for 70% of queries
+    noise = unit(rng.normal(size=(260, 8)))
+    chosen = fit(noise[:60], targets[:60], docs, noise[60:], targets[60:], docs, good_bm25[60:])  # 200 dev queries
+    assert chosen.report["dev_best_fusion"] == "score_0"  # BM25 alone is best, and noise gets no real weight
+    assert chosen.fusion.dense_weight <= 0.1 and chosen.report["dev_ndcg_score_0.3"] < chosen.report["dev_ndcg_score_0"]
     exact = docs[targets]
     useless_bm25 = [[(int(r), 1.0) for r in rng.permutation(100)[:20]] for _ in targets]
-    chosen = fit(exact[:30], targets[:30], docs, exact[30:], targets[30:], docs, useless_bm25[30:])
-    assert chosen.fusion.dense_weight > 0
+    chosen = fit(exact[:60], targets[:60], docs, exact[60:], targets[60:], docs, useless_bm25[60:])
+    assert chosen.fusion.dense_weight == max(choice.dense_weight for choice in FUSIONS)
+
+
+def test_fusion_steps_up_in_dense_weight_only_while_the_dev_set_cannot_tell_it_worse():
+    rng = np.random.default_rng(3)
+    best = rng.uniform(0.3, 0.9, size=200)
+    swing = np.zeros(200)
+    swing[:10], swing[10:20], swing[20] = 0.1, -0.1, 0.001  # better on some queries, worse on as many: noise
+    gains = {FUSIONS[0]: best - 0.2,  # clearly worse than the best: never chosen
+             FUSIONS[1]: best,  # the best on the development set
+             FUSIONS[2]: best - swing,  # a hair below the best on average, within noise
+             FUSIONS[3]: best - 0.05,  # worse on every query: the walk stops here
+             FUSIONS[4]: best}  # as good again, but past a clear loss
+    chosen, top = choose_fusion(gains, seed=0)
+    assert top == FUSIONS[1] and chosen == FUSIONS[2]
+    assert choose_fusion({FUSIONS[0]: best, FUSIONS[1]: best - 0.1}, seed=0) == (FUSIONS[0], FUSIONS[0])
 
 
 def test_calibration_queries_apply_adapter_then_correction():
