@@ -84,7 +84,7 @@ def checked_fields(cls: type, data: dict[str, Any], section: str, error: type[Ex
 class EncoderConfig:
     """Every knob of the encoder; `None` means "take the model's default from the registry"."""
 
-    model: str = "smollm2-135m"
+    model: str = "gemma3-270m"
     method: str = "htp"
     exit_layer: int | None = None
     window: tuple[int, int] | None = None

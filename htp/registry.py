@@ -47,8 +47,9 @@ class ModelSpec:
 # (exit layer -2, window [1, 7)) were tuned on Mistral-7B-Instruct-v0.3. llama3-8b ([1, 3)), qwen2-7b and
 # gemma2-9b ([1, 6)), all exiting at -2, are the official Token Prepending settings for those models
 # (github.com/fuyuchenIfyw/token_prepending, config.yaml at commit ab3081d: tp_starting_index / tp_exiting_index,
-# output_layer). gemma3-270m has no official setting: its exit layer and window were chosen on CISI's dev half by
-# benchmarks/models.py (README.md, "Beyond the default model").
+# output_layer). gemma3-270m, the default, has no official setting: its exit layer 13 is the best on CISI's dev half,
+# on manpages-3's, and on their mean (benchmarks/calibration.py --exit-layers), and its window [1, 2) beat Gemma 2's
+# official [1, 6) on CISI's dev half (benchmarks/models.py; README.md, "Beyond the default model").
 INSTRUCTION = "Retrieve relevant document. Text:"
 HUB_INSTALL = "huggingface-cli download {} (where the hub is reachable; then copy the Hugging Face cache here)"
 MODELS: dict[str, ModelSpec] = {

