@@ -1,10 +1,12 @@
-"""Encoding speed of htp against vanilla-mean on real documents, side by side in one run.
+"""Encoding speed of htp against vanilla-mean on real documents, side by side in one run, per model and dtype.
 
 Same model, same exit layer, same batch budget; runs alternate (vanilla, htp, htp, vanilla, ...) and the
-medians are reported: real-text tokens/s, their ratio, padding waste, peak RSS, and the model's achieved
-FLOP/s against a torch matmul measured in the same process.
+medians are reported: real-text tokens/s and documents/s, HTP's ratio to vanilla, padding waste, peak RSS, the
+model's achieved FLOP/s against a torch matmul of the same dtype measured in the same process, and where the
+time goes (torch.profiler's top operators over one HTP pass).
 
-    python -m benchmarks.encode_speed --dataset ../shared/data/cisi --docs 300 --repeats 3
+    python -m benchmarks.encode_speed --dataset ../shared/data/cisi --docs 300 --repeats 3 \
+        --models gemma3-270m,smollm2-135m --dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import torch
 
 from htp import EncoderConfig, HTPEncoder
 from htp.batching import token_budget_batches
-from htp.models import load_model, pick_device
+from htp.models import DTYPES, load_model, pick_device
 from pipeline.records import full_text
 
 
-def matmul_flops(seconds: float = 3.0, size: int = 2048) -> float:
-    """FLOP/s of a square float32 matmul, the machine's practical peak for dense math."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops(dtype: torch.dtype = torch.float32, seconds: float = 3.0, size: int = 2048) -> float:
+    """FLOP/s of a square matmul in `dtype`, the machine's practical peak for dense math in it."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     runs, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
@@ -64,21 +66,21 @@ def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
             "padding_waste": 1 - sequence / computed, "flops": model_flops(encoder, encoder.exit_layer, widths)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cisi"))
-    parser.add_argument("--docs", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--exit-layer", type=int, default=None, help="default: the model's registry default")
-    parser.add_argument("--batch-tokens", type=int, default=EncoderConfig().batch_tokens)
-    parser.add_argument("--max-padding", type=float, default=EncoderConfig().max_padding)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.json"))
-    args = parser.parse_args(argv)
-    rows = [json.loads(line) for line in (args.dataset / "corpus.jsonl").read_text().splitlines()[: args.docs]]
-    texts = [full_text(r.get("title"), r["text"]) for r in rows]
-    model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
-    encoders = {m: HTPEncoder(EncoderConfig(method=m, exit_layer=args.exit_layer, batch_tokens=args.batch_tokens,
-                                              max_padding=args.max_padding), model, tokenizer)
+def profile_top(encoder: HTPEncoder, texts: list[str], rows: int = 8) -> list[dict]:
+    """The operators that take the most self CPU time over one encode of `texts`, with their share."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        encoder.encode(texts, show_progress=False)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:rows]]
+
+
+def measure(name: str, dtype: torch.dtype, texts: list[str], args: argparse.Namespace) -> dict:
+    """Both methods on one loaded model in one dtype, alternating, medians of the repeats."""
+    model, tokenizer = load_model(name, pick_device("cpu"), dtype)
+    encoders = {m: HTPEncoder(EncoderConfig(model=name, method=m, exit_layer=args.exit_layer,
+                                            batch_tokens=args.batch_tokens, max_padding=args.max_padding),
+                              model, tokenizer)
                 for m in ("vanilla-mean", "htp")}
     encoders["htp"].encode(texts[:8])  # warm-up of spaCy and kernels
     runs: dict[str, list[dict]] = {m: [] for m in encoders}
@@ -86,28 +88,60 @@ def main(argv: list[str] | None = None) -> None:
         order = ["vanilla-mean", "htp"] if repeat % 2 == 0 else ["htp", "vanilla-mean"]
         for method in order:
             runs[method].append(timed_encode(encoders[method], texts))
-            print(f"repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s", flush=True)
-    peak = matmul_flops()
-    summary = {}
+            print(f"{name} {dtype} repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s",
+                  flush=True)
+    peak = matmul_flops(dtype)
+    summary: dict = {"matmul_flops": peak, "exit_layer": encoders["htp"].exit_layer}
     for method, results in runs.items():
         flops = statistics.median(r["flops"] / r["seconds"] for r in results)
         summary[method] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
+                           "docs_per_s": statistics.median(len(texts) / r["seconds"] for r in results),
                            "padding_waste": statistics.median(r["padding_waste"] for r in results),
                            "achieved_flops": flops, "share_of_matmul": flops / peak}
     summary["htp_over_vanilla"] = summary["htp"]["tokens_per_s"] / summary["vanilla-mean"]["tokens_per_s"]
-    summary["matmul_flops"] = peak
-    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    summary["setup"] = {"docs": len(texts), "repeats": args.repeats, "exit_layer": encoders["htp"].exit_layer,
-                        "batch_tokens": args.batch_tokens, "max_padding": args.max_padding, "threads": torch.get_num_threads()}
+    summary["profile"] = profile_top(encoders["htp"], texts[: max(16, len(texts) // 4)])
+    return {"summary": summary, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cisi"))
+    parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default="gemma3-270m,smollm2-135m")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--exit-layer", type=int, default=None, help="default: each model's registry default")
+    parser.add_argument("--batch-tokens", type=int, default=EncoderConfig().batch_tokens)
+    parser.add_argument("--max-padding", type=float, default=EncoderConfig().max_padding)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.json"))
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in (args.dataset / "corpus.jsonl").read_text().splitlines()[: args.docs]]
+    texts = [full_text(r.get("title"), r["text"]) for r in rows]
+    results = {}
+    for name in args.models.split(","):
+        for dtype_name in args.dtypes.split(","):
+            results[f"{name} {dtype_name}"] = measure(name, DTYPES[dtype_name], texts, args)
+    setup = {"docs": len(texts), "repeats": args.repeats, "batch_tokens": args.batch_tokens,
+             "max_padding": args.max_padding, "threads": torch.get_num_threads(),
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
-    print(f"\n| method | text tokens/s (median of {args.repeats}) | padding waste | achieved GFLOP/s | share of matmul |")
-    print("|---|---|---|---|---|")
-    for method in encoders:
-        s = summary[method]
-        print(f"| {method} | {s['tokens_per_s']:.0f} | {100 * s['padding_waste']:.1f}% | {s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |")
-    print(f"\nhtp / vanilla-mean tokens/s: {summary['htp_over_vanilla']:.3f}; matmul {peak / 1e9:.1f} GFLOP/s; "
-          f"peak RSS {summary['peak_rss_mb']:.0f} MB; {len(texts)} docs, exit layer {summary['setup']['exit_layer']}")
+    args.out.write_text(json.dumps({"setup": setup, "results": results}, indent=1))
+    first = next(iter(results))
+    print(f"\n| model, dtype | method | text tokens/s (median of {args.repeats}) | documents/s | vs {first} htp | "
+          "padding waste | achieved GFLOP/s | share of this dtype's matmul |")
+    print("|---|---|---|---|---|---|---|---|")
+    base = results[first]["summary"]["htp"]["docs_per_s"]
+    for key, result in results.items():
+        for method in ("vanilla-mean", "htp"):
+            s = result["summary"][method]
+            print(f"| {key} | {method} | {s['tokens_per_s']:.0f} | {s['docs_per_s']:.2f} | {s['docs_per_s'] / base:.2f}x | "
+                  f"{100 * s['padding_waste']:.1f}% | {s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |")
+    for key, result in results.items():
+        s = result["summary"]
+        top = ", ".join(f"{e['op'].removeprefix('aten::')} {100 * e['share']:.0f}%" for e in s["profile"][:5])
+        print(f"\n{key}: htp / vanilla-mean {s['htp_over_vanilla']:.3f}; matmul {s['matmul_flops'] / 1e9:.0f} GFLOP/s; "
+              f"exit layer {s['exit_layer']}; profile: {top}")
+    print(f"\npeak RSS {setup['peak_rss_mb']:.0f} MB; {len(texts)} docs")
 
 
 if __name__ == "__main__":
