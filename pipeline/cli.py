@@ -95,12 +95,17 @@ def cmd_models(_args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from pipeline.guard import LOOPBACK_HOSTS, host_name
     from pipeline.serve import create_app
 
     config = _config(args.config) if args.config else None
-    app = create_app(Path(args.index_dir), config, args.api_key or os.environ.get("HTP_API_KEY"))
-    limit = (config or Config()).serve.max_concurrency
-    uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=limit, log_level="warning")
+    api_key = args.api_key or os.environ.get("HTP_API_KEY")
+    # Bound to loopback with no key, the service answers only its loopback names, so a page elsewhere that
+    # re-points its own name at 127.0.0.1 (DNS rebinding) cannot read it. Requests in flight are bounded by the
+    # app's guard (serve.max_concurrency), not by uvicorn, whose limit counts idle connections too.
+    hosts = LOOPBACK_HOSTS if api_key is None and host_name(args.host) in LOOPBACK_HOSTS else None
+    app = create_app(Path(args.index_dir), config, api_key, hosts)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -229,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except (EncoderError, IndexStoreError, PipelineError) as err:
         print(f"htp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `htp models | head -1`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -100,14 +100,15 @@ class ServeConfig:
     max_query_chars: int = 2000
     max_k: int = 100
     max_batch_queries: int = 64
+    max_request_chars: int = 8000  # all queries of one request together: bounds the encoding work a request causes
     max_body_bytes: int = 1_000_000
     max_concurrency: int = 64
     batch_wait_ms: float = 5.0
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if min(self.max_query_chars, self.max_k, self.max_batch_queries, self.max_body_bytes, self.max_concurrency,
-               self.batch_size) < 1 or self.batch_wait_ms < 0:
+        if min(self.max_query_chars, self.max_k, self.max_batch_queries, self.max_request_chars, self.max_body_bytes,
+               self.max_concurrency, self.batch_size) < 1 or self.batch_wait_ms < 0:
             raise PipelineValueError("serve limits and batch_size must be >= 1, batch_wait_ms >= 0")
 
 
@@ -134,6 +135,20 @@ class PathsConfig:
 
     input: str = "data/sample/corpus.jsonl"
     index_dir: str = "out/sample-index"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error instead of silently the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,7 @@ class Config:
         if not path.is_file():
             raise InputMissingError(f"no configuration file {path}")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise PipelineValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
         except UnicodeDecodeError as err:

@@ -6,31 +6,30 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
 from indexes.store import current_version
 from pipeline.config import SEARCH_MODES, Config, ServeConfig
 from pipeline.errors import PipelineError
+from pipeline.guard import Guard
 from pipeline.searcher import Searcher
 
-API_KEY_HEADER = "X-API-Key"
 
 
 class BatchRequest(BaseModel):
     """POST /search: several queries answered in one call."""
 
     queries: list[str] = Field(min_length=1)
-    k: int | None = None
+    k: StrictInt | None = None  # `"k": true` or `"k": "3"` is refused, not read as a number
     mode: str | None = None
 
 
@@ -124,6 +123,10 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
     """Refuse what the service will not run, with a 400 naming the problem."""
     if len(queries) > settings.max_batch_queries:
         raise HTTPException(400, f"{len(queries)} queries in one request; at most {settings.max_batch_queries}")
+    total = sum(len(query) for query in queries)
+    if total > settings.max_request_chars:
+        raise HTTPException(400, f"{total} query characters in one request; at most {settings.max_request_chars} "
+                                 "(send fewer or shorter queries per request)")
     for query in queries:
         if not query.strip():
             raise HTTPException(400, "the query is empty: give some words to search for")
@@ -135,27 +138,23 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
         raise HTTPException(400, f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
 
 
-def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None) -> FastAPI:
-    """The service over the index at `index_dir`; every endpoint needs `api_key` (header X-API-Key, or the
-    api_key query parameter the search page passes on) when one is given."""
+def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None,
+               allowed_hosts: Collection[str] | None = None) -> Guard:
+    """The service over the index at `index_dir`, inside its Guard: every endpoint needs `api_key` (header
+    X-API-Key, or the api_key query parameter the search page passes on) when one is given, and only `allowed_hosts`
+    are served when given (None: any Host)."""
     settings = (config or Config()).serve
     index = Index(Path(index_dir), config)
     batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size)
-    app = FastAPI(title="htp-index", description="HTP embeddings, FAISS and BM25 search over one index")
+    # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
+    app = FastAPI(title="htp-index", description="HTP embeddings, FAISS and BM25 search over one index",
+                  docs_url=None, redoc_url=None)
 
     @app.exception_handler(EncoderError)
     @app.exception_handler(IndexStoreError)
     @app.exception_handler(PipelineError)
     async def user_error(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, 400)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable) -> Any:
-        if api_key and api_key not in (request.headers.get(API_KEY_HEADER), request.query_params.get("api_key")):
-            return JSONResponse({"detail": f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"}, 401)
-        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
-            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, 413)
-        return await call_next(request)
 
     async def answer(queries: list[str], k: int | None, mode: str | None) -> dict:
         searcher = index.current()
@@ -178,7 +177,7 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         """Ranked hits for each query of a batch."""
         return await answer(body.queries, body.k, body.mode)
 
-    @app.get("/documents/{doc_id}")
+    @app.get("/documents/{doc_id:path}")  # ids may hold "/"
     def document(doc_id: str) -> dict:
         """One stored document."""
         try:
@@ -189,7 +188,8 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
     @app.get("/info")
     def info() -> dict:
         """The live version's manifest."""
-        return {"version": index.version, **asdict(index.current().index.manifest)}
+        live = index.current()  # one searcher, so the version named is the manifest's own
+        return {"version": live.index.path.name, **asdict(live.index.manifest)}
 
     @app.get("/health")
     def health() -> dict:
@@ -205,4 +205,4 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         """The search page."""
         return resources.files("pipeline").joinpath("search.html").read_text(encoding="utf-8")
 
-    return app
+    return Guard(app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts)

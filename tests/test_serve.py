@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -52,7 +53,7 @@ def test_every_endpoint_answers(served):
     assert doc["id"] == "d3" and doc["title"] == "Doc 3"
     assert client.get("/documents/nope").status_code == 404
     assert client.get("/info").json()["count"] == 20
-    assert client.post("/reload").json()["version"] == single["version"]
+    assert client.post("/reload", json={}).json()["version"] == single["version"]
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text
     assert client.get("/openapi.json").status_code == 200
@@ -80,8 +81,36 @@ def test_bad_batches_get_a_clear_4xx(served):
     assert client.post("/search", json={"queries": []}).status_code == 422
     too_many = client.post("/search", json={"queries": ["cat"] * 65})
     assert too_many.status_code == 400 and "at most 64" in too_many.json()["detail"]
+    too_long = client.post("/search", json={"queries": ["protein market " * 133] * 64})  # each under 2,000 chars
+    assert too_long.status_code == 400 and "at most 8000" in too_long.json()["detail"]
     huge = client.post("/search", content=b"x" * 1_000_001, headers={"content-type": "application/json"})
     assert huge.status_code == 413
+    for k in (True, "3", 2.0):  # only a real integer is a k
+        assert client.post("/search", json={"queries": ["cat"], "k": k}).status_code == 422
+
+
+def test_cross_site_posts_are_refused_and_every_response_carries_security_headers(served):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        refused = client.post("/reload", content=b"{}", headers={"content-type": content_type})
+        assert refused.status_code == 415 and "application/json" in refused.json()["detail"]
+    for response in (client.get("/health"), client.get("/"), client.get("/search", params={"q": ""})):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in response.headers[
+            "content-security-policy"]
+    assert client.get("/docs").status_code == 404  # its scripts would come from a third-party CDN
+
+
+def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
+    corpus = tmp_path / "slashes.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"man/3/page{i}", "title": f"Page {i}", "text": f"Text {i} here."})
+                              + "\n" for i in range(4)))
+    quick = replace(config, index=replace(config.index, calibrate=False))
+    build(quick, corpus, tmp_path / "index")
+    client = TestClient(create_app(tmp_path / "index", quick))
+    assert client.get("/documents/man/3/page2").json()["title"] == "Page 2"
+    assert client.get("/documents/man/3/page9").status_code == 404
 
 
 def test_the_api_key_guards_every_endpoint(served):
@@ -190,6 +219,54 @@ def test_htp_serve_answers_over_real_http_on_loopback(served):
                                 env={**os.environ, "HTP_API_KEY": "k1"}, timeout=120)
         assert remote.returncode == 0, remote.stderr
         assert [h["id"] for h in json.loads(remote.stdout)] == [h["id"] for h in body["hits"]]
+
+
+def chunked_flood_reply(port: int, megabytes: int) -> bytes:
+    """POST a body of `megabytes` MB in 1 MB chunks with no Content-Length, stopping when the server answers; the
+    first bytes of its answer."""
+    chunk = b"%x\r\n" % 1_000_000 + b" " * 1_000_000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        for _ in range(megabytes):
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server stopped reading (or closed) after its answer
+                break
+        return sock.recv(4096)
+
+
+def test_the_service_cannot_be_locked_out_by_idle_sockets_or_a_chunked_flood(served):
+    config, index_dir = served
+    with serving(index_dir) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+        try:
+            began = time.monotonic()
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            assert httpx.get(f"{url}/search", params={"q": "cat", "mode": "bm25"}, timeout=5).status_code == 200
+            assert time.monotonic() - began < 2
+
+            began = time.monotonic()
+            assert chunked_flood_reply(port, megabytes=50).startswith(b"HTTP/1.1 413")
+            assert time.monotonic() - began < 10
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_without_a_key_on_loopback_only_loopback_names_are_served(served):
+    config, index_dir = served
+    with serving(index_dir) as url:
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        port = url.rsplit(":", 1)[1]
+        for host in (f"localhost:{port}", "127.0.0.1"):
+            assert httpx.get(f"{url}/health", headers={"host": host}, timeout=5).status_code == 200
+        rebound = httpx.get(f"{url}/info", headers={"host": f"attacker.example:{port}"}, timeout=5)
+        assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
 
 
 def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path):

@@ -1,0 +1,133 @@
+"""What `htp serve` refuses before any route runs, as one ASGI layer around the app: a wrong API key, a Host it does
+not serve (DNS rebinding), a cross-site form POST, a body over the limit however it is sent (chunked too), and more
+requests in flight than allowed (idle connections are not requests); every response carries security headers."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+from urllib.parse import parse_qs
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_KEY_HEADER = "X-API-Key"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+ALWAYS_ANSWERED = frozenset({"/health"})  # answered even when the in-flight limit is reached
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+]
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header: `127.0.0.1:8000` -> 127.0.0.1, `[::1]:8000` -> ::1."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Guard:
+    """Wraps the service's app. `allowed_hosts` None accepts any Host (the service was bound beyond loopback on
+    purpose, or an API key guards it); `max_body_bytes` bounds what a request may send, read as it arrives."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int, max_in_flight: int,
+                 allowed_hosts: Collection[str] | None = None) -> None:
+        self.app, self.api_key, self.max_body, self.max_in_flight = app, api_key, max_body_bytes, max_in_flight
+        self.allowed_hosts = allowed_hosts
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = _with_headers(send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refusal = self._refusal(scope, headers)
+        if refusal is None and scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
+            refusal = (503, f"more than {self.max_in_flight} requests in flight; try again shortly")
+        if refusal is not None:
+            await _reply(send, *refusal)
+            return
+        self.in_flight += 1
+        try:
+            body, too_large = await self._read_body(receive, headers)
+            if too_large:
+                await _reply(send, 413, f"request body over {self.max_body} bytes")
+                return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.in_flight -= 1
+
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
+            return 400, "this service answers only requests addressed to its loopback name (Host header)"
+        if self.api_key is not None:
+            given = headers.get(API_KEY_HEADER.lower()) or _query_key(scope)
+            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                return 401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"
+        if scope["method"] == "POST" and headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # A page on another site can POST a form or text/plain without asking; application/json needs a CORS
+            # preflight, which this service never grants.
+            return 415, "POST bodies must be sent as application/json"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return 413, f"request body over {self.max_body} bytes"
+        return None
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> tuple[list[Message], bool]:
+        """The request's body messages, read until the end or until they pass the limit (chunked bodies have no
+        Content-Length to check beforehand)."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages, False
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return messages, True
+            if not message.get("more_body", False):
+                return messages, False
+
+
+def _query_key(scope: Scope) -> str:
+    """The api_key query parameter, which the search page passes on (a header is better: URLs get logged)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [])
+    return values[0] if values else ""
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then what the connection says next."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _with_headers(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return sending
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
