@@ -97,7 +97,12 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         """Parse manifest.json (copies of encoder settings that older versions kept beside it are dropped),
         refusing one written with other fields."""
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise IndexValueError(f"manifest is not valid JSON ({err}): the version is damaged; rebuild the index") from err
+        if not isinstance(data, dict):
+            raise IndexValueError(f"manifest is a JSON {type(data).__name__}, not an object: rebuild the index")
         for derived in LEGACY_COPIES:
             data.pop(derived, None)
         try:

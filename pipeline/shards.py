@@ -56,7 +56,13 @@ class ShardStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / META
         if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (ValueError, OSError) as err:
+                raise ShardError(f"{meta_path} is damaged ({err.__class__.__name__}); delete {self.folder} and build "
+                                 "again (its vectors are re-encoded)") from err
+            if not isinstance(meta, dict):
+                raise ShardError(f"{meta_path} is not a JSON object; delete {self.folder} and build again")
             if meta.get("config_hash") != config_hash:
                 raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
                                  f"this build {config_hash}); delete it or use a new out dir")

@@ -28,6 +28,8 @@ BAD_CONFIGS = {
     "search: [k\n": "is not valid YAML",
     "- just\n- a list\n": "must be a mapping of sections",
     "encoder:\n  device: cuda\n": "no CUDA GPU",
+    "search:\n  k: 5\n  k: 50\n": "the key 'k' is given twice",
+    "search:\n  k: 5\nsearch:\n  mode: bm25\n": "the key 'search' is given twice",
 }
 
 
@@ -138,3 +140,14 @@ def test_an_assembled_gguf_is_checked_against_the_sha256_the_registry_records(tm
         _gguf_path("chunked", spec, cache)
     with pytest.raises(ModelNotFoundError, match="not installed: `pip install nothing-here`"):
         _gguf_path("absent", replace(spec, package="no_such_package_here", install="pip install nothing-here"), cache)
+
+
+def test_a_closed_pipe_ends_htp_quietly():
+    """`htp models | head -1`: the reader leaves early; htp exits 0 without a traceback. (`true` reads nothing, so
+    the first unbuffered write already meets the closed pipe.)"""
+    import subprocess
+
+    command = f"set -o pipefail; {sys.executable} -u -m pipeline.cli models | true"
+    closed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0, closed.stderr
+    assert "Traceback" not in closed.stderr and "BrokenPipe" not in closed.stderr

@@ -1,0 +1,34 @@
+"""Damaged JSON inside an index folder (a shard folder's meta.json, the calibration cache's, a manifest, BM25's
+vocabulary) is refused with one line naming the file, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexes.errors import IndexValueError
+from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
+from indexes.store import Manifest
+from pipeline.shards import ShardError, ShardStore
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\x00\x01"])
+def test_a_damaged_shard_meta_is_named(tmp_path, content):
+    ShardStore(tmp_path / "shards", "cfg")
+    (tmp_path / "shards" / "meta.json").write_text(content)
+    with pytest.raises(ShardError, match="meta.json"):
+        ShardStore(tmp_path / "shards", "cfg")
+
+
+@pytest.mark.parametrize("content, message", [("{not json", "not valid JSON"), ('["a"]', "not an object"),
+                                              ("17", "not an object")])
+def test_a_manifest_that_is_not_an_object_is_refused_in_one_line(content, message):
+    with pytest.raises(IndexValueError, match=message):
+        Manifest.from_json(content)
+
+
+def test_a_damaged_bm25_vocabulary_is_refused_by_folder(tmp_path):
+    save_bm25(build_bm25(["the cat sat on the mat", "a dog in the park"]), tmp_path / "bm25")
+    assert search_bm25(load_bm25(tmp_path / "bm25"), ["cat"], 1)[1][0][0] == 0
+    (tmp_path / "bm25" / "vocab.index.json").write_text("{garbage")
+    with pytest.raises(IndexValueError, match="BM25 index in .*bm25 is damaged"):
+        load_bm25(tmp_path / "bm25")
