@@ -103,14 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         index = index_check(args.model, str(device), args.dataset, args.docs, Path(work))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    lines = [f"{args.model} on {name} (torch {torch.__version__}), {len(texts)} {args.dataset.name} documents; "
-             "cosine against CPU float32.", "", "| dtype | batch_tokens | text tokens/s | cosine min | cosine mean |",
-             "|---|---|---|---|---|"]
+    title = f"{args.model} on {name} (torch {torch.__version__}), {len(texts)} {args.dataset.name} documents; "
+    lines = [title + "cosine against CPU float32.", "",
+             "| dtype | batch_tokens | text tokens/s | cosine min | cosine mean |", "|---|---|---|---|---|"]
     lines += [f"| {r['dtype']} | {r['batch_tokens']} | {r['tokens_per_s']:.0f} | {r['cosine_min']:.5f} | "
               f"{r['cosine_mean']:.5f} |" for r in rows]
-    lines += ["", f"Index on {device}: {index['documents']} documents built in {index['build_s']:.1f} s; "
-              f"{index['queries']} judged queries at {index['query_ms']:.1f} ms each, "
-              f"{100 * index['share_with_a_relevant_hit']:.0f}% with a relevant document in the top 10."]
+    summary = (f"Index on {device}: {index['documents']} documents built in {index['build_s']:.1f} s; "
+               f"{index['queries']} judged queries at {index['query_ms']:.1f} ms each, "
+               f"{100 * index['share_with_a_relevant_hit']:.0f}% with a relevant document in the top 10.")
+    lines += ["", summary]
     write_report(args.out, lines, {"device": name, "torch": torch.__version__, "rows": rows, "index": index})
     return 0
 

@@ -239,7 +239,7 @@ def chunked_flood_reply(port: int, megabytes: int) -> bytes:
 
 
 def test_the_service_cannot_be_locked_out_by_idle_sockets_or_a_chunked_flood(served):
-    config, index_dir = served
+    _, index_dir = served
     with serving(index_dir) as url:
         port = int(url.rsplit(":", 1)[1])
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
@@ -259,7 +259,7 @@ def test_the_service_cannot_be_locked_out_by_idle_sockets_or_a_chunked_flood(ser
 
 
 def test_without_a_key_on_loopback_only_loopback_names_are_served(served):
-    config, index_dir = served
+    _, index_dir = served
     with serving(index_dir) as url:
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         port = url.rsplit(":", 1)[1]
