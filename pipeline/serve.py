@@ -24,7 +24,6 @@ from pipeline.guard import Guard
 from pipeline.searcher import Searcher
 
 
-
 class BatchRequest(BaseModel):
     """POST /search: several queries answered in one call."""
 
