@@ -105,6 +105,10 @@ class ShardStore:
             self._write_meta()
         if vectors.shape[1] != self.dim:
             raise ShardError(f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}")
+        broken = [str(ids[row]) for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1))]
+        if broken:
+            raise ShardError(f"the encoder gave NaN or infinite vectors for {len(broken)} document(s) ({', '.join(broken[:5])}); "
+                             "nothing was stored: try encoder.dtype: float32, or report the texts")
         path = self.folder / f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:20]}.parquet"
         if path.exists():
             return path
@@ -152,7 +156,11 @@ class ShardStore:
 
     def _read_table(self, path: Path) -> tuple[list[str], np.ndarray]:
         table = _read_checked(path, ["id", "embedding"])
-        return table.column("id").to_pylist(), _vectors(table)
+        vectors = _vectors(table)
+        if not np.isfinite(vectors).all():  # a centre or a search over NaN answers nothing, silently
+            raise ShardError(f"{path} holds NaN or infinite vectors: delete it and build again (its documents are "
+                             "re-encoded)")
+        return table.column("id").to_pylist(), vectors
 
     def _write_meta(self) -> None:
         """meta.json, written atomically like the shards."""

@@ -1,14 +1,17 @@
-"""Damaged JSON inside an index folder (a shard folder's meta.json, the calibration cache's, a manifest, BM25's
-vocabulary) is refused with one line naming the file, never a traceback."""
+"""Damaged parts of an index folder (a shard folder's meta.json, the calibration cache's, a manifest, BM25's
+vocabulary, NaN vectors) are refused with one line naming the file, never a traceback or a silent empty answer."""
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from indexes.errors import IndexValueError
 from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
 from indexes.store import Manifest
-from pipeline.shards import ShardError, ShardStore
+from pipeline.shards import ShardError, ShardStore, document_keys
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\x00\x01"])
@@ -32,3 +35,21 @@ def test_a_damaged_bm25_vocabulary_is_refused_by_folder(tmp_path):
     (tmp_path / "bm25" / "vocab.index.json").write_text("{garbage")
     with pytest.raises(IndexValueError, match="BM25 index in .*bm25 is damaged"):
         load_bm25(tmp_path / "bm25")
+
+
+def test_nan_vectors_are_never_stored_nor_served(tmp_path):
+    store = ShardStore(tmp_path / "shards", "cfg")
+    ids = ["d0", "d1", "d2"]
+    keys = document_keys(ids, [""] * 3, ids)
+    bad = np.ones((3, 4), dtype=np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(ShardError, match=r"NaN or infinite vectors for 1 document\(s\) \(d1\)"):
+        store.write(ids, keys, bad)
+    assert store.shards() == []
+    path = store.write(ids, keys, np.ones((3, 4), dtype=np.float32))
+    table = pq.read_table(path)  # rewritten whole, with valid page checksums: only the values are wrong
+    flat = np.full(12, np.inf, dtype=np.float32)
+    table = table.set_column(2, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(flat), 4))
+    pq.write_table(table, path, write_page_checksum=True)
+    with pytest.raises(ShardError, match="holds NaN or infinite vectors"):
+        list(ShardStore(tmp_path / "shards", "cfg").gather(keys, store.locate()))
