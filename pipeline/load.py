@@ -183,7 +183,8 @@ def normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], lis
         for row, raw_id, title, text in zip(indices, batch[fields.id_field], titles, batch[fields.text_field]):
             doc_id = _doc_id(raw_id, row, file, fields)
             if text is None:
-                raise DocumentError(f"{file}: record {row + 1} (id {doc_id!r}) has no {fields.text_field!r} field")
+                raise DocumentError(f"{file}: record {row + 1} (id {doc_id!r}) has no {fields.text_field!r} field value "
+                                    "(it is missing, null or NaN)")
             if not isinstance(text, str):
                 raise DocumentError(f"{file}: record {row + 1} (id {doc_id!r}) has a {type(text).__name__} "
                                     f"{fields.text_field!r} field; texts must be strings")

@@ -157,6 +157,13 @@ def test_record_without_text_names_record_and_id(load, tmp_path):
         load(path)
 
 
+def test_a_nan_text_is_named_as_such(load, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": NaN}\n')
+    with pytest.raises(DocumentError, match=r"record 2 \(id 'b'\) .*NaN"):
+        load(path)
+
+
 @pytest.mark.parametrize("bad_id", [1.5, True, ""])
 def test_ids_that_are_neither_strings_nor_integers(load, tmp_path, bad_id):
     path = write_jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "x"}, {"id": bad_id, "text": "y"}])
