@@ -116,7 +116,11 @@ def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("de-quantising %s into %s (once)", gguf.name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+    except OSError as err:
+        raise EncoderValueError(f"cannot write the de-quantised {name} into encoder.cache_dir {cache_dir} "
+                                f"({err.strerror}): point it (or $HTP_CACHE) at a folder this user can write") from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -138,12 +142,23 @@ def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
+def _cache_folder(cache: Path) -> Path:
+    """The cache folder, made if missing; one clear error when it cannot be (a file in the way, a read-only parent).
+    A read-only cache that already holds the model is fine: nothing is written to it then."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EncoderValueError(f"encoder.cache_dir {cache} cannot be made ({err.strerror}): point it (or $HTP_CACHE) "
+                                "at a folder this user can write") from err
+    return cache
+
+
 def resolve_model_source(name: str, cache_dir: str | None = None) -> str:
     """Turn a registry name, a local folder or a hub id into something `from_pretrained` can load."""
     if name in MODELS:
         spec = MODELS[name]
         if spec.gguf_file:
-            cache = Path(cache_dir) if cache_dir else default_cache_dir()
+            cache = _cache_folder(Path(cache_dir) if cache_dir else default_cache_dir())
             return str(_dequantised_folder(name, _gguf_path(name, spec, cache), cache))
         return str(spec.hub_id)
     if Path(name).exists():

@@ -151,3 +151,15 @@ def test_a_closed_pipe_ends_htp_quietly():
     closed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, check=False)
     assert closed.returncode == 0, closed.stderr
     assert "Traceback" not in closed.stderr and "BrokenPipe" not in closed.stderr
+
+
+def test_a_cache_dir_that_cannot_be_made_is_named_in_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"encoder:\n  cache_dir: {blocker / 'cache'}\n")
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 3)
+    code = cli_main(["build", "--config", str(config), "--input", str(corpus), "--out", str(tmp_path / "index")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "encoder.cache_dir" in err and "cannot be made" in err and "Traceback" not in err
