@@ -111,7 +111,9 @@ def describe(calibration: Calibration) -> str:
     r = calibration.report
     adapter = (f"adapter yes (dev NDCG@10 {100 * r['dev_ndcg_identity']:.1f} -> {100 * r['dev_ndcg_adapter']:.1f})"
                if calibration.adapter is not None else "adapter no (it did not beat the identity on the dev set)")
-    return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {calibration.fusion.label}; "
+    best = r.get("dev_best_fusion")
+    fusion = calibration.fusion.label + (f" (the dev set's best: {best})" if best and best != calibration.fusion.label else "")
+    return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {fusion}; "
             f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
             f"{r.get('seconds')} s")
 
