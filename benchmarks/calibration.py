@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from benchmarks.common import cached_layers, minilm_vectors, write_report
 from htp import EncoderConfig, HTPEncoder
-from htp.models import pick_device, pick_dtype
+from htp.models import dtype_name, pick_device, pick_dtype
 from htp.segment import Segmenter
 from indexes.lexical import build_bm25, search_bm25
 from pipeline.calibration import (
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     began = time.perf_counter()
     device = pick_device("cpu")
-    dtype = str(pick_dtype(args.dtype, device)).removeprefix("torch.")
+    dtype = dtype_name(pick_dtype(args.dtype, device))
     window = tuple(int(x) for x in args.window.split(",")) if args.window else None
     encoder = HTPEncoder(EncoderConfig(model=args.model, dtype=dtype, device="cpu", window=window))
     collections = {name: Collection(args.data / name, args.cache, encoder, args.seed)

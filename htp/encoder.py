@@ -17,7 +17,7 @@ from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
-from htp.models import load_model, pick_device, pick_dtype
+from htp.models import dtype_name, load_model, pick_device, pick_dtype
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
@@ -102,7 +102,7 @@ class HTPEncoder:
     @property
     def dtype(self) -> str:
         """The dtype the model computes in ("float32", "bfloat16", ...); vectors come out float32 whatever it is."""
-        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return dtype_name(next(self.model.parameters()).dtype)
 
     @property
     def dimension(self) -> int:

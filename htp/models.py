@@ -46,6 +46,11 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags of native bfloat16 dot products (AVX512-BF16, AMX)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype as config, manifests and reports spell it: "float32", "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo's flags.
 
@@ -114,7 +119,6 @@ def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{name}-{key}"
     if (target / "config.json").is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("de-quantising %s into %s (once)", gguf.name, target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))

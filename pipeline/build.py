@@ -19,7 +19,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from htp import EncoderConfig, HTPEncoder
-from htp.models import pick_device, pick_dtype
+from htp.models import dtype_name, pick_device, pick_dtype
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
@@ -259,7 +259,7 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     index_dir = Path(index_dir or config.paths.index_dir)
     device = pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
     built_with = ({"device": str(encoder.device), "dtype": encoder.dtype} if encoder is not None else
-                  {"device": str(device), "dtype": str(pick_dtype(config.encoder.dtype, device)).removeprefix("torch.")})
+                  {"device": str(device), "dtype": dtype_name(pick_dtype(config.encoder.dtype, device))})
     loaded = load_documents(input_path, _field_names(config))
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:

@@ -59,7 +59,7 @@ class Guard:
             return
         self.in_flight += 1
         try:
-            body, too_large = await self._read_body(receive, headers)
+            body, too_large = await self._read_body(receive)
             if too_large:
                 await _reply(send, 413, f"request body over {self.max_body} bytes")
                 return
@@ -83,7 +83,7 @@ class Guard:
             return 413, f"request body over {self.max_body} bytes"
         return None
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> tuple[list[Message], bool]:
+    async def _read_body(self, receive: Receive) -> tuple[list[Message], bool]:
         """The request's body messages, read until the end or until they pass the limit (chunked bodies have no
         Content-Length to check beforehand)."""
         messages: list[Message] = []
