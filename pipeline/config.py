@@ -102,14 +102,16 @@ class ServeConfig:
     max_batch_queries: int = 64
     max_request_chars: int = 8000  # all queries of one request together: bounds the encoding work a request causes
     max_body_bytes: int = 1_000_000
+    max_body_seconds: float = 10.0  # a body still arriving after this gets a 408: slow senders cannot hold memory
     max_concurrency: int = 64
     batch_wait_ms: float = 5.0
     batch_size: int = 32
 
     def __post_init__(self) -> None:
         if min(self.max_query_chars, self.max_k, self.max_batch_queries, self.max_request_chars, self.max_body_bytes,
-               self.max_concurrency, self.batch_size) < 1 or self.batch_wait_ms < 0:
-            raise PipelineValueError("serve limits and batch_size must be >= 1, batch_wait_ms >= 0")
+               self.max_concurrency, self.batch_size) < 1 or self.batch_wait_ms < 0 or not self.max_body_seconds > 0:
+            raise PipelineValueError("serve limits and batch_size must be >= 1, batch_wait_ms >= 0, "
+                                     "max_body_seconds > 0")
 
 
 @dataclass(frozen=True)

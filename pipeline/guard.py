@@ -1,14 +1,15 @@
 """What `htp serve` refuses before any route runs, as one ASGI layer around the app: a wrong API key, a Host it does
 not serve (DNS rebinding), a cross-site form POST, a body over the limit however it is sent (chunked too), and more
-requests in flight than allowed (idle connections are not requests); every response carries security headers."""
+requests in flight than allowed (idle connections and bodies still arriving are not requests; a body has
+a time limit to arrive); every response carries security headers."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
-from urllib.parse import parse_qs
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -19,6 +20,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 API_KEY_HEADER = "X-API-Key"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ALWAYS_ANSWERED = frozenset({"/health"})  # answered even when the in-flight limit is reached
+KEYLESS = frozenset({"/"})  # the search page holds no index data; its script sends the key in the header
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -37,12 +39,13 @@ def host_name(host: str) -> str:
 
 class Guard:
     """Wraps the service's app. `allowed_hosts` None accepts any Host (the service was bound beyond loopback on
-    purpose, or an API key guards it); `max_body_bytes` bounds what a request may send, read as it arrives."""
+    purpose, or an API key guards it); `max_body_bytes` bounds what a request may send, read as it arrives within
+    `max_body_seconds`."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int, max_in_flight: int,
-                 allowed_hosts: Collection[str] | None = None) -> None:
+                 allowed_hosts: Collection[str] | None = None, max_body_seconds: float = 10.0) -> None:
         self.app, self.api_key, self.max_body, self.max_in_flight = app, api_key, max_body_bytes, max_in_flight
-        self.allowed_hosts = allowed_hosts
+        self.allowed_hosts, self.max_body_seconds = allowed_hosts, max_body_seconds
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -52,17 +55,22 @@ class Guard:
         send = _with_headers(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         refusal = self._refusal(scope, headers)
-        if refusal is None and scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
-            refusal = (503, f"more than {self.max_in_flight} requests in flight; try again shortly")
         if refusal is not None:
             await _reply(send, *refusal)
             return
+        try:
+            body, too_large = await asyncio.wait_for(self._read_body(receive), self.max_body_seconds)
+        except asyncio.TimeoutError:
+            await _reply(send, 408, f"the request body did not arrive within {self.max_body_seconds:g} s")
+            return
+        if too_large:
+            await _reply(send, 413, f"request body over {self.max_body} bytes")
+            return
+        if scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
+            await _reply(send, 503, f"more than {self.max_in_flight} requests in flight; try again shortly")
+            return
         self.in_flight += 1
         try:
-            body, too_large = await self._read_body(receive)
-            if too_large:
-                await _reply(send, 413, f"request body over {self.max_body} bytes")
-                return
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.in_flight -= 1
@@ -70,8 +78,8 @@ class Guard:
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
             return 400, "this service answers only requests addressed to its loopback name (Host header)"
-        if self.api_key is not None:
-            given = headers.get(API_KEY_HEADER.lower()) or _query_key(scope)
+        if self.api_key is not None and not (scope["method"] == "GET" and scope["path"] in KEYLESS):
+            given = headers.get(API_KEY_HEADER.lower(), "")
             if not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 return 401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"
         if scope["method"] == "POST" and headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -98,12 +106,6 @@ class Guard:
                 return messages, True
             if not message.get("more_body", False):
                 return messages, False
-
-
-def _query_key(scope: Scope) -> str:
-    """The api_key query parameter, which the search page passes on (a header is better: URLs get logged)."""
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [])
-    return values[0] if values else ""
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -139,8 +139,8 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
 
 def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None,
                allowed_hosts: Collection[str] | None = None) -> Guard:
-    """The service over the index at `index_dir`, inside its Guard: every endpoint needs `api_key` (header
-    X-API-Key, or the api_key query parameter the search page passes on) when one is given, and only `allowed_hosts`
+    """The service over the index at `index_dir`, inside its Guard: every endpoint but the page needs `api_key`
+    (header X-API-Key) when one is given, and only `allowed_hosts`
     are served when given (None: any Host)."""
     settings = (config or Config()).serve
     index = Index(Path(index_dir), config)
@@ -204,4 +204,5 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         """The search page."""
         return resources.files("pipeline").joinpath("search.html").read_text(encoding="utf-8")
 
-    return Guard(app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts)
+    return Guard(app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts,
+                 settings.max_body_seconds)

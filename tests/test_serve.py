@@ -4,6 +4,7 @@ in a real headless Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from fastapi.testclient import TestClient
 from pipeline import serve
 from pipeline.build import build
 from pipeline.config import Config
+from pipeline.guard import Guard
 from pipeline.serve import create_app
 
 
@@ -116,11 +118,51 @@ def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
 def test_the_api_key_guards_every_endpoint(served):
     config, index_dir = served
     client = TestClient(create_app(index_dir, config, api_key="s3cret"))
-    for path in ("/health", "/search?q=cat", "/info", "/", "/documents/d1", "/openapi.json"):
+    for path in ("/health", "/search?q=cat", "/info", "/documents/d1", "/openapi.json"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200
     assert client.get("/health", headers={"X-API-Key": "wrong"}).status_code == 401
-    assert client.get("/health?api_key=s3cret").status_code == 200
+    assert client.get("/health?api_key=s3cret").status_code == 401  # keys do not travel in URLs
+    assert client.get("/").status_code == 200 and "X-API-Key" in client.get("/").text  # the page holds no data
+    assert client.post("/", json={}).status_code == 401
+
+
+def test_slow_bodies_get_a_408_and_hold_no_request_slot():
+    answered: list[str] = []
+
+    async def app(scope, receive, send):
+        await receive()
+        answered.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def request(path: str, slow: bool) -> int:
+        statuses: list[int] = []
+
+        async def receive():
+            if slow:
+                await asyncio.sleep(3600)
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")]}
+        await guard(scope, receive, send)
+        return statuses[0]
+
+    async def scenario() -> list[int]:
+        slow = [asyncio.create_task(request("/slow", slow=True)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        fast = await request("/search", slow=False)  # one slot, and three slow senders are waiting
+        return [fast, *await asyncio.gather(*slow)]
+
+    guard = Guard(app, None, max_body_bytes=1000, max_in_flight=1, max_body_seconds=0.3)
+    began = time.monotonic()
+    assert asyncio.run(scenario()) == [200, 408, 408, 408]
+    assert answered == ["/search"] and time.monotonic() - began < 2
 
 
 def test_concurrent_queries_share_forward_passes(served, monkeypatch):
@@ -275,20 +317,26 @@ def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is not installed: `make test` installs it (apt-get install chromium)"
     config, index_dir = served
-    with serving(index_dir) as url, sync_playwright() as playwright:
+    key = {"X-API-Key": "s3cret"}
+    with serving(index_dir, "--api-key", "s3cret", headers=key) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(url + "/")
+        asked: list[tuple[str, str | None]] = []
+        page.on("request", lambda request: asked.append((request.url, request.headers.get("x-api-key"))))
+        page.goto(url + "/#key=s3cret")  # a fragment never reaches the server
         page.fill("#q", "protein market")
         page.select_option("#mode", "dense")
         page.click("button[type=submit]")
         page.wait_for_selector("#results li")
         titles = page.locator("#results li .title").all_inner_texts()
-        api = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "dense"}, timeout=30).json()
+        api = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "dense"}, headers=key, timeout=30).json()
         assert titles == [hit["title"] for hit in api["hits"]] and len(titles) == 10
         assert re.fullmatch(r"10 hits, dense, [0-9.]+ ms", page.locator("#status").inner_text())
         page.screenshot(path=str(tmp_path / "search_page.png"))
         page.locator("#results li .title").first.click()
-        page.wait_for_url("**/documents/**")
-        assert json.loads(page.locator("body").inner_text())["title"] == titles[0]
+        page.wait_for_selector("#results li .document")
+        document = httpx.get(f"{url}/documents/{api['hits'][0]['id']}", headers=key, timeout=30).json()
+        assert page.locator("#results li .document").first.inner_text() == document["text"].strip()
+        assert not any("s3cret" in address for address, _ in asked)
+        assert all(sent == "s3cret" for address, sent in asked if "/search" in address or "/documents/" in address)
         browser.close()
