@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
 from indexes.faiss_index import search_faiss
 from indexes.lexical import load_bm25, save_bm25, search_bm25
 from indexes.ondisk import IVF_DATA, read_index
+from indexes.owned import OWNED, mark_owned, remove_owned, written_here
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -122,7 +122,7 @@ def _sha256(path: Path) -> str:
 
 def _data_files(folder: Path) -> list[Path]:
     """Every file of a version except its manifest."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, OWNED))
 
 
 def row_documents(ids: list[str]) -> list[str]:
@@ -164,6 +164,7 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     versions = index_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions))
+    mark_owned(tmp)
     created = datetime.now(timezone.utc)
     final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
@@ -190,13 +191,13 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
         os.rename(tmp, final)
         fsync(versions)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_owned(tmp)
         raise
     previous = current_version(index_dir)
     _point_current(index_dir, final.name, _sha256(final / MANIFEST))
-    for old in versions.iterdir():
-        if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and (old / MANIFEST).is_file():
-            shutil.rmtree(old, ignore_errors=True)
+    for old in versions.iterdir():  # a version half-removed by a killed build is still known as ours, and goes now
+        if old.name not in (final.name, previous) and VERSION_NAME.fullmatch(old.name) and written_here(old):
+            remove_owned(old)
     return final
 
 
@@ -211,7 +212,7 @@ def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator
 
     A second writer fails at once with a clear message instead of racing the first (whose pruning could remove
     the version the other's CURRENT names). A non-empty folder that is not an index is refused unless
-    `allow_foreign`; even then only what this package writes is ever deleted there.
+    `allow_foreign`; even then only folders this package can show it made are ever deleted there (indexes.owned).
     """
     index_dir = Path(index_dir)
     if index_dir.exists() and not index_dir.is_dir():
@@ -227,9 +228,10 @@ def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator
         except BlockingIOError:
             raise IndexFolderError(f"another build is writing to {index_dir}; wait for it to finish and run again") from None
         (index_dir / MARKER).touch()
-        leftovers = sorted((index_dir / VERSIONS).glob(f"{TMP_PREFIX}*")) if (index_dir / VERSIONS).is_dir() else []
+        leftovers = sorted(path for path in (index_dir / VERSIONS).glob(f"{TMP_PREFIX}*") if written_here(path)) \
+            if (index_dir / VERSIONS).is_dir() else []
         for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_owned(path)
         yield leftovers
     finally:
         os.close(fd)

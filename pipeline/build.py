@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
 from indexes.ondisk import IVF_DATA, build_on_disk, is_ivf, merge_parts, trained_ivf
+from indexes.owned import mark_owned, remove_owned, written_here
 from indexes.store import (
     TMP_PREFIX,
     VERSIONS,
@@ -235,6 +235,7 @@ def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: Sha
             log.info(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
     (index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir / VERSIONS))  # a killed build's is cleaned up
+    mark_owned(scratch)
     try:
         factory, index, ivf_data = dense_index(store, where, keys, len(ids), len(mean), center, config.index, scratch,
                                                config.ray if config.engine == "ray" else None)
@@ -244,7 +245,7 @@ def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: Sha
         version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
                                 calibration=calibration.arrays() if calibration else None, ivf_data=ivf_data)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_owned(scratch)
     return factory, version, calibration
 
 
@@ -299,9 +300,10 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
         dropped = store.prune(set(keys), where)
         if dropped:
             log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
-        stale = [p for p in (index_dir / SHARDS).iterdir() if p != store.folder and SHARD_FOLDER.fullmatch(p.name)]
+        stale = [p for p in (index_dir / SHARDS).iterdir()
+                 if p != store.folder and SHARD_FOLDER.fullmatch(p.name) and written_here(p)]
         for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_owned(path)
         if stale:
             log.info(f"clean: removed {len(stale)} shard folder(s) of other encoder settings or an earlier layout")
     seconds = time.perf_counter() - began

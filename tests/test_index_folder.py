@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import write_corpus
 
+from indexes.owned import OWNED
 from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_index
 from pipeline.build import build
 from pipeline.cli import main as cli_main
@@ -53,9 +55,11 @@ def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(qui
     out = tmp_path / "index"
     first = build(quick, write_corpus(tmp_path / "a.jsonl", 10), out)
     (out / "versions" / ".tmp-killed").mkdir()
+    (out / "versions" / ".tmp-killed" / OWNED).touch()  # what a build writes first into its scratch folder
     (out / "versions" / ".tmp-killed" / "index.faiss").write_bytes(b"half")
     earlier_layout = out / "shards" / "0123456789abcdef-0123456789abcdef"
     earlier_layout.mkdir()
+    (earlier_layout / "meta.json").write_text('{"dim": 8, "config_hash": "0123456789abcdef", "format": 1}')
     second = build(quick, write_corpus(tmp_path / "b.jsonl", 11, seed=1), out)
     printed = caplog.text
     assert "removed 1 unfinished version" in printed and "removed 1 shard folder" in printed
@@ -63,6 +67,30 @@ def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(qui
     assert not (out / "versions" / ".tmp-killed").exists() and not earlier_layout.exists()
     assert second.shard_dir == first.shard_dir and second.dropped == 10 and second.encoded == 11
     assert open_index(out).manifest.count == 11
+
+
+def test_folders_the_package_did_not_write_are_never_deleted(quick, tmp_path):
+    out = tmp_path / "mine"
+    theirs = [out / "versions" / "20200101T000000-notes", out / "versions" / ".tmp-drafts",
+              out / "shards" / "0123456789abcdef", out / "shards" / "0123456789abcdef-fedcba9876543210"]
+    for folder in theirs:
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("the user's")
+    for seed in range(3):  # each build prunes older versions, leftovers and stale shard folders
+        build(quick, write_corpus(tmp_path / "a.jsonl", 6, seed=seed), out, allow_foreign=True)
+    assert all((folder / "keep.txt").read_text() == "the user's" for folder in theirs)
+    assert open_index(out).manifest.count == 6
+
+
+def test_a_version_half_removed_by_a_killed_prune_is_removed_by_the_next_build(quick, tmp_path):
+    out = tmp_path / "index"
+    first = build(quick, write_corpus(tmp_path / "a.jsonl", 6), out).version_dir
+    half = first.with_name("20200101T000000-halfgone")
+    shutil.copytree(first, half)
+    (half / "manifest.json").unlink()  # the prune was killed after removing the manifest
+    (half / "ids.parquet").unlink()
+    build(quick, write_corpus(tmp_path / "b.jsonl", 6, seed=1), out)
+    assert not half.exists()
 
 
 def test_current_naming_a_path_outside_the_index_is_refused(quick, tmp_path):
