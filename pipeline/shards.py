@@ -5,7 +5,9 @@ Each row holds a document id, the document's key (a hash of its id, title and te
 multi-vector document's windows are consecutive rows of one shard with its key. A shard is named by the hash of
 the keys it holds and written atomically (temp file, fsync, rename), so any number of writers can add shards to
 one folder and a retried task writes the same file again. A key stored twice (a crash between a shard and its
-rewrite) is read from the first shard in name order only.
+rewrite) is read from the first shard in name order only. Each shard carries a SHA-256 of its rows in its Parquet
+metadata, checked whenever its vectors are read, so a shard rewritten by another tool (without page checksums)
+or replaced by a copy of another is refused, or written again.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexes.durable import TEMP_SUFFIX, write_atomically
+from indexes.owned import mark_owned
 from indexes.store import row_documents
 from pipeline.errors import PipelineValueError
 
 META = "meta.json"
 PATTERN = "shard-*.parquet"
-FORMAT = 2  # format 1 (positional shards) lived in folders named encoder-content; builds remove those
+FORMAT = 3  # 3: shards carry DIGEST; 2: without it (still read); 1 (positional shards): builds remove those
+DIGEST = b"htp.rows_sha256"
 OPEN_SHARDS = 8  # shards kept decoded while vectors are gathered in input order
 GATHER_BATCH = 1024  # documents per batch that gather yields
 Located = dict[str, tuple[Path, int, int]]  # document key -> (shard, first row, row count): what locate returns
@@ -53,7 +57,9 @@ class ShardStore:
     def __init__(self, folder: Path, config_hash: str) -> None:
         self.folder = Path(folder)
         self.config_hash = config_hash
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True)
+            mark_owned(self.folder)
         meta_path = self.folder / META
         if meta_path.exists():
             try:
@@ -61,14 +67,16 @@ class ShardStore:
             except (ValueError, OSError) as err:
                 raise ShardError(f"{meta_path} is damaged ({err.__class__.__name__}); delete {self.folder} and build "
                                  "again (its vectors are re-encoded)") from err
-            if not isinstance(meta, dict):
-                raise ShardError(f"{meta_path} is not a JSON object; delete {self.folder} and build again")
+            if not isinstance(meta, dict) or not isinstance(meta.get("format", FORMAT), int):
+                raise ShardError(f"{meta_path} is not a JSON object of this package's; delete {self.folder} and build "
+                                 "again")
             if meta.get("config_hash") != config_hash:
                 raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
                                  f"this build {config_hash}); delete it or use a new out dir")
             self.dim = meta.get("dim")
+            self.format = meta.get("format", FORMAT)
         else:
-            self.dim = None
+            self.dim, self.format = None, FORMAT
             self._write_meta()
         self._table = functools.lru_cache(maxsize=OPEN_SHARDS)(self._read_table)
 
@@ -95,7 +103,8 @@ class ShardStore:
         return where
 
     def write(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> Path:
-        """Write one shard atomically, named by its keys; a shard already holding exactly these rows is kept."""
+        """Write one shard atomically, named by its keys; a shard already there holding exactly these rows, intact,
+        is kept (one holding anything else is replaced)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or not len(vectors) == len(ids) == len(keys) or len(ids) == 0:
             raise PipelineValueError(f"need one vector and one key per id and at least one id, got {len(ids)} ids, "
@@ -110,14 +119,26 @@ class ShardStore:
             raise ShardError(f"the encoder gave NaN or infinite vectors for {len(broken)} document(s) ({', '.join(broken[:5])}); "
                              "nothing was stored: try encoder.dtype: float32, or report the texts")
         path = self.folder / f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:20]}.parquet"
-        if path.exists():
+        ids = [str(i) for i in ids]
+        if path.exists() and self._holds(path, ids, keys, vectors):
             return path
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        table = pa.table({"id": pa.array([str(i) for i in ids], type=pa.string()),
-                          "key": pa.array(list(keys), type=pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
+        table = pa.table({"id": pa.array(ids, type=pa.string()), "key": pa.array(list(keys), type=pa.string()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)},
+                         metadata={DIGEST: _rows_digest(ids, keys, vectors).encode()})
         write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
+        self._table.cache_clear()
         return path
+
+    def _holds(self, path: Path, ids: list[str], keys: Sequence[str], vectors: np.ndarray) -> bool:
+        """Whether the shard at `path` is intact and holds these rows (a retried write), not a damaged file or a
+        copy of another shard put in its place."""
+        try:
+            table = self._read_verified(path)
+        except ShardError:
+            return False
+        return table.column("id").to_pylist() == ids and table.column("key").to_pylist() == list(keys) and \
+            np.array_equal(_vectors(table), vectors)
 
     def gather(self, keys: Sequence[str], where: Located,
                batch: int = GATHER_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -148,14 +169,26 @@ class ShardStore:
                 continue
             if kept:
                 rows = np.concatenate([np.arange(where[k][1], where[k][1] + where[k][2]) for k in kept])
-                table = _read_checked(path).take(pa.array(rows))
+                table = self._read_verified(path).take(pa.array(rows))
                 self.write(table.column("id").to_pylist(), table.column("key").to_pylist(), _vectors(table))
             path.unlink()
         self._table.cache_clear()
         return len(dropped)
 
+    def _read_verified(self, path: Path) -> pa.Table:
+        """A whole shard, its rows checked against the digest written with them (shards of format 2 have none)."""
+        table = _read_checked(path)
+        stored = (table.schema.metadata or {}).get(DIGEST)
+        if stored is None and self.format < FORMAT:
+            return table
+        if stored is None or stored.decode() != _rows_digest(table.column("id").to_pylist(),
+                                                             table.column("key").to_pylist(), _vectors(table)):
+            raise ShardError(f"{path} is damaged (its rows do not match the checksum written with them, or it was "
+                             "rewritten without one); delete it and run the build again to re-encode its documents")
+        return table
+
     def _read_table(self, path: Path) -> tuple[list[str], np.ndarray]:
-        table = _read_checked(path, ["id", "embedding"])
+        table = self._read_verified(path)
         vectors = _vectors(table)
         if not np.isfinite(vectors).all():  # a centre or a search over NaN answers nothing, silently
             raise ShardError(f"{path} holds NaN or infinite vectors: delete it and build again (its documents are "
@@ -164,8 +197,15 @@ class ShardStore:
 
     def _write_meta(self) -> None:
         """meta.json, written atomically like the shards."""
-        meta = {"dim": self.dim, "config_hash": self.config_hash, "format": FORMAT}
+        meta = {"dim": self.dim, "config_hash": self.config_hash, "format": self.format}
         write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+
+def _rows_digest(ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> str:
+    """SHA-256 of a shard's rows: ids, keys and float32 vector bytes."""
+    digest = hashlib.sha256(json.dumps([list(ids), list(keys)]).encode())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _vectors(table: pa.Table) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from indexes.errors import IndexValueError
 from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
 from indexes.store import Manifest
-from pipeline.shards import ShardError, ShardStore, document_keys
+from pipeline.shards import DIGEST, ShardError, ShardStore, _rows_digest, document_keys
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\x00\x01"])
@@ -47,9 +47,31 @@ def test_nan_vectors_are_never_stored_nor_served(tmp_path):
         store.write(ids, keys, bad)
     assert store.shards() == []
     path = store.write(ids, keys, np.ones((3, 4), dtype=np.float32))
-    table = pq.read_table(path)  # rewritten whole, with valid page checksums: only the values are wrong
+    table = pq.read_table(path)  # rewritten whole, with valid page and row checksums: only the values are wrong
     flat = np.full(12, np.inf, dtype=np.float32)
     table = table.set_column(2, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(flat), 4))
+    table = table.replace_schema_metadata({DIGEST: _rows_digest(ids, keys, flat.reshape(3, 4)).encode()})
     pq.write_table(table, path, write_page_checksum=True)
     with pytest.raises(ShardError, match="holds NaN or infinite vectors"):
         list(ShardStore(tmp_path / "shards", "cfg").gather(keys, store.locate()))
+
+
+def test_a_shard_rewritten_without_checksums_or_replaced_by_another_is_caught(tmp_path):
+    store = ShardStore(tmp_path / "shards", "cfg")
+    first, second = ["d0", "d1"], ["d2", "d3"]
+    first_keys, second_keys = document_keys(first, ["", ""], first), document_keys(second, ["", ""], second)
+    vectors = np.arange(8, dtype=np.float32).reshape(2, 4)
+    one, other = store.write(first, first_keys, vectors), store.write(second, second_keys, vectors + 1)
+    table = pq.read_table(one)
+    flat = table.column("embedding").combine_chunks().flatten().to_numpy().copy()
+    flat[0] = 42.0  # another tool rewrites the file whole: valid Parquet, no page checksums, no row checksum
+    pq.write_table(table.set_column(2, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(flat), 4)), one)
+    with pytest.raises(ShardError, match=r"shard-.*parquet is damaged \(its rows do not match"):
+        list(ShardStore(tmp_path / "shards", "cfg").gather(first_keys, store.locate()))
+
+    one.write_bytes(other.read_bytes())  # a copy of another shard put in its place: rebuilding writes it again
+    fresh = ShardStore(tmp_path / "shards", "cfg")
+    assert first_keys[0] not in fresh.locate()
+    assert fresh.write(first, first_keys, vectors) == one
+    ids, got = next(fresh.gather(first_keys, fresh.locate()))
+    assert ids == first and np.array_equal(got, vectors)

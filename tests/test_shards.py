@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.shards import ShardError, ShardStore, document_key, document_keys
+from pipeline.shards import FORMAT, ShardError, ShardStore, document_key, document_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 4
@@ -83,7 +83,7 @@ def test_shards_round_trip_and_gather_in_any_order(tmp_path):
     order = [6, 0, 3, 5, 1, 2, 4]
     got_ids, vectors = gathered(store, [keys[i] for i in order])
     assert got_ids == [ids[i] for i in order] and np.array_equal(vectors, vectors_for(order))
-    assert json.loads((tmp_path / "meta.json").read_text()) == {"dim": DIM, "config_hash": "cfg", "format": 2}
+    assert json.loads((tmp_path / "meta.json").read_text()) == {"dim": DIM, "config_hash": "cfg", "format": FORMAT}
 
 
 def test_a_multi_vector_document_keeps_its_rows_together(tmp_path):
