@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -208,7 +209,7 @@ def test_invalid_utf8_in_csv_names_the_line(load, tmp_path):
 def test_malformed_json_names_the_file(load, tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
-    with pytest.raises(DocumentError, match="cannot read .*docs.jsonl: ArrowInvalid: JSON parse error"):
+    with pytest.raises(DocumentError, match="docs.jsonl: line 2 is not valid JSON"):
         load(path)
 
 
@@ -231,3 +232,22 @@ def test_empty_file(load, tmp_path):
 def test_missing_path(load, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load(tmp_path / "nope.jsonl")
+
+
+def test_a_malformed_json_line_is_named_by_its_line_number(load, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n\n{"id": "b", "text": "y"}\n{"id": "c", text: broken}\n')
+    with pytest.raises(DocumentError, match=r"bad.jsonl: line 4 is not valid JSON \(Expecting property name"):
+        load(path)
+
+
+def test_a_file_replaced_by_other_content_of_the_same_size_and_timestamp_is_read_anew(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": "aaaa bbbb"}) + "\n" for i in range(10)))
+    before = path.stat()
+    assert len(load_documents(path, FieldNames(), tmp_path / "cache").dataset) == 10
+    body = "".join(json.dumps({"id": f"e{i}", "text": "x"}) + "\n" for i in range(9))
+    path.write_text(body[:-1] + " " * (before.st_size - len(body)) + "\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert load_documents(path, FieldNames(), tmp_path / "cache").dataset["id"] == [f"e{i}" for i in range(9)]
