@@ -84,6 +84,9 @@ class HTPEncoder:
             raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.exit_layer} "
                                     f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
                                     f"below {self.exit_layer}")
+        if window is not None and window[1] > self.n_layers:  # a stop past the exit layer but not the model is cut
+            raise EncoderValueError(f"encoder.window {list(window)} stops after the last layer of this {self.n_layers}-"
+                                    f"layer model: use a stop of at most {self.n_layers}")
         self.bos_id = self._fixed_first_token()
         self.eos_id = self.tokenizer.eos_token_id if self.config.append_eos else None
         if self.config.append_eos and self.eos_id is None:

@@ -122,7 +122,9 @@ def test_a_file_of_blank_lines_is_named(config, tmp_path, capsys):
 def test_a_window_outside_the_layers_that_run_is_refused(make_encoder):
     with pytest.raises(ValueError, match="nothing would be rewired"):
         make_encoder(window=(7, 9))
-    assert make_encoder(window=(1, 9)).config.window == (1, 9)  # a stop past the exit layer is cut there
+    assert make_encoder(window=(1, 6), exit_layer=3).config.window == (1, 6)  # a stop past the exit layer is cut
+    with pytest.raises(ValueError, match=r"encoder.window \[0, 1000\] stops after the last layer of this 6-layer"):
+        make_encoder(window=(0, 1000))  # a typo, not a cut
 
 
 def test_an_assembled_gguf_is_checked_against_the_sha256_the_registry_records(tmp_path, monkeypatch):
