@@ -5,8 +5,12 @@ Parts are independent, so they can be written by several processes (the Ray engi
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -47,7 +51,8 @@ def merge_parts(trained: faiss.Index, parts: list[Path], folder: Path) -> faiss.
     if parts:
         from faiss.contrib.ondisk import merge_ondisk
 
-        merge_ondisk(merged, [str(p) for p in parts], str(Path(folder) / IVF_DATA))
+        with _faiss_prints_to_stderr():
+            merge_ondisk(merged, [str(p) for p in parts], str(Path(folder) / IVF_DATA))
     return merged
 
 
@@ -83,4 +88,22 @@ def _regrouped(batches: Iterable[np.ndarray], rows: int) -> Iterable[np.ndarray]
 
 def read_index(path: Path, on_disk: bool) -> faiss.Index:
     """Read index.faiss; an on-disk IVF index maps the IVF_DATA file beside it, wherever the folder now is."""
-    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk else 0)
+    if not on_disk:
+        return faiss.read_index(str(path))
+    with _faiss_prints_to_stderr():
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
+@contextmanager
+def _faiss_prints_to_stderr() -> Iterator[None]:
+    """Send what FAISS's C++ prints with printf (on-disk lists report their file) to stderr, so stdout stays the
+    command's own output (`--json`); contextlib.redirect_stdout cannot, as it swaps only Python's sys.stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # what C's stdio still buffers goes to stderr too
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -18,6 +18,7 @@ from indexes.faiss_index import build_faiss, new_index, search_faiss
 from indexes.ondisk import IVF_DATA, build_on_disk
 from indexes.store import open_index
 from pipeline.build import CALIBRATION_TEXTS, build
+from pipeline.cli import main as cli_main
 from pipeline.searcher import Searcher
 from pipeline.shards import ShardStore
 
@@ -101,6 +102,16 @@ def test_a_built_on_disk_index_is_memory_mapped_and_survives_a_move(config, tmp_
     moved = Searcher(tmp_path / "moved", ivf).search(query, 10, mode="dense")
     assert [h.id for h in moved] == [h.id for h in memory]
     assert np.allclose([h.score for h in moved], [h.score for h in memory], atol=1e-5)
+
+
+def test_an_on_disk_index_keeps_stdout_to_the_command_s_own_output(config, tmp_path, capfd):
+    ivf = replace(config, index=replace(config.index, factory="IVF2,Flat", train_sample=40, on_disk=True,
+                                        calibrate=False))
+    build(ivf, write_corpus(tmp_path / "corpus.jsonl", 40), tmp_path / "disk")
+    capfd.readouterr()
+    assert cli_main(["info", str(tmp_path / "disk")]) == 0
+    printed = capfd.readouterr()
+    assert json.loads(printed.out)["count"] == 40 and "ondisk" in printed.err  # FAISS's own line went to stderr
 
 
 def test_a_rebuild_reuses_calibrations_encodings_and_calibrates_as_a_fresh_build(config, tmp_path):
