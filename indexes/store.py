@@ -270,17 +270,30 @@ class OpenIndex:
     The FAISS index and ids are loaded at open, BM25 arrays are memory-mapped and docs.parquet is kept open, so a
     reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
     Opening checks what it reads: the manifest against the SHA-256 in CURRENT, every file's size, the SHA-256 of
-    the files loaded whole (index.faiss, ids, center, calibration) as they are read, and the Parquet page
-    checksums of docs as each row group is read. Only the memory-mapped files (BM25's arrays, an on-disk IVF
-    index's lists) are left to `htp verify`.
+    every file but docs (memory-mapped ones too: BM25's arrays, an on-disk IVF index's lists), the manifest's
+    counts and dimension against the files, and the Parquet page checksums of docs as each row group is read.
+    Each search checks that no memory-mapped file was cut or grown in place since.
     """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.faiss = read_index(self._checked("index.faiss"), on_disk=IVF_DATA in manifest.sizes)
+        announced = ["index.faiss", "ids.parquet", "docs.parquet", *(["center.npy"] if manifest.centered else []),
+                     *([CALIBRATION] if manifest.calibration else [])]
+        unlisted = [rel for rel in announced if rel not in manifest.checksums]
+        if unlisted:
+            raise _damaged(path / MANIFEST, f"it names {', '.join(unlisted)} but lists no checksum for it")
+        for rel in manifest.checksums:  # docs.parquet is checked page by page as it is read
+            if rel != "docs.parquet":
+                self._checked(rel)
+        self._mapped = {rel: _identity(path / rel) for rel in manifest.checksums
+                        if rel.startswith("bm25/") or rel == IVF_DATA}
+        self.faiss = read_index(path / "index.faiss", on_disk=IVF_DATA in manifest.sizes)
+        if (self.faiss.ntotal, self.faiss.d) != (manifest.count, manifest.dimension):
+            raise _damaged(path / MANIFEST, f"it says {manifest.count} vectors of dimension {manifest.dimension}, "
+                           f"index.faiss holds {self.faiss.ntotal} of dimension {self.faiss.d}")
         try:
-            ids = pq.read_table(self._checked("ids.parquet"))
+            ids = pq.read_table(path / "ids.parquet")
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()
@@ -290,13 +303,28 @@ class OpenIndex:
                            f"for {self.faiss.ntotal} vectors")
         self.center: np.ndarray | None = None
         if manifest.centered:
-            self.center = np.load(self._checked("center.npy"))
+            self.center = np.load(path / "center.npy")
+            if self.center.shape != (self.faiss.d,):
+                raise _damaged(path / "center.npy", f"shape {self.center.shape}, the index has dimension {self.faiss.d}")
         self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
+        if self.bm25 is not None and int(self.bm25.scores["num_docs"]) != len(self.doc_ids):
+            raise _damaged(path / "bm25", f"it holds {int(self.bm25.scores['num_docs'])} documents, the index "
+                           f"{len(self.doc_ids)}")
         self.calibration_arrays: dict[str, np.ndarray] = {}
         if manifest.calibration:
-            with np.load(self._checked(CALIBRATION)) as stored:
+            with np.load(path / CALIBRATION) as stored:
                 self.calibration_arrays = {name: stored[name] for name in stored.files}
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
+        if self._docs.metadata.num_rows != len(self.doc_ids):
+            raise _damaged(path / "docs.parquet", f"{self._docs.metadata.num_rows} documents for {len(self.doc_ids)} ids")
+
+    def _check_mapped(self) -> None:
+        """Refuse to answer from a memory-mapped file (BM25 arrays, on-disk IVF lists) cut or grown in place since it
+        was opened and checked; one replaced or removed is fine, as the mapping keeps the file it opened."""
+        for rel, opened in self._mapped.items():
+            now = _identity(self.path / rel)
+            if now is not None and now[0] == opened[0] and now[1] != opened[1]:
+                raise _damaged(self.path / rel, f"{now[1]} bytes now, {opened[1]} when it was opened")
 
     def _checked(self, rel: str) -> Path:
         """A file that is loaded whole, after checking its SHA-256 against the manifest; a file this process already
@@ -319,6 +347,7 @@ class OpenIndex:
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None) -> Hits:
         """Dense top-k (id, score) per query vector (already prepared like the indexed vectors). A multi-vector
         index ranks documents by their best window: rows are fetched until k distinct documents are found."""
+        self._check_mapped()
         if self.manifest.window_tokens is None:
             return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search))
         out: Hits = []
@@ -340,6 +369,7 @@ class OpenIndex:
         """Lexical top-k (id, score) per query text."""
         if self.bm25 is None:
             raise IndexValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
+        self._check_mapped()
         return self._hits(self.doc_ids, *search_bm25(self.bm25, queries, k))
 
     @cached_property
@@ -365,6 +395,15 @@ class OpenIndex:
         except (OSError, pa.ArrowException) as err:
             raise _damaged(self.path / "docs.parquet", " ".join(str(err).split())[:200]) from err
         return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, size) of a file, or None when it is gone."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size
 
 
 def _damaged(path: Path, why: str) -> IndexValueError:

@@ -33,13 +33,8 @@ from indexes.store import (
     row_documents,
     write_version,
 )
-from pipeline.calibration import (
-    Calibration,
-    CalibrationSkipped,
-    calibrate,
-    describe,
-    seeded_hash,
-)
+from pipeline.calibrated import Calibration, describe
+from pipeline.calibration import CalibrationSkipped, calibrate, seeded_hash
 from pipeline.config import Config, IndexConfig, RayConfig, config_hash
 from pipeline.encoding import encode_into
 from pipeline.errors import PipelineError, PipelineValueError

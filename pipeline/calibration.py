@@ -22,12 +22,13 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from indexes.lexical import build_bm25, search_bm25
+from pipeline.calibrated import Calibration
 from pipeline.errors import PipelineError
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.vectors import prepare
@@ -67,55 +68,6 @@ class PseudoQueries:
 
     train: list[PseudoQuery]
     dev: list[PseudoQuery]
-
-
-@dataclass
-class Calibration:
-    """What calibration chose; applied to query vectors at search time and to the hybrid fusion."""
-
-    adapter: np.ndarray | None
-    query_mean: np.ndarray
-    bias_weight: float
-    fusion: FusionChoice
-    report: dict = field(default_factory=dict)
-
-    def queries(self, vectors: np.ndarray) -> np.ndarray:
-        """Prepared query vectors -> calibrated ones: adapter, then the correction, unit length."""
-        out = np.asarray(vectors, dtype=np.float32)
-        if self.adapter is not None:
-            out = prepare(out + out @ self.adapter, None)
-        return prepare(out - self.bias_weight * self.query_mean, None)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """What is stored beside the index."""
-        out = {"query_mean": self.query_mean.astype(np.float32)}
-        if self.adapter is not None:
-            out["adapter"] = self.adapter.astype(np.float32)
-        return out
-
-    def settings(self) -> dict:
-        """What is recorded in the manifest (and shown by `htp info`)."""
-        return {"adapter": self.adapter is not None, "bias_weight": self.bias_weight,
-                "fusion": self.fusion.method, "dense_weight": self.fusion.dense_weight, **self.report}
-
-    @classmethod
-    def load(cls, settings: dict, arrays: dict[str, np.ndarray]) -> "Calibration":
-        """Rebuild from a manifest's settings and the stored arrays."""
-        return cls(arrays.get("adapter") if settings.get("adapter") else None, arrays["query_mean"],
-                   float(settings["bias_weight"]), FusionChoice(settings["fusion"], float(settings["dense_weight"])),
-                   {k: v for k, v in settings.items() if k not in ("adapter", "bias_weight", "fusion", "dense_weight")})
-
-
-def describe(calibration: Calibration) -> str:
-    """One line for the build summary: what was chosen, what the development set said, what it cost."""
-    r = calibration.report
-    adapter = (f"adapter yes (dev NDCG@10 {100 * r['dev_ndcg_identity']:.1f} -> {100 * r['dev_ndcg_adapter']:.1f})"
-               if calibration.adapter is not None else "adapter no (it did not beat the identity on the dev set)")
-    best = r.get("dev_best_fusion")
-    fusion = calibration.fusion.label + (f" (the dev set's best: {best})" if best and best != calibration.fusion.label else "")
-    return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {fusion}; "
-            f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
-            f"{r.get('seconds')} s")
 
 
 def query_like(sentence: str) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from htp import EncoderConfig, HTPEncoder
 from htp.config import OPTIONAL_KEYS
 from indexes.store import OpenIndex, open_index
-from pipeline.calibration import Calibration
+from pipeline.calibrated import Calibration
 from pipeline.config import SEARCH_MODES, Config, SearchConfig
 from pipeline.errors import PipelineValueError
 from pipeline.fusion import FusionChoice, fuse
@@ -46,7 +46,8 @@ class Searcher:
         # indexes predate the key): take that value, not today's default.
         self._encoder_config = EncoderConfig.from_dict({**OPTIONAL_KEYS, **self.index.manifest.encoder, **runtime})
         manifest = self.index.manifest
-        self.calibration = Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
+        self.calibration = (Calibration.load(manifest.calibration, self.index.calibration_arrays, manifest.dimension)
+                            if manifest.calibration else None)
         self.fusion = self._fusion()
 
     def _fusion(self) -> FusionChoice:

@@ -3,6 +3,7 @@ tampered CURRENT. Nothing the project did not create is deleted, and every refus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_corpus
 
@@ -157,6 +159,66 @@ def test_htp_verify_checks_every_file(built, capsys):
     flip(bm25_file, 0.9)
     assert cli_main(["verify", str(built)]) == 2
     assert f"{bm25_file.name} is damaged" in capsys.readouterr().err
+
+
+def test_memory_mapped_files_are_checked_at_open(built):
+    bm25_file = sorted((open_index(built).path / "bm25").glob("*.npy"))[0]
+    flip(bm25_file, 0.9)
+    with pytest.raises(ValueError, match=f"{bm25_file.name} is damaged \\(checksum mismatch"):
+        open_index(built)
+
+
+def test_on_disk_ivf_lists_are_checked_at_open(quick, tmp_path):
+    ivf = replace(quick, index=replace(quick.index, factory="IVF2,Flat", train_sample=40, on_disk=True))
+    build(ivf, write_corpus(tmp_path / "a.jsonl", 40), tmp_path / "disk")
+    flip(open_index(tmp_path / "disk").path / "index.ivfdata", 0.5)
+    with pytest.raises(ValueError, match="index.ivfdata is damaged"):
+        open_index(tmp_path / "disk")
+
+
+def test_a_memory_mapped_file_cut_under_an_open_index_is_refused_at_its_next_search(built):
+    index = open_index(built)
+    assert index.search_bm25(["protein"], 3)[0]
+    largest = max((index.path / "bm25").glob("*.npy"), key=lambda p: p.stat().st_size)
+    os.truncate(largest, largest.stat().st_size // 2)
+    with pytest.raises(ValueError, match=f"{largest.name} is damaged .* bytes now"):
+        index.search_bm25(["protein"], 3)
+    with pytest.raises(ValueError, match=f"{largest.name} is damaged"):
+        index.search(np.ones((1, index.faiss.d), dtype=np.float32), 3)
+
+
+def rewrite_manifest(index_dir: Path, change) -> None:
+    """Edit the live manifest and re-point CURRENT at its new digest, as someone with write access could."""
+    version = index_dir / "versions" / (index_dir / CURRENT).read_text().split()[0]
+    data = json.loads((version / "manifest.json").read_text())
+    change(data)
+    (version / "manifest.json").write_text(json.dumps(data))
+    digest = hashlib.sha256((version / "manifest.json").read_bytes()).hexdigest()
+    (index_dir / CURRENT).write_text(f"{version.name}\n{digest}\n")
+
+
+@pytest.mark.parametrize("field, message", [("count", "it says 41 vectors"), ("dimension", "it says 40 vectors of dimension 33")])
+def test_manifest_counts_are_checked_against_the_files(built, field, message):
+    rewrite_manifest(built, lambda data: data.update({field: data[field] + 1}))
+    with pytest.raises(ValueError, match=f"manifest.json is damaged \\({message}"):
+        open_index(built)
+
+
+def test_calibration_arrays_are_checked_against_the_index(quick, built):
+    settings = {"adapter": True, "bias_weight": 0.5, "fusion": "score", "dense_weight": 0.2}
+    rewrite_manifest(built, lambda data: data.update(calibration=settings))  # and no arrays stored
+    with pytest.raises(ValueError, match="manifest.json is damaged \\(it names calibration.npz but lists no checksum"):
+        open_index(built)
+    path = built / "versions" / (built / CURRENT).read_text().split()[0] / "calibration.npz"
+    for arrays, message in [({"query_mean": np.zeros(32, np.float32)}, "calibration is damaged \\(KeyError"),
+                            ({"query_mean": np.zeros(5, np.float32), "adapter": np.zeros((32, 32), np.float32)},
+                             "calibration arrays have shapes \\[\\(5,\\), \\(32, 32\\)\\]")]:
+        np.savez(path, **arrays)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rewrite_manifest(built, lambda data: (data["checksums"].update({"calibration.npz": digest}),
+                                              data["sizes"].update({"calibration.npz": path.stat().st_size})))
+        with pytest.raises(ValueError, match=message):
+            Searcher(built, quick)
 
 
 def test_permuted_ids_are_refused(built):

@@ -1,0 +1,47 @@
+"""An index folder written by landed main (tests/fixtures/landed-index, see its README) still opens, verifies and
+searches with today's code, and today's encoder still makes the vectors it holds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from htp import EncoderConfig, HTPEncoder
+from indexes.store import open_index
+from pipeline.records import full_text
+from pipeline.searcher import Searcher
+from pipeline.vectors import prepare
+
+FIXTURE = Path(__file__).parent / "fixtures" / "landed-index"
+
+
+@pytest.fixture
+def landed(tmp_path) -> Path:
+    copy = tmp_path / "landed-index"
+    shutil.copytree(FIXTURE, copy)
+    return copy
+
+
+def test_a_landed_index_opens_verifies_and_answers_bm25(landed):
+    index = open_index(landed, verify=True)
+    assert index.manifest.count == 60 and index.manifest.calibration["fusion"] == "score"
+    doc = index.documents(["d7"])[0]
+    assert doc["title"] == "Doc 7"
+    hits = Searcher(landed).search(doc["text"], 5, mode="bm25")
+    assert hits[0].id == "d7" or hits[0].score == hits[1].score  # its own text ranks it first (or ties)
+
+
+def test_today_s_encoder_makes_the_vectors_a_landed_index_holds(landed, tiny_model_dir):
+    index = open_index(landed)
+    settings = {**index.manifest.encoder, "model": str(tiny_model_dir), "device": "cpu"}
+    encoder = HTPEncoder(EncoderConfig.from_dict(settings))
+    rows = index.documents(index.ids[:12])
+    stored = np.stack([index.faiss.reconstruct(i) for i in range(12)])
+    today = prepare(encoder.encode([full_text(r["title"], r["text"]) for r in rows], kind="document"), index.center)
+    assert np.min(np.sum(stored * today, axis=1)) > 0.99  # float32 or bfloat16, whichever this CPU runs
+    searcher = Searcher(landed, encoder=encoder)
+    assert searcher.calibration is not None
+    assert len(searcher.search(rows[0]["text"], 5, mode="hybrid")) == 5
