@@ -143,13 +143,16 @@ class EncoderConfig:
         """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""
         d = defaults_for(self.model)
         exit_layer = d.exit_layer if self.exit_layer is None else self.exit_layer
-        layers = layer_count(self.model) if exit_layer < 0 else None
+        layers = layer_count(self.model) if exit_layer < 0 or self.window is None else None
         if layers is not None and -layers <= exit_layer < 0:
             exit_layer = layers + 1 + exit_layer  # -1 and n name the same layer: record one spelling of it
+        window = self.window
+        if window is None:  # the default window of a model with fewer layers stops at its last one
+            window = d.window if layers is None else (d.window[0], min(d.window[1], layers))
         return replace(
             self,
             exit_layer=exit_layer,
-            window=d.window if self.window is None else self.window,
+            window=window,
             final_norm=d.final_norm if self.final_norm is None else self.final_norm,
             query_prompt=d.query_prompt if self.query_prompt is None else self.query_prompt,
             document_prompt=d.document_prompt if self.document_prompt is None else self.document_prompt,

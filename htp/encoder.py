@@ -84,7 +84,7 @@ class HTPEncoder:
             raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.exit_layer} "
                                     f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
                                     f"below {self.exit_layer}")
-        if window is not None and window[1] > self.n_layers:  # a stop past the exit layer but not the model is cut
+        if self.config.spec.rewired and window is not None and window[1] > self.n_layers:  # past the exit layer: cut
             raise EncoderValueError(f"encoder.window {list(window)} stops after the last layer of this {self.n_layers}-"
                                     f"layer model: use a stop of at most {self.n_layers}")
         self.bos_id = self._fixed_first_token()
