@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                    for name in args.datasets.split(",")}
     choosers = [collections[name] for name in args.choose_on.split(",")]
     chosen_on = " and ".join(c.name for c in choosers)
-    exit_layer, curves = encoder.exit_layer, {}
+    exit_layer, curves = encoder.layers_run, {}
     if args.exit_layers:
         first, last = (int(x) for x in args.exit_layers.split("-"))
         curves = {c.name: c.dense_curve() for c in collections.values()}

@@ -63,7 +63,7 @@ def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
     sequence = encoder.stats.sequence_tokens - before[1]
     computed = encoder.stats.computed_positions - before[2]
     return {"seconds": seconds, "text_tokens": text_tokens, "tokens_per_s": text_tokens / seconds,
-            "padding_waste": 1 - sequence / computed, "flops": model_flops(encoder, encoder.exit_layer, widths)}
+            "padding_waste": 1 - sequence / computed, "flops": model_flops(encoder, encoder.layers_run, widths)}
 
 
 def profile_top(encoder: HTPEncoder, texts: list[str], rows: int = 8) -> list[dict]:
@@ -91,7 +91,7 @@ def measure(name: str, dtype: torch.dtype, texts: list[str], args: argparse.Name
             print(f"{name} {dtype} repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s",
                   flush=True)
     peak = matmul_flops(dtype)
-    summary: dict = {"matmul_flops": peak, "exit_layer": encoders["htp"].exit_layer}
+    summary: dict = {"matmul_flops": peak, "exit_layer": encoders["htp"].layers_run}
     for method, results in runs.items():
         flops = statistics.median(r["flops"] / r["seconds"] for r in results)
         summary[method] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),

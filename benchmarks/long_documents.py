@@ -72,7 +72,7 @@ def window_rows(args: argparse.Namespace, data, subset: list[str], texts: dict[s
     for size in (int(n) for n in args.windows.split(",")):
         config = EncoderConfig(max_length=2 * size).resolved()  # room for the placeholders around a full window
         encoder = HTPEncoder(config, model, tokenizer)
-        layer = encoder.exit_layer - 1
+        layer = encoder.layers_run - 1
         start = time.perf_counter()
         windows = encoder.windows([texts[d] for d in subset], size)
         owners = np.array([i for i, parts in enumerate(windows) for _ in parts])
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # at 512 tokens few documents have more than max_blocks sentences: measured on the subset
             config = EncoderConfig(max_length=max_length, **overrides).resolved()
             encoder = HTPEncoder(config, model, tokenizer)
-            layer = encoder.exit_layer - 1
+            layer = encoder.layers_run - 1
             start = time.perf_counter()
             tag = args.dataset.name if corpus_name == "all" else f"{args.dataset.name}-subset"
             docs = np.asarray(cached_layers(args.cache, tag, [texts[d] for d in doc_ids], config, "document", encoder)[layer])

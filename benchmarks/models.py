@@ -81,7 +81,7 @@ def model_rows(name: str, windows: list[tuple[int, int]], cisi: Collection, long
     rows, chosen = [], {}
     for config in variants:
         encoder = HTPEncoder(config, model, tokenizer)
-        registry_exit = encoder.exit_layer
+        registry_exit = encoder.layers_run
         docs = cached_layers(cache, f"{cisi.name}-{name}", cisi.texts, config, "document", encoder)
         queries = cached_layers(cache, f"{cisi.name}-{name}", cisi.query_texts, config, "query", encoder)
         curve = [cisi.scores(cisi.dense(np.asarray(docs[i]), np.asarray(queries[i]))) for i in range(docs.shape[0])]

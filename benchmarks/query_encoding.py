@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         "separated prompt, float32": base,
         "separated prompt, bfloat16": HTPEncoder(replace(base.config, dtype="bfloat16")),
     }
-    layer = base.exit_layer - 1
+    layer = base.layers_run - 1
     rows = []
     for name in args.datasets.split(","):
         data = load_beir(args.data / name)

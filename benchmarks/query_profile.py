@@ -38,7 +38,7 @@ def profile(searcher: Searcher, queries: list[str], k: int, repeats: int) -> dic
         row: dict[str, float] = {}
         row["tokenise + segment"], layouts = timed(lambda: encoder.layouts(queries, "query"))
         count = encoder.layers_to_run(encoder.config.exit_layer)
-        row["forward + pool"], vectors = timed(lambda: encoder._forward(layouts, [count])[0].cpu().numpy())
+        row["forward + pool"], vectors = timed(lambda: encoder.forward(layouts, [count])[0].cpu().numpy())
 
         def calibrate() -> object:
             out = prepare(vectors, index.center)
@@ -64,18 +64,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/query_profile.md"))
     args = parser.parse_args(argv)
-    searcher = Searcher(args.index)
-    base = searcher.encoder
+    base = Searcher(args.index).encoder
     variants = {"prefix cache on": True, "prefix cache off": False}
-    encoders = {name: HTPEncoder(replace(base.config, prefix_cache=on), base.model, base.tokenizer)
-                for name, on in variants.items()}
-    for query in QUERIES:  # warm-up: model loaded, kernels and caches ready
-        searcher.search(query, 10, "hybrid")
+    searchers = {name: Searcher(args.index, encoder=HTPEncoder(replace(base.config, prefix_cache=on), base.model,
+                                                                base.tokenizer)) for name, on in variants.items()}
+    for searcher in searchers.values():  # warm-up: model loaded, kernels and caches ready
+        for query in QUERIES:
+            searcher.search(query, 10, "hybrid")
     results: dict[str, dict[str, float]] = {}
     for batch in (1, 16):
         queries = (QUERIES * 2)[:batch]
-        for name in variants:  # alternated in one run so both see the same machine
-            searcher._encoder = encoders[name]
+        for name, searcher in searchers.items():  # alternated in one run so both see the same machine
             results[f"{batch} x 10-word query, {name}"] = profile(searcher, queries, 10, args.repeats)
     columns = list(results)
     stages = list(results[columns[0]])

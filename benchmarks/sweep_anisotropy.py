@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                          "test": ndcg(data, test.judged_query_ids(), run)})
             print(json.dumps(rows[-1]), flush=True)
     start, stop = encoder.config.window
-    lines = [f"HTP (exit layer {encoder.exit_layer}, window [{start}, {stop})), CISI seed-{args.seed} halves, "
+    lines = [f"HTP (exit layer {encoder.layers_run}, window [{start}, {stop})), CISI seed-{args.seed} halves, "
              f"NDCG@10 x100; {time.perf_counter() - began:.0f} s.", "",
              "| final norm | transform | dev | test |", "|---|---|---|---|"]
     lines += [f"| {'yes' if r['final_norm'] else 'no'} | {r['transform']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in rows]

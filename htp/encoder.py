@@ -71,7 +71,7 @@ class HTPEncoder:
         self.embed = self.base.get_input_embeddings()
         self.device = next(model.parameters()).device
         self.n_layers = len(self.layers)
-        self.exit_layer = self.layers_to_run(self.config.exit_layer)
+        self.layers_run = self.layers_to_run(self.config.exit_layer)  # decoder layers a forward pass runs
         settings = model.config
         self.causal = not (getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False)
         if not self.causal and self.config.spec.rewired:
@@ -80,10 +80,10 @@ class HTPEncoder:
                 f"mask for {self.config.method.upper()} to work around and its placeholders would see the padding: use "
                 "method vanilla-mean (or vanilla-last, echo) with this model")
         window = self.config.window
-        if self.config.spec.rewired and window is not None and window[0] >= self.exit_layer:
-            raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.exit_layer} "
+        if self.config.spec.rewired and window is not None and window[0] >= self.layers_run:
+            raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.layers_run} "
                                     f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
-                                    f"below {self.exit_layer}")
+                                    f"below {self.layers_run}")
         if self.config.spec.rewired and window is not None and window[1] > self.n_layers:  # past the exit layer: cut
             raise EncoderValueError(f"encoder.window {list(window)} stops after the last layer of this {self.n_layers}-"
                                     f"layer model: use a stop of at most {self.n_layers}")
@@ -223,7 +223,7 @@ class HTPEncoder:
         desc = "encode queries" if kind == "query" else "encode documents"
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
             for batch in batches:
-                vectors = self._forward([layouts[i] for i in batch], counts)
+                vectors = self.forward([layouts[i] for i in batch], counts)
                 out[:, batch] = vectors.cpu().numpy()
                 bar.update(len(batch))
         self.stats.texts += len(texts)
@@ -252,8 +252,9 @@ class HTPEncoder:
         return cache
 
     @torch.inference_mode()
-    def _forward(self, layouts: Sequence[Layout], counts: Sequence[int]) -> torch.Tensor:
-        """One padded batch through the decoder with rewiring; pooled vectors at each requested depth."""
+    def forward(self, layouts: Sequence[Layout], counts: Sequence[int]) -> torch.Tensor:
+        """One padded batch of `layouts` (from `layouts()`) through the decoder with rewiring: pooled vectors after
+        each of `counts` layers, [len(counts), rows, d] (public so benchmarks can time the pass alone)."""
         rows, width = len(layouts), max(len(layout.ids) for layout in layouts)
         ids = torch.zeros((rows, width), dtype=torch.long)
         weights = torch.zeros((rows, width))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
-from pipeline.config import SEARCH_MODES, Config
+from pipeline.config import Config
+from pipeline.modes import SEARCH_MODES
 from pipeline.errors import PipelineError
 from pipeline.hits import Hit
 
@@ -153,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir", help="index folder (ignored with --server)")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=None, help="hits to return (default: search.k)")
-    p.add_argument("--mode", choices=SEARCH_MODES, help="dense, bm25 or hybrid (default: search.mode)")
+    p.add_argument("--mode", choices=SEARCH_MODES, help=f"{', '.join(SEARCH_MODES)} (default: search.mode)")
     p.add_argument("--config", help="check this configuration's encoder against the index and use its search settings")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.add_argument("--server", help="URL of a running `htp serve` to ask instead (API key from HTP_API_KEY)")

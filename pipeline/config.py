@@ -15,8 +15,8 @@ from htp.config import checked_fields
 from indexes.params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.fusion import FUSION_METHODS
+from pipeline.modes import SEARCH_MODES
 
-SEARCH_MODES = ("dense", "bm25", "hybrid")
 ENGINES = ("local", "ray")
 
 

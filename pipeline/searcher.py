@@ -8,10 +8,11 @@ from htp import EncoderConfig, HTPEncoder
 from htp.config import OPTIONAL_KEYS
 from indexes.store import OpenIndex, open_index
 from pipeline.calibrated import Calibration
-from pipeline.config import SEARCH_MODES, Config, SearchConfig
+from pipeline.config import Config, SearchConfig
 from pipeline.errors import PipelineValueError
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.hits import Hit, snippet
+from pipeline.modes import MODES, SearchMode, search_mode
 from pipeline.vectors import prepare
 
 
@@ -36,7 +37,8 @@ class Searcher:
     """A read-only view of an index plus the encoder its manifest names."""
 
     def __init__(self, index_dir: Path, config: Config | None = None, encoder: HTPEncoder | None = None) -> None:
-        self.index = open_index(Path(index_dir))
+        self.index_dir, self._config = Path(index_dir), config
+        self.index = open_index(self.index_dir)
         if config is not None:
             check_encoder(config, self.index)
         self.settings: SearchConfig = config.search if config else SearchConfig()
@@ -72,16 +74,31 @@ class Searcher:
             vectors = self.calibration.queries(vectors)
         return self.index.search(vectors, k, nprobe=self.settings.nprobe, ef_search=self.settings.ef_search)
 
-    def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
-        """(id, score) lists per query for dense, bm25, or hybrid (the fusion in `self.fusion`)."""
-        mode = mode or self.settings.mode
-        if mode == "dense":
-            return self.dense(queries, k)
-        if mode == "bm25":
-            return self.index.search_bm25(queries, k)
+    def lexical(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """BM25 ranking over the index's own BM25 part."""
+        return self.index.search_bm25(queries, k)
+
+    def hybrid(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Dense and BM25 candidates fused with `self.fusion`."""
         depth = max(k, self.settings.candidates)
-        dense, lexical = self.dense(queries, depth), self.index.search_bm25(queries, depth)
+        dense, lexical = self.dense(queries, depth), self.lexical(queries, depth)
         return [fuse(d, b, self.fusion, k, self.settings.rrf_k, self.settings.bm25_weight) for d, b in zip(dense, lexical)]
+
+    def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
+        """(id, score) lists per query in a mode of pipeline.modes (default: search.mode)."""
+        return getattr(self, search_mode(mode or self.settings.mode).ranker)(queries, k)
+
+    def modes(self) -> list[SearchMode]:
+        """The modes this index can answer (those needing BM25 only when it has the part)."""
+        return [mode for mode in MODES.values() if self.index.bm25 is not None or not mode.needs_bm25]
+
+    def reopened(self) -> Searcher:
+        """A searcher over the version CURRENT names now, keeping this one's loaded model when the new version's
+        encoder settings are the same (a service's hot swap)."""
+        fresh = Searcher(self.index_dir, self._config)
+        if fresh.index.manifest.encoder == self.index.manifest.encoder:
+            fresh._encoder = self._encoder
+        return fresh
 
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         """Ranked hits with title and snippet for one query."""
@@ -90,8 +107,8 @@ class Searcher:
         k = self.settings.k if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise PipelineValueError(f"k must be a whole number >= 1, got {k!r}")
-        if mode is not None and mode not in SEARCH_MODES:
-            raise PipelineValueError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        if mode is not None:
+            search_mode(mode)
         return self.hits(self.rankings([query], k, mode))[0]
 
     def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:

@@ -18,9 +18,10 @@ from pydantic import BaseModel, Field, StrictInt
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
 from indexes.store import current_version
-from pipeline.config import SEARCH_MODES, Config, ServeConfig
+from pipeline.config import Config, ServeConfig
 from pipeline.errors import PipelineError
 from pipeline.guard import Guard
+from pipeline.modes import MODES
 from pipeline.searcher import Searcher
 
 
@@ -58,10 +59,7 @@ class Index:
         if name != self.version:
             with self._lock:
                 if name != self.version:
-                    old = self.searcher
-                    fresh = Searcher(self.index_dir, self.config)
-                    if fresh.index.manifest.encoder == old.index.manifest.encoder and old._encoder is not None:
-                        fresh._encoder = old._encoder  # same encoder settings: keep the loaded model
+                    fresh = self.searcher.reopened()
                     self.searcher, self.version = fresh, fresh.index.path.name
         return self.searcher
 
@@ -133,8 +131,8 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
             raise HTTPException(400, f"the query has {len(query)} characters; at most {settings.max_query_chars}")
     if not 1 <= k <= settings.max_k:
         raise HTTPException(400, f"k must be between 1 and {settings.max_k}, got {k}")
-    if mode not in SEARCH_MODES:
-        raise HTTPException(400, f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+    if mode not in MODES:
+        raise HTTPException(400, f"mode {mode!r} is not one of {', '.join(MODES)}")
 
 
 def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None,
@@ -186,9 +184,11 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
 
     @app.get("/info")
     def info() -> dict:
-        """The live version's manifest."""
+        """The live version's manifest, and the search modes it can answer (the page's mode switch)."""
         live = index.current()  # one searcher, so the version named is the manifest's own
-        return {"version": live.index.path.name, **asdict(live.index.manifest)}
+        return {"version": live.index.path.name, **asdict(live.index.manifest),
+                "modes": [{"name": m.name, "description": m.description} for m in live.modes()],
+                "default_mode": live.settings.mode}
 
     @app.get("/health")
     def health() -> dict:

@@ -41,7 +41,7 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
         per_kind = "layer_type" in inspect.signature(base.rotary_emb.forward).parameters  # Gemma 3: local and global RoPE
         rotary = {kind: base.rotary_emb(h, positions, kind) if per_kind else base.rotary_emb(h, positions) for kind in set(kinds)}
         start, stop = encoder.config.window
-        for index in range(encoder.exit_layer):
+        for index in range(encoder.layers_run):
             if encoder.config.method in ("tp", "htp") and start <= index < stop:
                 for pst, end in zip(layout.pst, layout.ends):
                     h[0, pst] = h[0, end]
@@ -256,7 +256,7 @@ def test_exit_read_out_equals_transformers_hidden_states(make_encoder, exit_laye
     layout = encoder.layouts([TEXTS[2]])[0]
     with torch.no_grad():
         states = encoder.base(input_ids=torch.tensor([layout.ids]), output_hidden_states=True).hidden_states
-    expected = torch.nn.functional.normalize(states[encoder.exit_layer][0, layout.pooled].mean(dim=0), dim=-1)
+    expected = torch.nn.functional.normalize(states[encoder.layers_run][0, layout.pooled].mean(dim=0), dim=-1)
     assert np.abs(encoder.encode([TEXTS[2]])[0] - expected.numpy()).max() < 1e-5
 
 

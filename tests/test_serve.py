@@ -115,6 +115,16 @@ def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
     assert client.get("/documents/man/3/page9").status_code == 404
 
 
+def test_info_lists_the_modes_the_index_can_answer(config, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 6)
+    dense_only = replace(config, index=replace(config.index, calibrate=False, bm25=False))
+    build(dense_only, corpus, tmp_path / "index")
+    client = TestClient(create_app(tmp_path / "index", dense_only))
+    assert [mode["name"] for mode in client.get("/info").json()["modes"]] == ["dense"]
+    refused = client.get("/search", params={"q": "cat", "mode": "bm25"})
+    assert refused.status_code == 400 and "no BM25 part" in refused.json()["detail"]
+
+
 def test_the_api_key_guards_every_endpoint(served):
     config, index_dir = served
     client = TestClient(create_app(index_dir, config, api_key="s3cret"))
@@ -324,6 +334,10 @@ def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path
         asked: list[tuple[str, str | None]] = []
         page.on("request", lambda request: asked.append((request.url, request.headers.get("x-api-key"))))
         page.goto(url + "/#key=s3cret")  # a fragment never reaches the server
+        page.wait_for_selector("#mode option", state="attached")
+        info = httpx.get(f"{url}/info", headers=key, timeout=30).json()
+        assert page.locator("#mode option").all_inner_texts() == [mode["name"] for mode in info["modes"]]
+        assert page.locator("#mode").input_value() == info["default_mode"]
         page.fill("#q", "protein market")
         page.select_option("#mode", "dense")
         page.click("button[type=submit]")

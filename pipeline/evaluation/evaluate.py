@@ -13,6 +13,7 @@ from pipeline.build import build
 from pipeline.config import Config
 from pipeline.evaluation.beir import BeirData, load_beir, sample_queries
 from pipeline.evaluation.metrics import evaluate_run
+from pipeline.modes import search_mode
 from pipeline.searcher import Searcher
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length
@@ -82,13 +83,14 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
     name = request.name or request.dataset.name
     rows: dict[str, dict] = {}
     for method in request.methods:
+        lexical = any(search_mode(mode).needs_bm25 for mode in request.modes)
         method_config = replace(config, encoder=replace(config.encoder, method=method),
-                                index=replace(config.index, factory=request.factory, bm25="bm25" in request.modes or "hybrid" in request.modes))
+                                index=replace(config.index, factory=request.factory, bm25=lexical))
         index_dir = request.out / "indexes" / name / method
         build(method_config, request.dataset, index_dir)
         searcher = Searcher(index_dir, method_config)
         for mode in request.modes:
-            label = "bm25" if mode == "bm25" else f"{method}" if mode == "dense" else f"{method}+bm25"
+            label = search_mode(mode).label_for(method)
             if label in rows:
                 continue
             rows[label] = _score(data, query_ids, searcher.rankings(query_texts, DEPTH, mode), request, buckets)
