@@ -3,12 +3,12 @@ ever deleted (an index may share a folder with the user's own files, `htp build 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from indexes.upgrade import owned_before_the_marker
+
 OWNED = ".htp-owned"  # written first into every folder the package makes in an index folder, and removed last
-LEGACY_PROOF = {"manifest.json": "encoder", "meta.json": "config_hash"}  # folders made before the marker existed
 
 
 def mark_owned(folder: Path) -> None:
@@ -18,17 +18,8 @@ def mark_owned(folder: Path) -> None:
 
 def written_here(folder: Path) -> bool:
     """True when this package can show it made `folder`: its marker, or for a version or shard folder made before
-    the marker, a manifest.json or meta.json holding this package's fields."""
-    if (folder / OWNED).is_file():
-        return True
-    for name, field in LEGACY_PROOF.items():
-        try:
-            data = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and field in data:
-            return True
-    return False
+    the marker, what indexes.upgrade recognises."""
+    return (folder / OWNED).is_file() or owned_before_the_marker(folder)
 
 
 def remove_owned(folder: Path) -> None:

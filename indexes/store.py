@@ -1,8 +1,8 @@
 """Index folders on disk: immutable versions, swapped in atomically through a CURRENT pointer; read-only opening.
 
     INDEX_DIR/CURRENT                 name of the live version
-    INDEX_DIR/versions/<name>/        index.faiss, ids.parquet, docs.parquet, manifest.json, [center.npy], [bm25/],
-                                      [calibration.npz]
+    INDEX_DIR/versions/<name>/        ids.parquet, docs.parquet, manifest.json, and the files of its parts
+                                      (indexes.parts: index.faiss, [center.npy], [bm25/], [calibration.npz], ...)
 
 A reader resolves CURRENT once and keeps its version; a rebuild writes a new version, then replaces CURRENT
 with one rename, and removes only versions older than the one it replaced.
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -32,14 +32,19 @@ import pyarrow.parquet as pq
 from indexes.durable import fsync, write_atomically
 from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
 from indexes.faiss_index import search_faiss
-from indexes.lexical import load_bm25, save_bm25, search_bm25
-from indexes.ondisk import IVF_DATA, read_index
+from indexes.lexical import search_bm25
 from indexes.owned import OWNED, mark_owned, remove_owned, written_here
+from indexes.parts import PARTS, Shape
+from indexes.upgrade import (
+    FORMAT,
+    made_before_the_marker,
+    read_pointer,
+    upgrade_manifest,
+)
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
-CALIBRATION = "calibration.npz"
 TMP_PREFIX = ".tmp-"
 MARKER = ".htp-index"
 LOCK = ".lock"
@@ -58,9 +63,6 @@ def forget_verified() -> None:
     _VERIFIED.clear()
 
 
-LEGACY_COPIES = ("model", "method", "exit_layer", "window")  # now read from `encoder` only
-
-
 @dataclass
 class Manifest:
     """What an index holds and how its vectors were made; a query encoder must match `encoder`."""
@@ -74,12 +76,20 @@ class Manifest:
     package_versions: dict
     checksums: dict = field(default_factory=dict)
     created: str = ""
-    bm25: bool = False
-    centered: bool = False
-    calibration: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # what calibration chose (its arrays are the calibration part)
     sizes: dict = field(default_factory=dict)
     window_tokens: int | None = None  # multi-vector: one row per window of at most this many tokens
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
+    parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
+    format: int = FORMAT
+
+    @property
+    def bm25(self) -> bool:
+        return "bm25" in self.parts
+
+    @property
+    def centered(self) -> bool:
+        return "center" in self.parts
 
     @property
     def model(self) -> str:
@@ -95,18 +105,16 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        """Parse manifest.json (copies of encoder settings that older versions kept beside it are dropped),
-        refusing one written with other fields."""
+        """Parse manifest.json, read through indexes.upgrade when an older format wrote it, refusing one written
+        with other fields."""
         try:
             data = json.loads(text)
         except ValueError as err:
             raise IndexValueError(f"manifest is not valid JSON ({err}): the version is damaged; rebuild the index") from err
         if not isinstance(data, dict):
             raise IndexValueError(f"manifest is a JSON {type(data).__name__}, not an object: rebuild the index")
-        for derived in LEGACY_COPIES:
-            data.pop(derived, None)
         try:
-            return cls(**data)
+            return cls(**upgrade_manifest(data))
         except TypeError as err:
             raise IndexValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
 
@@ -130,8 +138,7 @@ def row_documents(ids: list[str]) -> list[str]:
     return [doc for i, doc in enumerate(ids) if i == 0 or ids[i - 1] != doc]
 
 
-def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
-                  center: np.ndarray | None) -> None:
+def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest) -> None:
     """Refuse a version whose parts disagree, before anything is written."""
     documents = row_documents(ids) if manifest.window_tokens is not None else ids
     if not len(ids) == index.ntotal == manifest.count or docs.num_rows != len(documents):
@@ -148,18 +155,20 @@ def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: 
     if index.d != manifest.dimension or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise IndexValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
                          f"{manifest.dimension}: build it with build_faiss over vectors of the manifest's dimension")
-    if center is not None and np.shape(center) != (index.d,):
-        raise IndexValueError(f"center has shape {np.shape(center)}, expected ({index.d},)")
 
 
 def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
-                  bm25: bm25s.BM25 | None = None, center: np.ndarray | None = None,
-                  calibration: dict[str, np.ndarray] | None = None, ivf_data: Path | None = None) -> Path:
+                  ivf_data: Path | None = None, **parts: Any) -> Path:
     """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder.
 
-    `calibration` holds the arrays a query needs besides the index (described by `manifest.calibration`);
-    `ivf_data` is the inverted-lists file of an on-disk IVF index (indexes.ondisk), moved into the version."""
-    _check_inputs(index, ids, docs, manifest, center)
+    `parts` are the optional parts by name (indexes.parts: bm25=, center=, calibration= the arrays a calibrated
+    query needs, or any registered part), None meaning absent; `ivf_data` is the inverted-lists file of an on-disk
+    IVF index (indexes.ondisk), moved into the version."""
+    _check_inputs(index, ids, docs, manifest)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise IndexValueError(f"unknown index part(s) {unknown}: register them in indexes.parts first")
+    chosen = {"faiss": (index, ivf_data), **{name: value for name, value in parts.items() if value is not None}}
     index_dir = Path(index_dir)
     versions = index_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
@@ -168,23 +177,15 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     created = datetime.now(timezone.utc)
     final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
-        faiss.write_index(index, str(tmp / "index.faiss"))
-        if ivf_data is not None:
-            os.replace(ivf_data, tmp / IVF_DATA)
         pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet", write_page_checksum=True)
         pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP,
                        write_page_checksum=True)
-        if center is not None:
-            np.save(tmp / "center.npy", np.asarray(center, dtype=np.float32))
-        if bm25 is not None:
-            save_bm25(bm25, tmp / "bm25")
-        if calibration:
-            np.savez(tmp / CALIBRATION, **calibration)
+        for name, value in chosen.items():
+            PARTS[name].save(value, tmp)
         files = _data_files(tmp)
         written = replace(manifest, checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
                           sizes={str(p.relative_to(tmp)): p.stat().st_size for p in files},
-                          created=created.isoformat(timespec="seconds"), bm25=bm25 is not None,
-                          centered=center is not None)
+                          created=created.isoformat(timespec="seconds"), parts=list(chosen), format=FORMAT)
         (tmp / MANIFEST).write_text(written.to_json())
         for path in [*files, tmp / MANIFEST, *{p.parent for p in files}]:
             fsync(path)
@@ -202,8 +203,8 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
 
 
 def is_index_folder(index_dir: Path) -> bool:
-    """True for a folder this package made: it has the marker, or (indexes from before the marker) a CURRENT."""
-    return (index_dir / MARKER).is_file() or (index_dir / CURRENT).is_file()
+    """True for a folder this package made: it has the marker (or is an index from before the marker)."""
+    return (index_dir / MARKER).is_file() or made_before_the_marker(index_dir, CURRENT)
 
 
 @contextmanager
@@ -251,11 +252,10 @@ def _current(index_dir: Path) -> tuple[str, str | None] | None:
     pointer = index_dir / CURRENT
     if not pointer.is_file():
         return None
-    lines = pointer.read_text().split()
-    name = lines[0] if lines else ""
+    name, digest = read_pointer(pointer.read_text())
     if not VERSION_NAME.fullmatch(name):
         raise IndexValueError(f"{pointer} names {name[:80]!r}, which is not a version of this index: rebuild the index")
-    return name, (lines[1] if len(lines) > 1 else None)
+    return name, digest
 
 
 def current_version(index_dir: Path) -> str | None:
@@ -270,50 +270,42 @@ class OpenIndex:
     The FAISS index and ids are loaded at open, BM25 arrays are memory-mapped and docs.parquet is kept open, so a
     reader goes on working after a rebuild swaps in a new version and even after its own folder is pruned.
     Opening checks what it reads: the manifest against the SHA-256 in CURRENT, every file's size, the SHA-256 of
-    every file but docs (memory-mapped ones too: BM25's arrays, an on-disk IVF index's lists), the manifest's
-    counts and dimension against the files, and the Parquet page checksums of docs as each row group is read.
+    every file but docs (memory-mapped ones too: BM25's arrays, an on-disk IVF index's lists), each part against
+    the manifest's count and dimension (indexes.parts), and the Parquet page checksums of docs as each row group
+    is read.
     Each search checks that no memory-mapped file was cut or grown in place since.
     """
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        announced = ["index.faiss", "ids.parquet", "docs.parquet", *(["center.npy"] if manifest.centered else []),
-                     *([CALIBRATION] if manifest.calibration else [])]
-        unlisted = [rel for rel in announced if rel not in manifest.checksums]
+        unknown = [name for name in manifest.parts if name not in PARTS]
+        if unknown or "faiss" not in manifest.parts:
+            raise _damaged(path / MANIFEST, f"its parts {manifest.parts} are not ones this version of indexes/ reads")
+        parts = [PARTS[name] for name in manifest.parts]
+        unlisted = [part.path for part in parts if not any(_under(rel, part.path) for rel in manifest.checksums)]
         if unlisted:
             raise _damaged(path / MANIFEST, f"it names {', '.join(unlisted)} but lists no checksum for it")
         for rel in manifest.checksums:  # docs.parquet is checked page by page as it is read
             if rel != "docs.parquet":
                 self._checked(rel)
         self._mapped = {rel: _identity(path / rel) for rel in manifest.checksums
-                        if rel.startswith("bm25/") or rel == IVF_DATA}
-        self.faiss = read_index(path / "index.faiss", on_disk=IVF_DATA in manifest.sizes)
-        if (self.faiss.ntotal, self.faiss.d) != (manifest.count, manifest.dimension):
-            raise _damaged(path / MANIFEST, f"it says {manifest.count} vectors of dimension {manifest.dimension}, "
-                           f"index.faiss holds {self.faiss.ntotal} of dimension {self.faiss.d}")
+                        if any(_under(rel, mapped) for part in parts for mapped in part.mapped)}
         try:
             ids = pq.read_table(path / "ids.parquet")
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()
         self.doc_ids = row_documents(self.ids) if manifest.window_tokens is not None else self.ids
+        self.parts: dict[str, Any] = {part.name: part.load(path, Shape(manifest.count, manifest.dimension,
+                                                                         len(self.doc_ids))) for part in parts}
+        self.faiss: faiss.Index = self.parts["faiss"]
         if len(self.ids) != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
             raise _damaged(path / "ids.parquet", f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) "
                            f"for {self.faiss.ntotal} vectors")
-        self.center: np.ndarray | None = None
-        if manifest.centered:
-            self.center = np.load(path / "center.npy")
-            if self.center.shape != (self.faiss.d,):
-                raise _damaged(path / "center.npy", f"shape {self.center.shape}, the index has dimension {self.faiss.d}")
-        self.bm25: bm25s.BM25 | None = load_bm25(path / "bm25") if manifest.bm25 else None
-        if self.bm25 is not None and int(self.bm25.scores["num_docs"]) != len(self.doc_ids):
-            raise _damaged(path / "bm25", f"it holds {int(self.bm25.scores['num_docs'])} documents, the index "
-                           f"{len(self.doc_ids)}")
-        self.calibration_arrays: dict[str, np.ndarray] = {}
-        if manifest.calibration:
-            with np.load(path / CALIBRATION) as stored:
-                self.calibration_arrays = {name: stored[name] for name in stored.files}
+        self.center: np.ndarray | None = self.parts.get("center")
+        self.bm25: Any = self.parts.get("bm25")
+        self.calibration_arrays: dict[str, np.ndarray] = self.parts.get("calibration", {})
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
         if self._docs.metadata.num_rows != len(self.doc_ids):
             raise _damaged(path / "docs.parquet", f"{self._docs.metadata.num_rows} documents for {len(self.doc_ids)} ids")
@@ -395,6 +387,11 @@ class OpenIndex:
         except (OSError, pa.ArrowException) as err:
             raise _damaged(self.path / "docs.parquet", " ".join(str(err).split())[:200]) from err
         return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
+
+
+def _under(rel: str, part_path: str) -> bool:
+    """Whether a version's file `rel` is the part's file or inside its folder."""
+    return rel == part_path or rel.startswith(part_path.rstrip("/") + "/")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

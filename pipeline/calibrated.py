@@ -44,9 +44,9 @@ class Calibration:
                 "fusion": self.fusion.method, "dense_weight": self.fusion.dense_weight, **self.report}
 
     @classmethod
-    def load(cls, settings: dict, arrays: dict[str, np.ndarray], dimension: int) -> Calibration:
-        """Rebuild from a manifest's settings and the stored arrays, refusing ones that do not fit together or the
-        index's `dimension`."""
+    def load(cls, settings: dict, arrays: dict[str, np.ndarray]) -> Calibration:
+        """Rebuild from a manifest's settings and the stored arrays (whose shapes indexes.parts checked against the
+        index), refusing settings and arrays that do not fit together."""
         try:
             adapter = arrays["adapter"] if settings["adapter"] else None
             calibration = cls(adapter, arrays["query_mean"], float(settings["bias_weight"]),
@@ -55,10 +55,6 @@ class Calibration:
         except (KeyError, TypeError, ValueError) as err:
             raise IndexValueError(f"the index's calibration is damaged ({type(err).__name__}: {err}): rebuild the "
                                   "index with `htp build`") from err
-        shapes = [calibration.query_mean.shape] + ([adapter.shape] if adapter is not None else [])
-        if shapes != [(dimension,), (dimension, dimension)][:len(shapes)]:
-            raise IndexValueError(f"the index's calibration arrays have shapes {shapes}, its vectors dimension "
-                                  f"{dimension}: rebuild the index with `htp build`")
         return calibration
 
 

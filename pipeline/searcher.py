@@ -48,8 +48,7 @@ class Searcher:
         # indexes predate the key): take that value, not today's default.
         self._encoder_config = EncoderConfig.from_dict({**OPTIONAL_KEYS, **self.index.manifest.encoder, **runtime})
         manifest = self.index.manifest
-        self.calibration = (Calibration.load(manifest.calibration, self.index.calibration_arrays, manifest.dimension)
-                            if manifest.calibration else None)
+        self.calibration = Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
         self.fusion = self._fusion()
 
     def _fusion(self) -> FusionChoice:

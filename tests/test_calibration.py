@@ -140,7 +140,7 @@ def test_calibration_queries_apply_adapter_then_correction():
     expected = unit(unit(q + q @ w) - 0.5 * mean)
     assert np.allclose(got, expected, atol=1e-6)
     stored = Calibration(w, mean, 0.5, FusionChoice("score", 0.2), {"seconds": 1.0})
-    again = Calibration.load(json.loads(json.dumps(stored.settings())), stored.arrays(), 4)
+    again = Calibration.load(json.loads(json.dumps(stored.settings())), stored.arrays())
     assert np.allclose(again.queries(q), stored.queries(q)) and again.fusion == stored.fusion
 
 

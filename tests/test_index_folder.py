@@ -206,13 +206,13 @@ def test_manifest_counts_are_checked_against_the_files(built, field, message):
 
 def test_calibration_arrays_are_checked_against_the_index(quick, built):
     settings = {"adapter": True, "bias_weight": 0.5, "fusion": "score", "dense_weight": 0.2}
-    rewrite_manifest(built, lambda data: data.update(calibration=settings))  # and no arrays stored
+    rewrite_manifest(built, lambda data: data.update(calibration=settings, parts=[*data["parts"], "calibration"]))
     with pytest.raises(ValueError, match="manifest.json is damaged \\(it names calibration.npz but lists no checksum"):
         open_index(built)
     path = built / "versions" / (built / CURRENT).read_text().split()[0] / "calibration.npz"
     for arrays, message in [({"query_mean": np.zeros(32, np.float32)}, "calibration is damaged \\(KeyError"),
                             ({"query_mean": np.zeros(5, np.float32), "adapter": np.zeros((32, 32), np.float32)},
-                             "calibration arrays have shapes \\[\\(5,\\), \\(32, 32\\)\\]")]:
+                             "calibration.npz is damaged \\(arrays of shape \\{'query_mean': \\(5,\\)\\}")]:
         np.savez(path, **arrays)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         rewrite_manifest(built, lambda data: (data["checksums"].update({"calibration.npz": digest}),

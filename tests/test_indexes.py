@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -10,7 +13,9 @@ import pytest
 from indexes.factory import choose_factory, resolve_factory
 from indexes.faiss_index import build_faiss, search_faiss
 from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
+from indexes.parts import PARTS
 from indexes.store import Manifest, open_index, write_version
+from indexes.upgrade import FORMAT, upgrade_manifest
 
 DIM = 32
 
@@ -207,3 +212,48 @@ def test_bm25_ranks_the_rare_word_first_and_round_trips(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no BM25 index in"):
         load_bm25(tmp_path / "nothing")
+
+
+class DocumentLengths:
+    """A toy part, written only here: each document's text length, as a new part (a metadata column, a deletion
+    bitmap) would be added. Nothing in indexes/ or pipeline/ changes for it."""
+
+    name, path, mapped = "lengths", "lengths.npy", ()
+
+    def save(self, value, folder):
+        np.save(folder / self.path, value)
+
+    def load(self, folder, shape):
+        lengths = np.load(folder / self.path)
+        if lengths.shape != (shape.documents,):
+            raise ValueError(f"{folder / self.path} has {lengths.shape} lengths for {shape.documents} documents")
+        return lengths
+
+
+def test_a_new_part_is_one_class_and_one_registration(tmp_path, monkeypatch):
+    monkeypatch.setitem(PARTS, "lengths", DocumentLengths())
+    ids = [f"d{i}" for i in range(10)]
+    lengths = np.array([len(f"text of {i}") for i in ids])
+    version = write_version(tmp_path, flat(clustered(10)), ids, docs(ids), manifest(10), lengths=lengths)
+    opened = open_index(tmp_path, verify=True)
+    assert opened.manifest.parts == ["faiss", "lengths"] and "lengths.npy" in opened.manifest.checksums
+    assert np.array_equal(opened.parts["lengths"], lengths)
+    np.save(version / "lengths.npy", lengths[:3])  # a consistent rewrite: checksum and size now match again
+    data = json.loads((version / "manifest.json").read_text())
+    data["checksums"]["lengths.npy"] = hashlib.sha256((version / "lengths.npy").read_bytes()).hexdigest()
+    data["sizes"]["lengths.npy"] = (version / "lengths.npy").stat().st_size
+    (version / "manifest.json").write_text(json.dumps(data))
+    (tmp_path / "CURRENT").write_text(f"{version.name}\n")
+    with pytest.raises(ValueError, match="has \\(3,\\) lengths for 10 documents"):
+        open_index(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown index part\(s\) \['colours'\]"):
+        write_version(tmp_path, flat(clustered(10)), ids, docs(ids), manifest(10), colours=lengths)
+
+
+def test_older_manifest_formats_are_read_through_one_upgrade():
+    format_1 = {"bm25": True, "centered": True, "calibration": {"fusion": "score"}, "model": "m", "window": [1, 7]}
+    assert upgrade_manifest(dict(format_1)) == {"calibration": {"fusion": "score"}, "format": FORMAT,
+                                                "parts": ["faiss", "center", "bm25", "calibration"]}
+    assert upgrade_manifest({"format": FORMAT, "parts": ["faiss"]}) == {"format": FORMAT, "parts": ["faiss"]}
+    with pytest.raises(ValueError, match=f"manifest format {FORMAT + 1} is not one this version of htp-index reads"):
+        upgrade_manifest({"format": FORMAT + 1})

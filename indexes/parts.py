@@ -1,0 +1,128 @@
+"""The parts of an index version beside its ids and documents, behind one small interface: each part saves its value
+into a version folder and loads it back, checking it against the version's shape. `write_version` and `OpenIndex`
+loop over the parts a manifest lists, so a new part (a metadata column store, a deletion bitmap) is one class
+here, or anywhere, and one `register` call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+
+from indexes.errors import IndexValueError
+from indexes.lexical import load_bm25, save_bm25
+from indexes.ondisk import IVF_DATA, read_index
+
+CALIBRATION = "calibration.npz"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a version's parts must agree with: the manifest's vector count and dimension, and its documents."""
+
+    count: int
+    dimension: int
+    documents: int
+
+
+class Part(Protocol):
+    """One part of a version: `path` is the file or folder it writes inside the version, `mapped` the files among
+    them that are memory-mapped while the index is open (checked at every search)."""
+
+    name: str
+    path: str
+    mapped: tuple[str, ...]
+
+    def save(self, value: Any, folder: Path) -> None:
+        """Write `value` under folder/path."""
+
+    def load(self, folder: Path, shape: Shape) -> Any:
+        """Read it back, refusing (IndexValueError) a value that does not fit `shape`."""
+
+
+def _refused(path: Path, why: str) -> IndexValueError:
+    return IndexValueError(f"{path} is damaged ({why}): rebuild the index with `htp build`")
+
+
+class DenseIndex:
+    """The FAISS index; the value is (index, lists file or None): an on-disk IVF index's lists are moved in."""
+
+    name, path, mapped = "faiss", "index.faiss", (IVF_DATA,)
+
+    def save(self, value: tuple[faiss.Index, Path | None], folder: Path) -> None:
+        index, ivf_data = value
+        faiss.write_index(index, str(folder / self.path))
+        if ivf_data is not None:
+            os.replace(ivf_data, folder / IVF_DATA)
+
+    def load(self, folder: Path, shape: Shape) -> faiss.Index:
+        index = read_index(folder / self.path, on_disk=(folder / IVF_DATA).is_file())
+        if (index.ntotal, index.d) != (shape.count, shape.dimension):
+            raise _refused(folder / "manifest.json", f"it says {shape.count} vectors of dimension {shape.dimension}, "
+                           f"index.faiss holds {index.ntotal} of dimension {index.d}")
+        return index
+
+
+class Center:
+    """The corpus mean subtracted from every vector, queries too."""
+
+    name, path, mapped = "center", "center.npy", ()
+
+    def save(self, value: np.ndarray, folder: Path) -> None:
+        np.save(folder / self.path, np.asarray(value, dtype=np.float32))
+
+    def load(self, folder: Path, shape: Shape) -> np.ndarray:
+        center = np.load(folder / self.path)
+        if center.shape != (shape.dimension,):
+            raise _refused(folder / self.path, f"shape {center.shape}, the index has dimension {shape.dimension}")
+        return center
+
+
+class Lexical:
+    """The BM25 index over the documents, its arrays memory-mapped."""
+
+    name, path, mapped = "bm25", "bm25", ("bm25/",)
+
+    def save(self, value: Any, folder: Path) -> None:
+        save_bm25(value, folder / self.path)
+
+    def load(self, folder: Path, shape: Shape) -> Any:
+        model = load_bm25(folder / self.path)
+        if int(model.scores["num_docs"]) != shape.documents:
+            raise _refused(folder / self.path, f"it holds {int(model.scores['num_docs'])} documents, the index "
+                           f"{shape.documents}")
+        return model
+
+
+class CalibrationArrays:
+    """The arrays a calibrated query needs (query mean, adapter): every axis has the vectors' dimension."""
+
+    name, path, mapped = "calibration", CALIBRATION, ()
+
+    def save(self, value: dict[str, np.ndarray], folder: Path) -> None:
+        np.savez(folder / self.path, **value)
+
+    def load(self, folder: Path, shape: Shape) -> dict[str, np.ndarray]:
+        with np.load(folder / self.path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        wrong = {name: a.shape for name, a in arrays.items() if set(a.shape) != {shape.dimension}}
+        if wrong:
+            raise _refused(folder / self.path, f"arrays of shape {wrong}, the index has dimension {shape.dimension}")
+        return arrays
+
+
+PARTS: dict[str, Part] = {}
+
+
+def register(part: Part) -> Part:
+    """Make a part known to write_version (as a keyword argument of its name) and to OpenIndex."""
+    PARTS[part.name] = part
+    return part
+
+
+for _part in (DenseIndex(), Center(), Lexical(), CalibrationArrays()):
+    register(_part)

@@ -1,0 +1,54 @@
+"""Every older layout of an index folder is read here and nowhere else: the manifest's format number says what
+wrote it, and `upgrade_manifest` turns any older one into today's fields; CURRENT pointers and index folders from
+before their current form are recognised here too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from indexes.errors import IndexValueError
+
+FORMAT = 2  # 2: the manifest lists its `parts`; 1 (no `format` field): flags `bm25` and `centered` instead
+FORMAT_1_COPIES = ("model", "method", "exit_layer", "window")  # format 1 copied these beside `encoder` early on
+BEFORE_THE_MARKER = {"manifest.json": "encoder", "meta.json": "config_hash"}  # file -> a field only this package writes
+
+
+def upgrade_manifest(data: dict) -> dict:
+    """A manifest's fields as the current format has them, whichever format wrote them."""
+    written = data.get("format", 1)
+    if not isinstance(written, int) or isinstance(written, bool) or not 1 <= written <= FORMAT:
+        raise IndexValueError(f"manifest format {written!r} is not one this version of htp-index reads (1 to "
+                              f"{FORMAT}): upgrade htp-index, or rebuild the index")
+    if written == 1:
+        old = data
+        data = {key: value for key, value in old.items() if key not in (*FORMAT_1_COPIES, "bm25", "centered")}
+        data["parts"] = ["faiss", *(["center"] if old.get("centered") else []), *(["bm25"] if old.get("bm25") else []),
+                         *(["calibration"] if old.get("calibration") else [])]
+        data["format"] = FORMAT
+    return data
+
+
+def read_pointer(text: str) -> tuple[str, str | None]:
+    """(version name, its manifest's SHA-256) from CURRENT's text; pointers written before the digest was recorded
+    hold the name only (None)."""
+    lines = text.split()
+    return (lines[0] if lines else ""), (lines[1] if len(lines) > 1 else None)
+
+
+def made_before_the_marker(index_dir: Path, current: str) -> bool:
+    """An index folder made before folders got their marker file is known by its CURRENT pointer."""
+    return (index_dir / current).is_file()
+
+
+def owned_before_the_marker(folder: Path) -> bool:
+    """A version or shard folder made before folders got their marker file is known by a manifest.json or
+    meta.json holding this package's fields."""
+    for name, field in BEFORE_THE_MARKER.items():
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and field in data:
+            return True
+    return False
