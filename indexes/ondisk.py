@@ -45,31 +45,41 @@ def write_part(trained: faiss.Index, vectors: np.ndarray, first_row: int, path: 
     return path
 
 
-def merge_parts(trained: faiss.Index, parts: list[Path], folder: Path) -> faiss.Index:
-    """The trained index with every part's lists merged into folder/IVF_DATA."""
-    merged = faiss.clone_index(trained)
-    if parts:
-        from faiss.contrib.ondisk import merge_ondisk
+def write_parts(trained: faiss.Index, batches: Iterable[np.ndarray], folder: Path, part_rows: int) -> list[Path]:
+    """Parts under folder/PARTS, one every `part_rows` vectors of `batches` in order (the local way to write them;
+    the Ray engine writes the same parts with write_part in its tasks)."""
+    (Path(folder) / PARTS).mkdir(parents=True, exist_ok=True)
+    parts, offset = [], 0
+    for number, batch in enumerate(_regrouped(batches, part_rows)):
+        parts.append(write_part(trained, batch, offset, Path(folder) / PARTS / f"part-{number:05d}.index"))
+        offset += len(batch)
+    return parts
 
-        with _faiss_prints_to_stderr():
-            merge_ondisk(merged, [str(p) for p in parts], str(Path(folder) / IVF_DATA))
+
+def merge_parts(trained: faiss.Index, parts: list[Path], folder: Path) -> faiss.Index:
+    """The trained index with every part's lists merged into folder/IVF_DATA; the parts are removed."""
+    merged = faiss.clone_index(trained)
+    try:
+        if parts:
+            from faiss.contrib.ondisk import merge_ondisk
+
+            with _faiss_prints_to_stderr():
+                merge_ondisk(merged, [str(p) for p in parts], str(Path(folder) / IVF_DATA))
+    finally:
+        shutil.rmtree(Path(folder) / PARTS, ignore_errors=True)
     return merged
 
 
 def build_on_disk(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None,
                   folder: Path, part_rows: int) -> faiss.Index:
     """An IVF index whose lists are in folder/IVF_DATA, its parts (every `part_rows` vectors) written in turn."""
-    folder = Path(folder)
-    (folder / PARTS).mkdir(parents=True, exist_ok=True)
     trained = trained_ivf(factory, dim, train_sample)
-    parts, offset = [], 0
     try:
-        for number, batch in enumerate(_regrouped(batches, part_rows)):
-            parts.append(write_part(trained, batch, offset, folder / PARTS / f"part-{number:05d}.index"))
-            offset += len(batch)
-        return merge_parts(trained, parts, folder)
-    finally:
-        shutil.rmtree(folder / PARTS, ignore_errors=True)
+        parts = write_parts(trained, batches, folder, part_rows)
+    except BaseException:
+        shutil.rmtree(Path(folder) / PARTS, ignore_errors=True)
+        raise
+    return merge_parts(trained, parts, folder)
 
 
 def _regrouped(batches: Iterable[np.ndarray], rows: int) -> Iterable[np.ndarray]:

@@ -7,7 +7,6 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from htp import EncoderConfig, HTPEncoder
 from htp.models import dtype_name, pick_device, pick_dtype
@@ -23,7 +21,7 @@ from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
-from indexes.ondisk import IVF_DATA, build_on_disk, is_ivf, merge_parts, trained_ivf
+from indexes.ondisk import IVF_DATA, is_ivf, merge_parts, trained_ivf
 from indexes.owned import mark_owned, remove_owned, written_here
 from indexes.store import (
     TMP_PREFIX,
@@ -35,13 +33,13 @@ from indexes.store import (
 )
 from pipeline.calibrated import Calibration, describe
 from pipeline.calibration import CalibrationSkipped, calibrate, seeded_hash
-from pipeline.config import Config, IndexConfig, RayConfig, config_hash
-from pipeline.encoding import encode_into
+from pipeline.config import Config, config_hash
+from pipeline.context import BuildContext
+from pipeline.engines import ENGINES, Engine
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.records import full_text
 from pipeline.shards import (
-    GATHER_BATCH,
     Located,
     ShardStore,
     document_key,
@@ -93,24 +91,6 @@ def _field_names(config: Config) -> FieldNames:
     return FieldNames(id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field)
 
 
-def encode_missing(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
-                   encoder: Callable[[], HTPEncoder]) -> tuple[int, int]:
-    """Stage 2+3 on this machine: encode the documents whose keys are not stored, a shard at a time, each shard
-    written atomically. `encoder` gives the (lazily loaded) encoder. Returns (encoded, truncated)."""
-    missing = [row for row, key in enumerate(keys) if key not in where]
-    truncated = 0
-    if missing:
-        model = encoder()
-        size = config.index.shard_size
-        with tqdm(total=len(missing), desc="encode", unit="doc") as bar:
-            for start in range(0, len(missing), size):
-                batch = loaded.dataset[missing[start:start + size]]
-                truncated += encode_into(store, model, batch["id"], batch["title"], batch["text"],
-                                         [keys[row] for row in missing[start:start + size]], config.index.window_tokens)
-                bar.update(len(batch["id"]))
-    return len(missing), truncated
-
-
 def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
     """At most `limit` of `count` rows, uniformly at random, sorted."""
     return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
@@ -121,20 +101,20 @@ def _read_documents(store: ShardStore, where: Located, keys: list[str], center: 
     return np.concatenate([prepare(vectors, center) for _, vectors in store.gather(keys, where)])
 
 
-def calibrate_index(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
-                    center: np.ndarray | None, encoder: Callable[[], HTPEncoder]) -> Calibration:
+def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration:
     """Fit the index's calibration on (a sample of at most calibration.max_documents of) its own documents.
 
     The pseudo-queries and edited documents it encodes are kept beside the shards, keyed by text, so a rebuild
     of a slightly changed corpus (whose sample is nearly the same) encodes only the few new ones."""
+    config = ctx.config
     if config.index.window_tokens is not None:
         raise CalibrationSkipped("a multi-vector index keeps several vectors per document, and calibration fits one "
                                  "per document")
     settings = config.calibration
-    rows = _stable_sample(keys, settings.max_documents, settings.seed)
-    subset = loaded.dataset.select(rows)
+    rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
+    subset = ctx.loaded.dataset.select(rows)
     texts = [full_text(title, text) for title, text in zip(subset["title"], subset["text"])]
-    cache = ShardStore(store.folder / CALIBRATION_TEXTS, store.config_hash)
+    cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
     used: set[str] = set()
 
@@ -144,11 +124,11 @@ def calibrate_index(loaded: LoadResult, keys: list[str], config: Config, store: 
         first = {key: i for i, key in reversed(list(enumerate(item_keys)))}
         fresh = [key for key in first if key not in cached]
         if fresh:
-            cache.write(fresh, fresh, encoder().encode([items[first[key]] for key in fresh], kind=kind))
+            cache.write(fresh, fresh, ctx.encoder().encode([items[first[key]] for key in fresh], kind=kind))
             cached.update(cache.locate())
         return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
 
-    stored = _read_documents(store, where, [keys[row] for row in rows], center)
+    stored = _read_documents(ctx.store, ctx.where, [ctx.keys[row] for row in rows], center)
     calibration = calibrate(texts, stored, center, encode, Segmenter(config.encoder.spacy_model).sentence_starts,
                             settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
     cache.prune(used, cache.locate())
@@ -164,27 +144,22 @@ def _stable_sample(keys: list[str], limit: int, seed: int) -> list[int]:
     return sorted(np.argsort(ranks, kind="stable")[:limit].tolist())
 
 
-def dense_index(store: ShardStore, where: Located, keys: list[str], count: int, dim: int, center: np.ndarray | None,
-                settings: IndexConfig, scratch: Path, ray: RayConfig | None) -> tuple[str, faiss.Index, Path | None]:
+def dense_index(ctx: BuildContext, engine: Engine, dim: int, center: np.ndarray | None,
+                scratch: Path) -> tuple[str, faiss.Index, Path | None]:
     """The FAISS index over the documents' prepared vectors in input order: factory chosen by size and budget,
-    trained on a sample of the documents; an IVF index goes on disk when index.on_disk says so (its lists file,
-    written under `scratch`, is returned too), its parts written by Ray tasks when `ray` is given."""
+    trained on a sample of the documents; an IVF index goes on disk when index.on_disk says so: the engine writes
+    its parts under `scratch`, merged here into one lists file (returned too)."""
+    settings, count = ctx.config.index, len(ctx.keys)
     budget = settings.memory_budget_mb * 2**20
     factory = resolve_factory(settings.factory, count, dim, budget)
     on_disk = settings.on_disk is True or (settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim))
-    train = (_read_documents(store, where, [keys[row] for row in _sample_rows(len(keys), settings.train_sample, 0)],
-                             center) if needs_training(factory, dim) else None)
-    batches = (prepare(v, center) for _, v in tqdm(store.gather(keys, where), desc=f"index {factory}", unit="batch",
-                                                   total=-(-len(keys) // GATHER_BATCH)))
+    sample = [ctx.keys[row] for row in _sample_rows(count, settings.train_sample, 0)]
+    train = _read_documents(ctx.store, ctx.where, sample, center) if needs_training(factory, dim) else None
     if not on_disk:
-        return factory, build_faiss(factory, dim, batches, train), None
+        return factory, build_faiss(factory, dim, ctx.vectors(center, f"index {factory}"), train), None
     part_rows = max(256, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
-    if ray is None:
-        return factory, build_on_disk(factory, dim, batches, train, scratch, part_rows), scratch / IVF_DATA
-    from pipeline.ray_engine import parts_with_ray
-
     trained = trained_ivf(factory, dim, train)
-    parts = parts_with_ray(ray, trained, store, where, keys, center, part_rows, scratch)
+    parts = engine.write_ivf_parts(ctx, trained, center, part_rows, scratch)
     return factory, merge_parts(trained, parts, scratch), scratch / IVF_DATA
 
 
@@ -205,40 +180,38 @@ def manifest_for(encoder: EncoderConfig, index: faiss.Index, factory: str, calib
                     built_with=built_with)
 
 
-def index_shards(loaded: LoadResult, keys: list[str], config: Config, store: ShardStore, where: Located,
-                 index_dir: Path, encoder: Callable[[], HTPEncoder],
-                 built_with: dict) -> tuple[str, Path, Calibration | None]:
+def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibration | None]:
     """Stage 4: centre, calibrate, build the dense and lexical indexes over the input's documents, and write the
     version."""
-    ids: list[str] = []
+    config, ids = ctx.config, []
 
     def vectors_noting_ids():
-        for row_ids, vectors in store.gather(keys, where):
+        for row_ids, vectors in ctx.store.gather(ctx.keys, ctx.where):
             ids.extend(row_ids)
             yield vectors
 
     mean = streamed_mean(vectors_noting_ids())
-    if row_documents(ids) != loaded.dataset["id"]:
-        raise PipelineError(f"shards in {store.folder} do not match the input documents; delete that folder and build "
-                            "again")
+    if row_documents(ids) != ctx.loaded.dataset["id"]:
+        raise PipelineError(f"shards in {ctx.store.folder} do not match the input documents; delete that folder and "
+                            "build again")
     center = mean if config.index.center else None
     calibration = None
     if config.index.calibrate:
         try:
-            calibration = calibrate_index(loaded, keys, config, store, where, center, encoder)
+            calibration = calibrate_index(ctx, center)
         except CalibrationSkipped as skipped:
             log.info(f"calibrate: skipped: {skipped}; searching with search.fusion / search.dense_weight as configured")
-    (index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir / VERSIONS))  # a killed build's is cleaned up
+    (ctx.index_dir / VERSIONS).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=ctx.index_dir / VERSIONS))  # a killed build's is cleaned up
     mark_owned(scratch)
     try:
-        factory, index, ivf_data = dense_index(store, where, keys, len(ids), len(mean), center, config.index, scratch,
-                                               config.ray if config.engine == "ray" else None)
-        bm25 = lexical_index(loaded) if config.index.bm25 else None
-        docs = loaded.dataset.data.table.select(["id", "title", "text"])
-        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, built_with)
-        version = write_version(index_dir, index, ids, pa.table(docs), manifest, bm25=bm25, center=center,
-                                calibration=calibration.arrays() if calibration else None, ivf_data=ivf_data)
+        factory, index, ivf_data = dense_index(ctx, engine, len(mean), center, scratch)
+        bm25 = lexical_index(ctx.loaded) if config.index.bm25 else None
+        docs = ctx.loaded.dataset.data.table.select(["id", "title", "text"])
+        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens,
+                                ctx.built_with)
+        version = write_version(ctx.index_dir, index, ids, pa.table(docs), manifest, ivf_data=ivf_data, bm25=bm25,
+                                center=center, calibration=calibration.arrays() if calibration else None)
     finally:
         remove_owned(scratch)
     return factory, version, calibration
@@ -256,7 +229,8 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     device = pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
     built_with = ({"device": str(encoder.device), "dtype": encoder.dtype} if encoder is not None else
                   {"device": str(device), "dtype": dtype_name(pick_dtype(config.encoder.dtype, device))})
-    loaded = load_documents(input_path, _field_names(config))
+    fields = _field_names(config)
+    loaded = load_documents(input_path, fields)
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
         raise PipelineValueError(f"{input_path} holds no non-empty documents: nothing to index")
@@ -267,32 +241,22 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
         store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
         store.remove_leftovers()
         keys = input_keys(loaded.dataset)
-        where = store.locate()
 
         @functools.cache
         def loaded_encoder() -> HTPEncoder:
             return encoder or HTPEncoder(config.encoder)
 
-        reused = sum(key in where for key in keys)
-        encoded = truncated = 0
-        if config.engine == "ray":
-            from pipeline.ray_engine import encode_with_ray
-
-            encoded, truncated = encode_with_ray(input_path, loaded, _field_names(config), config, store, set(where))
-            where = store.locate()
-        here, here_truncated = encode_missing(loaded, keys, config, store, where, loaded_encoder)
-        if config.engine == "ray" and here:
-            log.warning(f"ray: the workers read {here} document(s) differently from this process; encoded them here")
-        if here:
-            where = store.locate()
-        encoded, truncated = encoded + here, truncated + here_truncated
+        ctx = BuildContext(config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder,
+                           built_with)
+        engine = ENGINES[config.engine]()
+        reused = len(keys) - len(ctx.missing())
+        encoded, truncated = engine.encode_missing(ctx)
         log.info(f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}), {reused} "
                  f"reused from earlier builds, {truncated} truncated to {config.encoder.max_length} tokens")
-        factory, version, calibration = index_shards(loaded, keys, config, store, where, index_dir, loaded_encoder,
-                                                     built_with)
+        factory, version, calibration = index_shards(ctx, engine)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")
-        dropped = store.prune(set(keys), where)
+        dropped = store.prune(set(keys), ctx.where)
         if dropped:
             log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
         stale = [p for p in (index_dir / SHARDS).iterdir()
