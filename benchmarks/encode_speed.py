@@ -41,7 +41,9 @@ def model_flops(encoder: HTPEncoder, layer_count: int, widths: list[tuple[int, i
     """FLOPs the decoder layers compute for batches of (rows, padded width): 2 x weights per position,
     plus causal attention (QK^T and AV over the lower triangle)."""
     per_layer = sum(p.numel() for p in encoder.layers[0].parameters() if p.dim() == 2)
-    heads_dim = encoder.model.config.num_attention_heads * getattr(encoder.model.config, "head_dim", encoder.dimension // encoder.model.config.num_attention_heads)
+    heads_dim = encoder.model.config.num_attention_heads * getattr(
+        encoder.model.config, "head_dim", encoder.dimension // encoder.model.config.num_attention_heads
+    )
     total = 0.0
     for rows, width in widths:
         total += rows * (2 * per_layer * width + 2 * heads_dim * width * (width + 1)) * layer_count
@@ -53,8 +55,9 @@ def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
     before = (encoder.stats.text_tokens, encoder.stats.sequence_tokens, encoder.stats.computed_positions)
     layouts = encoder.layouts(texts)
     lengths = [len(layout.ids) for layout in layouts]
-    batches = token_budget_batches(lengths, encoder.config.batch_tokens, encoder.config.max_batch_size,
-                                   encoder.config.max_padding)
+    batches = token_budget_batches(
+        lengths, encoder.config.batch_tokens, encoder.config.max_batch_size, encoder.config.max_padding
+    )
     widths = [(len(b), max(lengths[i] for i in b)) for b in batches]
     began = time.perf_counter()
     encoder.encode(texts, show_progress=False)
@@ -62,8 +65,13 @@ def timed_encode(encoder: HTPEncoder, texts: list[str]) -> dict:
     text_tokens = encoder.stats.text_tokens - before[0]
     sequence = encoder.stats.sequence_tokens - before[1]
     computed = encoder.stats.computed_positions - before[2]
-    return {"seconds": seconds, "text_tokens": text_tokens, "tokens_per_s": text_tokens / seconds,
-            "padding_waste": 1 - sequence / computed, "flops": model_flops(encoder, encoder.layers_run, widths)}
+    return {
+        "seconds": seconds,
+        "text_tokens": text_tokens,
+        "tokens_per_s": text_tokens / seconds,
+        "padding_waste": 1 - sequence / computed,
+        "flops": model_flops(encoder, encoder.layers_run, widths),
+    }
 
 
 def profile_top(encoder: HTPEncoder, texts: list[str], rows: int = 8) -> list[dict]:
@@ -78,26 +86,41 @@ def profile_top(encoder: HTPEncoder, texts: list[str], rows: int = 8) -> list[di
 def measure(name: str, dtype: torch.dtype, texts: list[str], args: argparse.Namespace) -> dict:
     """Both methods on one loaded model in one dtype, alternating, medians of the repeats."""
     model, tokenizer = load_model(name, pick_device("cpu"), dtype)
-    encoders = {m: HTPEncoder(EncoderConfig(model=name, method=m, exit_layer=args.exit_layer,
-                                            batch_tokens=args.batch_tokens, max_padding=args.max_padding),
-                              model, tokenizer)
-                for m in ("vanilla-mean", "htp")}
+    encoders = {
+        m: HTPEncoder(
+            EncoderConfig(
+                model=name,
+                method=m,
+                exit_layer=args.exit_layer,
+                batch_tokens=args.batch_tokens,
+                max_padding=args.max_padding,
+            ),
+            model,
+            tokenizer,
+        )
+        for m in ("vanilla-mean", "htp")
+    }
     encoders["htp"].encode(texts[:8])  # warm-up of spaCy and kernels
     runs: dict[str, list[dict]] = {m: [] for m in encoders}
     for repeat in range(args.repeats):
         order = ["vanilla-mean", "htp"] if repeat % 2 == 0 else ["htp", "vanilla-mean"]
         for method in order:
             runs[method].append(timed_encode(encoders[method], texts))
-            print(f"{name} {dtype} repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s",
-                  flush=True)
+            print(
+                f"{name} {dtype} repeat {repeat} {method}: {runs[method][-1]['tokens_per_s']:.0f} text tokens/s",
+                flush=True,
+            )
     peak = matmul_flops(dtype)
     summary: dict = {"matmul_flops": peak, "exit_layer": encoders["htp"].layers_run}
     for method, results in runs.items():
         flops = statistics.median(r["flops"] / r["seconds"] for r in results)
-        summary[method] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
-                           "docs_per_s": statistics.median(len(texts) / r["seconds"] for r in results),
-                           "padding_waste": statistics.median(r["padding_waste"] for r in results),
-                           "achieved_flops": flops, "share_of_matmul": flops / peak}
+        summary[method] = {
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
+            "docs_per_s": statistics.median(len(texts) / r["seconds"] for r in results),
+            "padding_waste": statistics.median(r["padding_waste"] for r in results),
+            "achieved_flops": flops,
+            "share_of_matmul": flops / peak,
+        }
     summary["htp_over_vanilla"] = summary["htp"]["tokens_per_s"] / summary["vanilla-mean"]["tokens_per_s"]
     summary["profile"] = profile_top(encoders["htp"], texts[: max(16, len(texts) // 4)])
     return {"summary": summary, "runs": runs}
@@ -121,26 +144,38 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models.split(","):
         for dtype_name in args.dtypes.split(","):
             results[f"{name} {dtype_name}"] = measure(name, DTYPES[dtype_name], texts, args)
-    setup = {"docs": len(texts), "repeats": args.repeats, "batch_tokens": args.batch_tokens,
-             "max_padding": args.max_padding, "threads": torch.get_num_threads(),
-             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    setup = {
+        "docs": len(texts),
+        "repeats": args.repeats,
+        "batch_tokens": args.batch_tokens,
+        "max_padding": args.max_padding,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"setup": setup, "results": results}, indent=1))
     first = next(iter(results))
-    print(f"\n| model, dtype | method | text tokens/s (median of {args.repeats}) | documents/s | vs {first} htp | "
-          "padding waste | achieved GFLOP/s | share of this dtype's matmul |")
+    print(
+        f"\n| model, dtype | method | text tokens/s (median of {args.repeats}) | documents/s | vs {first} htp | "
+        "padding waste | achieved GFLOP/s | share of this dtype's matmul |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     base = results[first]["summary"]["htp"]["docs_per_s"]
     for key, result in results.items():
         for method in ("vanilla-mean", "htp"):
             s = result["summary"][method]
-            print(f"| {key} | {method} | {s['tokens_per_s']:.0f} | {s['docs_per_s']:.2f} | {s['docs_per_s'] / base:.2f}x | "
-                  f"{100 * s['padding_waste']:.1f}% | {s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |")
+            print(
+                f"| {key} | {method} | {s['tokens_per_s']:.0f} | {s['docs_per_s']:.2f} | "
+                f"{s['docs_per_s'] / base:.2f}x | {100 * s['padding_waste']:.1f}% | "
+                f"{s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |"
+            )
     for key, result in results.items():
         s = result["summary"]
         top = ", ".join(f"{e['op'].removeprefix('aten::')} {100 * e['share']:.0f}%" for e in s["profile"][:5])
-        print(f"\n{key}: htp / vanilla-mean {s['htp_over_vanilla']:.3f}; matmul {s['matmul_flops'] / 1e9:.0f} GFLOP/s; "
-              f"exit layer {s['exit_layer']}; profile: {top}")
+        print(
+            f"\n{key}: htp / vanilla-mean {s['htp_over_vanilla']:.3f}; matmul {s['matmul_flops'] / 1e9:.0f} GFLOP/s; "
+            f"exit layer {s['exit_layer']}; profile: {top}"
+        )
     print(f"\npeak RSS {setup['peak_rss_mb']:.0f} MB; {len(texts)} docs")
 
 

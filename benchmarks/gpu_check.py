@@ -49,11 +49,18 @@ def index_check(model: str, device: str, dataset: Path, docs: int, work: Path) -
     data = load_beir(dataset)
     ids = list(data.corpus)[:docs]
     corpus = work / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": i, "title": data.corpus[i].get("title") or "",
-                                          "text": data.corpus[i]["text"]}) + "\n" for i in ids))
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": i, "title": data.corpus[i].get("title") or "", "text": data.corpus[i]["text"]}) + "\n"
+            for i in ids
+        )
+    )
     base = Config()
-    config = replace(base, encoder=replace(base.encoder, model=model, device=device),
-                     paths=replace(base.paths, index_dir=str(work / "index")))
+    config = replace(
+        base,
+        encoder=replace(base.encoder, model=model, device=device),
+        paths=replace(base.paths, index_dir=str(work / "index")),
+    )
     began = time.perf_counter()
     build(config, corpus, work / "index")
     built = time.perf_counter() - began
@@ -62,9 +69,13 @@ def index_check(model: str, device: str, dataset: Path, docs: int, work: Path) -
     searcher = Searcher(work / "index", config)
     began = time.perf_counter()
     found = sum(bool(kept & {h.id for h in searcher.search(data.queries[q], 10)} & set(data.qrels[q])) for q in queries)
-    return {"documents": len(ids), "build_s": built, "queries": len(queries),
-            "query_ms": 1000 * (time.perf_counter() - began) / max(1, len(queries)),
-            "share_with_a_relevant_hit": found / max(1, len(queries))}
+    return {
+        "documents": len(ids),
+        "build_s": built,
+        "queries": len(queries),
+        "query_ms": 1000 * (time.perf_counter() - began) / max(1, len(queries)),
+        "share_with_a_relevant_hit": found / max(1, len(queries)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA GPU here (torch {torch.__version__}, cuda {torch.version.cuda}): nothing to "
-              "measure. Run it on a machine with one (make gpu-check), or with --device cpu.", file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA GPU here (torch {torch.__version__}, cuda {torch.version.cuda}): nothing to "
+            "measure. Run it on a machine with one (make gpu-check), or with --device cpu.",
+            file=sys.stderr,
+        )
         return 2
     data = load_beir(args.dataset)
     texts = [full_text(d.get("title"), d["text"]) for d in list(data.corpus.values())[: args.docs]]
@@ -94,8 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             encoder.config = replace(encoder.config, batch_tokens=budget)
             vectors, rate = throughput(encoder, texts, device)
             cosines = (vectors * reference).sum(axis=1)
-            rows.append({"dtype": dtype, "batch_tokens": budget, "tokens_per_s": rate,
-                         "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean())})
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "batch_tokens": budget,
+                    "tokens_per_s": rate,
+                    "cosine_min": float(cosines.min()),
+                    "cosine_mean": float(cosines.mean()),
+                }
+            )
             print(rows[-1], flush=True)
         del encoder
         if device.type == "cuda":
@@ -104,13 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         index = index_check(args.model, str(device), args.dataset, args.docs, Path(work))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     title = f"{args.model} on {name} (torch {torch.__version__}), {len(texts)} {args.dataset.name} documents; "
-    lines = [title + "cosine against CPU float32.", "",
-             "| dtype | batch_tokens | text tokens/s | cosine min | cosine mean |", "|---|---|---|---|---|"]
-    lines += [f"| {r['dtype']} | {r['batch_tokens']} | {r['tokens_per_s']:.0f} | {r['cosine_min']:.5f} | "
-              f"{r['cosine_mean']:.5f} |" for r in rows]
-    summary = (f"Index on {device}: {index['documents']} documents built in {index['build_s']:.1f} s; "
-               f"{index['queries']} judged queries at {index['query_ms']:.1f} ms each, "
-               f"{100 * index['share_with_a_relevant_hit']:.0f}% with a relevant document in the top 10.")
+    lines = [
+        title + "cosine against CPU float32.",
+        "",
+        "| dtype | batch_tokens | text tokens/s | cosine min | cosine mean |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['dtype']} | {r['batch_tokens']} | {r['tokens_per_s']:.0f} | {r['cosine_min']:.5f} | "
+        f"{r['cosine_mean']:.5f} |"
+        for r in rows
+    ]
+    summary = (
+        f"Index on {device}: {index['documents']} documents built in {index['build_s']:.1f} s; "
+        f"{index['queries']} judged queries at {index['query_ms']:.1f} ms each, "
+        f"{100 * index['share_with_a_relevant_hit']:.0f}% with a relevant document in the top 10."
+    )
     lines += ["", summary]
     write_report(args.out, lines, {"device": name, "torch": torch.__version__, "rows": rows, "index": index})
     return 0

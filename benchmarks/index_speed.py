@@ -10,7 +10,8 @@ load, encoding, search), and `Searcher.search` in a process that has already loa
 (what a service pays per query); p50/p95 of each.
 
     python -m benchmarks.index_speed --sizes 10000,100000
-    python -m benchmarks.index_speed --sizes "" --query-index out/sample-index --out benchmarks/results/query_latency.json
+    python -m benchmarks.index_speed --sizes "" --query-index out/sample-index \
+        --out benchmarks/results/query_latency.json
 """
 
 from __future__ import annotations
@@ -38,8 +39,16 @@ from pipeline.searcher import Searcher
 
 K = 10
 SHARDS = 10
-QUESTIONS = ["compressed archive files", "parse command line options", "random numbers", "send email",
-             "read a configuration file", "measure elapsed time", "copy a directory tree", "format dates"]
+QUESTIONS = [
+    "compressed archive files",
+    "parse command line options",
+    "random numbers",
+    "send email",
+    "read a configuration file",
+    "measure elapsed time",
+    "copy a directory tree",
+    "format dates",
+]
 PQ_MAX = 48
 
 
@@ -52,7 +61,8 @@ def mixture(n: int, dim: int, seed: int, clusters: int = 256) -> np.ndarray:
 
 
 def ivf_pq(n: int, dim: int) -> str:
-    """The IVF-PQ string `auto` would use for n vectors under a tight budget: its nlist, PQ48 (or the largest divisor below)."""
+    """The IVF-PQ string `auto` would use for n vectors under a tight budget: its nlist, PQ48 (or the largest
+    divisor below)."""
     m = max(m for m in range(1, min(PQ_MAX, dim // 4) + 1) if dim % m == 0)
     return f"IVF{ivf_lists(n)},PQ{m}"
 
@@ -120,8 +130,11 @@ def cli_latency(index_dir: Path, runs: int) -> dict:
     seconds = []
     for run in range(runs + 1):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "query", str(index_dir), QUESTIONS[run % len(QUESTIONS)]],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "query", str(index_dir), QUESTIONS[run % len(QUESTIONS)]],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         seconds.append(time.perf_counter() - began)
     return percentiles(seconds[1:])
 
@@ -140,13 +153,17 @@ def searcher_latency(index_dir: Path, runs: int) -> dict:
 
 def table(rows: list[dict], queries: int) -> str:
     """The results as a Markdown table."""
-    lines = [f"| n | factory | build s (indexes/) | build s (raw) | build ratio | search s, {queries} q (indexes/) | "
-             "search s (raw) | search ratio | recall@10 (indexes/) | recall@10 (raw) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| n | factory | build s (indexes/) | build s (raw) | build ratio | search s, {queries} q (indexes/) | "
+        "search s (raw) | search ratio | recall@10 (indexes/) | recall@10 (raw) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['factory']} | {r['wrapper_build']:.2f} | {r['raw_build']:.2f} | "
-                     f"{r['build_ratio']:.3f} | {r['wrapper_search']:.4f} | {r['raw_search']:.4f} | "
-                     f"{r['search_ratio']:.3f} | {r['wrapper_recall@10']:.3f} | {r['raw_recall@10']:.3f} |")
+        lines.append(
+            f"| {r['n']} | {r['factory']} | {r['wrapper_build']:.2f} | {r['raw_build']:.2f} | "
+            f"{r['build_ratio']:.3f} | {r['wrapper_search']:.4f} | {r['raw_search']:.4f} | "
+            f"{r['search_ratio']:.3f} | {r['wrapper_recall@10']:.3f} | {r['raw_recall@10']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -161,8 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--query-runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/index_speed.json"))
     args = parser.parse_args(argv)
-    setup = {"dim": args.dim, "queries": args.queries, "k": K, "repeats": args.repeats, "shards": SHARDS,
-             "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__}
+    setup = {
+        "dim": args.dim,
+        "queries": args.queries,
+        "k": K,
+        "repeats": args.repeats,
+        "shards": SHARDS,
+        "threads": faiss.omp_get_max_threads(),
+        "faiss": faiss.__version__,
+    }
     rows = []
     for n in (int(s) for s in args.sizes.split(",") if s):
         data = mixture(n + args.queries, args.dim, seed=0)
@@ -178,9 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.query_index:
         results["htp_query"] = cli = cli_latency(args.query_index, args.query_runs)
         results["searcher"] = warm = searcher_latency(args.query_index, 5 * args.query_runs)
-        report += (f"\n\n`htp query` end to end (new process: imports, model load, encode, search): p50 {cli['p50']:.2f} s, "
-                   f"p95 {cli['p95']:.2f} s over {cli['runs']} runs\n`Searcher.search` in a warm process: "
-                   f"p50 {1000 * warm['p50']:.0f} ms, p95 {1000 * warm['p95']:.0f} ms over {warm['runs']} queries")
+        report += (
+            f"\n\n`htp query` end to end (new process: imports, model load, encode, search): p50 {cli['p50']:.2f} s, "
+            f"p95 {cli['p95']:.2f} s over {cli['runs']} runs\n`Searcher.search` in a warm process: "
+            f"p50 {1000 * warm['p50']:.0f} ms, p95 {1000 * warm['p95']:.0f} ms over {warm['runs']} queries"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"\n{report}\n\nwrote {args.out}")

@@ -31,8 +31,11 @@ from pipeline.evaluation.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 
-METHODS = {"vanilla-mean": dict(method="vanilla-mean"), "htp K=1": dict(method="htp"),
-           "htp adaptive K": dict(method="htp", block_mode="adaptive")}
+METHODS = {
+    "vanilla-mean": dict(method="vanilla-mean"),
+    "htp K=1": dict(method="htp"),
+    "htp adaptive K": dict(method="htp", block_mode="adaptive"),
+}
 
 
 def scores_by_bucket(qrels: dict, run: dict, words: dict[str, int]) -> dict[str, float]:
@@ -50,19 +53,28 @@ def scores_by_bucket(qrels: dict, run: dict, words: dict[str, int]) -> dict[str,
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown rows: one per (corpus, max_length, method), buckets from shortest to longest."""
-    buckets = sorted({k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
-                     key=lambda b: int(b.lstrip(">=").split("-")[0]))
-    lines = ["| corpus | max_length | method | queries | all | " + " | ".join(f"{b} words (n)" for b in buckets)
-             + " | encode s | peak RSS GB |", "|---" * (len(buckets) + 7) + "|"]
+    buckets = sorted(
+        {k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
+        key=lambda b: int(b.lstrip(">=").split("-")[0]),
+    )
+    lines = [
+        "| corpus | max_length | method | queries | all | "
+        + " | ".join(f"{b} words (n)" for b in buckets)
+        + " | encode s | peak RSS GB |",
+        "|---" * (len(buckets) + 7) + "|",
+    ]
     for r in rows:
         cells = [f"{r[b]:.2f} ({r[f'n {b}']})" if b in r else "" for b in buckets]
-        lines.append(f"| {r['corpus']} ({r['documents']}) | {r['max_length']} | {r['method']} | {r['queries']} | "
-                     f"{r['all']:.2f} | " + " | ".join(cells) + f" | {r['encode_seconds']} | {r['peak_rss_gb']} |")
+        lines.append(
+            f"| {r['corpus']} ({r['documents']}) | {r['max_length']} | {r['method']} | {r['queries']} | "
+            f"{r['all']:.2f} | " + " | ".join(cells) + f" | {r['encode_seconds']} | {r['peak_rss_gb']} |"
+        )
     return lines
 
 
-def window_rows(args: argparse.Namespace, data, subset: list[str], texts: dict[str, str], words: dict[str, int],
-                model, tokenizer) -> list[dict]:
+def window_rows(
+    args: argparse.Namespace, data, subset: list[str], texts: dict[str, str], words: dict[str, int], model, tokenizer
+) -> list[dict]:
     """Multi-vector rows: each subset document cut into sentence windows (as a window_tokens index does), every
     window encoded with HTP, a document scored by its best window."""
     chosen = set(subset)
@@ -80,19 +92,26 @@ def window_rows(args: argparse.Namespace, data, subset: list[str], texts: dict[s
         tag = f"{args.dataset.name}-subset-windows{size}"
         vectors = np.asarray(cached_layers(args.cache, tag, flat, config, "document", encoder)[layer])
         seconds = time.perf_counter() - start
-        queries = np.asarray(cached_layers(args.cache, tag, [data.queries[q] for q in query_ids], config, "query",
-                                           encoder)[layer])
+        queries = np.asarray(
+            cached_layers(args.cache, tag, [data.queries[q] for q in query_ids], config, "query", encoder)[layer]
+        )
         center = vectors.mean(axis=0)
         window_scores = prepare(queries, center) @ prepare(vectors, center).T
         scores = np.full((len(query_ids), len(subset)), -np.inf, dtype=np.float32)
         np.maximum.at(scores.T, owners, window_scores.T)
         top = np.argsort(-scores, axis=1)[:, :100]
         run = {q: {subset[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
-        row = {"corpus": "subset", "documents": len(subset), "queries": len(query_ids), "max_length": f"windows of {size}",
-               "method": f"htp K=1, {len(flat)} windows", "encode_seconds": round(seconds, 1),
-               "truncated": encoder.stats.truncated,
-               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-               **scores_by_bucket(qrels, run, words)}
+        row = {
+            "corpus": "subset",
+            "documents": len(subset),
+            "queries": len(query_ids),
+            "max_length": f"windows of {size}",
+            "method": f"htp K=1, {len(flat)} windows",
+            "encode_seconds": round(seconds, 1),
+            "truncated": encoder.stats.truncated,
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            **scores_by_bucket(qrels, run, words),
+        }
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -106,8 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-quartile", type=int, default=25)
     parser.add_argument("--lengths", default="512,2048,4096")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--windows", default="",
-                        help="instead: multi-vector HTP on the subset, windows of these token sizes (e.g. 256,512)")
+    parser.add_argument(
+        "--windows",
+        default="",
+        help="instead: multi-vector HTP on the subset, windows of these token sizes (e.g. 256,512)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     data = load_beir(args.dataset)
@@ -116,14 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     words = {d: len(texts[d].split()) for d in ids}
     by_length = sorted(ids, key=lambda d: words[d])
     rng = np.random.default_rng(args.seed)
-    subset = sorted(d for quartile in np.array_split(np.array(by_length), 4)
-                    for d in rng.choice(quartile, size=min(args.per_quartile, len(quartile)), replace=False))
+    subset = sorted(
+        d
+        for quartile in np.array_split(np.array(by_length), 4)
+        for d in rng.choice(quartile, size=min(args.per_quartile, len(quartile)), replace=False)
+    )
     chosen = set(subset)
     model, tokenizer = load_model("smollm2-135m", pick_device("cpu"), torch.float32)
     if args.windows:
         rows = window_rows(args, data, subset, texts, words, model, tokenizer)
-        header = (f"manpages-3 multi-vector HTP (index.window_tokens): dense NDCG@10 x100 on the subset of {len(subset)} "
-                  f"documents, a document scoring its best window; {(time.perf_counter() - began) / 60:.0f} min.")
+        header = (
+            f"manpages-3 multi-vector HTP (index.window_tokens): dense NDCG@10 x100 on the subset of {len(subset)} "
+            f"documents, a document scoring its best window; {(time.perf_counter() - began) / 60:.0f} min."
+        )
         write_report(args.out, [header, "", *table(rows)], rows)
         return
     settings = [("all", 512)] + [("subset", int(n)) for n in args.lengths.split(",")]
@@ -140,23 +167,36 @@ def main(argv: list[str] | None = None) -> None:
             layer = encoder.layers_run - 1
             start = time.perf_counter()
             tag = args.dataset.name if corpus_name == "all" else f"{args.dataset.name}-subset"
-            docs = np.asarray(cached_layers(args.cache, tag, [texts[d] for d in doc_ids], config, "document", encoder)[layer])
+            docs = np.asarray(
+                cached_layers(args.cache, tag, [texts[d] for d in doc_ids], config, "document", encoder)[layer]
+            )
             seconds = time.perf_counter() - start
-            queries = np.asarray(cached_layers(args.cache, tag, [data.queries[q] for q in query_ids], config, "query", encoder)[layer])
+            queries = np.asarray(
+                cached_layers(args.cache, tag, [data.queries[q] for q in query_ids], config, "query", encoder)[layer]
+            )
             center = docs.mean(axis=0)
             scores = prepare(queries, center) @ prepare(docs, center).T
             top = np.argsort(-scores, axis=1)[:, :100]
             run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
-            row = {"corpus": corpus_name, "documents": len(doc_ids), "queries": len(query_ids), "max_length": max_length,
-                   "method": label, "encode_seconds": round(seconds, 1), "truncated": encoder.stats.truncated,
-                   "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                   **scores_by_bucket(qrels, run, words)}
+            row = {
+                "corpus": corpus_name,
+                "documents": len(doc_ids),
+                "queries": len(query_ids),
+                "max_length": max_length,
+                "method": label,
+                "encode_seconds": round(seconds, 1),
+                "truncated": encoder.stats.truncated,
+                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                **scores_by_bucket(qrels, run, words),
+            }
             rows.append(row)
             print(row, flush=True)
-    header = (f"manpages-3 dense NDCG@10 x100 by the median length (words) of each query's relevant documents; "
-              f"subset: {len(subset)} documents ({args.per_quartile} per length quartile, seed {args.seed}); "
-              f"{(time.perf_counter() - began) / 60:.0f} min in all. Encode seconds count only settings not already "
-              "cached (0 otherwise).")
+    header = (
+        f"manpages-3 dense NDCG@10 x100 by the median length (words) of each query's relevant documents; "
+        f"subset: {len(subset)} documents ({args.per_quartile} per length quartile, seed {args.seed}); "
+        f"{(time.perf_counter() - began) / 60:.0f} min in all. Encode seconds count only settings not already "
+        "cached (0 otherwise)."
+    )
     write_report(args.out, [header, "", *table(rows)], rows)
 
 

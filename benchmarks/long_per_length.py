@@ -49,19 +49,33 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for task, folders in task_folders(args.data / "cisi", args.work, lengths, depths, args.per_cell, args.seed).items():
         for length, folder in sorted(folders.items()):
-            result = run_eval(config, EvalRequest(dataset=folder, methods=METHODS, out=args.work / "eval",
-                                                  name=f"{task}-{length}"))
+            result = run_eval(
+                config, EvalRequest(dataset=folder, methods=METHODS, out=args.work / "eval", name=f"{task}-{length}")
+            )
             scores = {m: 100 * result["results"][m]["ndcg@10"] for m in METHODS}
-            rows.append({"task": task, "length": length, "queries": result["queries"],
-                         "chance": chance_ndcg(len(load_beir(folder).corpus)), **scores})
+            rows.append(
+                {
+                    "task": task,
+                    "length": length,
+                    "queries": result["queries"],
+                    "chance": chance_ndcg(len(load_beir(folder).corpus)),
+                    **scores,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-    lines = [f"Dense NDCG@10 x100, one corpus per task and length (seed {args.seed}, {args.per_cell} per depth, "
-             f"depths {args.depths}); {time.perf_counter() - began:.0f} s.", "",
-             "| task | tokens | queries | chance | " + " | ".join(METHODS) + " | htp - vanilla-mean |",
-             "|---" * (len(METHODS) + 5) + "|"]
+    lines = [
+        f"Dense NDCG@10 x100, one corpus per task and length (seed {args.seed}, {args.per_cell} per depth, "
+        f"depths {args.depths}); {time.perf_counter() - began:.0f} s.",
+        "",
+        "| task | tokens | queries | chance | " + " | ".join(METHODS) + " | htp - vanilla-mean |",
+        "|---" * (len(METHODS) + 5) + "|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['length']} | {r['queries']} | {r['chance']:.1f} | "
-                     + " | ".join(f"{r[m]:.2f}" for m in METHODS) + f" | {r['htp'] - r['vanilla-mean']:+.2f} |")
+        lines.append(
+            f"| {r['task']} | {r['length']} | {r['queries']} | {r['chance']:.1f} | "
+            + " | ".join(f"{r[m]:.2f}" for m in METHODS)
+            + f" | {r['htp'] - r['vanilla-mean']:+.2f} |"
+        )
     write_report(args.out, lines, rows)
 
 

@@ -53,8 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         docs = pa.table({"id": ids, "title": [""] * n, "text": texts})
         bm25 = build_bm25(texts)
         for layout, factory in LAYOUTS.items():
-            manifest = Manifest(dimension=DIM, metric="inner_product", count=n, factory=factory, config_hash="h",
-                                encoder={"model": "synthetic", "method": "htp"}, package_versions={})
+            manifest = Manifest(
+                dimension=DIM,
+                metric="inner_product",
+                count=n,
+                factory=factory,
+                config_hash="h",
+                encoder={"model": "synthetic", "method": "htp"},
+                package_versions={},
+            )
             with tempfile.TemporaryDirectory() as folder:
                 ivf_data = None
                 if layout == "Flat":
@@ -62,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     index = build_on_disk(factory, DIM, [vectors], vectors[:50_000], Path(folder) / "scratch", 50_000)
                     ivf_data = Path(folder) / "scratch" / IVF_DATA
-                version = write_version(Path(folder), index, ids, docs, manifest, bm25=bm25,
-                                        center=vectors.mean(axis=0), ivf_data=ivf_data)
+                version = write_version(
+                    Path(folder), index, ids, docs, manifest, bm25=bm25, center=vectors.mean(axis=0), ivf_data=ivf_data
+                )
                 del index
                 checked, again, plain, full = [], [], [], []
                 for _ in range(args.repeats):
@@ -81,20 +89,38 @@ def main(argv: list[str] | None = None) -> None:
                     open_index(Path(folder), verify=True)
                     full.append(time.perf_counter() - began)
                 size = sum(p.stat().st_size for p in version.rglob("*") if p.is_file())
-            row = {"layout": layout, "vectors": n, "index_mb": round(size / 2**20, 1),
-                   "unchecked_s": statistics.median(plain), "open_index_s": statistics.median(checked),
-                   "reopen_s": statistics.median(again), "verify_s": statistics.median(full)}
+            row = {
+                "layout": layout,
+                "vectors": n,
+                "index_mb": round(size / 2**20, 1),
+                "unchecked_s": statistics.median(plain),
+                "open_index_s": statistics.median(checked),
+                "reopen_s": statistics.median(again),
+                "verify_s": statistics.median(full),
+            }
             row["overhead"] = row["open_index_s"] / row["unchecked_s"] - 1
             row["reopen_overhead"] = row["reopen_s"] / row["unchecked_s"] - 1
             rows.append(row)
             print(row, flush=True)
-    lines = [(f"Opening synthetic indexes ({DIM}-d, with ids, docs, centre and BM25), medians of {args.repeats}, "
-             "runs alternating; `again` is a second open in the same process (files already hashed there are not "
-             "hashed again)."), "", ("| index | vectors | files MB | unchecked open s | open_index, first in a process s "
-             "| overhead | open_index again s | overhead | verify=True s |"), "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['layout']} | {r['vectors']:,} | {r['index_mb']} | {r['unchecked_s']:.3f} | {r['open_index_s']:.3f} | "
-              f"{100 * r['overhead']:+.0f}% | {r['reopen_s']:.3f} | {100 * r['reopen_overhead']:+.0f}% | "
-              f"{r['verify_s']:.3f} |" for r in rows]
+    lines = [
+        (
+            f"Opening synthetic indexes ({DIM}-d, with ids, docs, centre and BM25), medians of {args.repeats}, "
+            "runs alternating; `again` is a second open in the same process (files already hashed there are not "
+            "hashed again)."
+        ),
+        "",
+        (
+            "| index | vectors | files MB | unchecked open s | open_index, first in a process s "
+            "| overhead | open_index again s | overhead | verify=True s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['layout']} | {r['vectors']:,} | {r['index_mb']} | {r['unchecked_s']:.3f} | {r['open_index_s']:.3f} | "
+        f"{100 * r['overhead']:+.0f}% | {r['reopen_s']:.3f} | {100 * r['reopen_overhead']:+.0f}% | "
+        f"{r['verify_s']:.3f} |"
+        for r in rows
+    ]
     write_report(args.out, lines, rows)
 
 

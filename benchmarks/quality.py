@@ -42,12 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for folder in sorted(p for p in args.data.iterdir() if (p / "corpus.jsonl").is_file()):
         _, test = split_queries(load_beir(folder), args.seed)
-        request = EvalRequest(dataset=folder, methods=METHODS, out=args.work, modes=MODES,
-                              query_ids=test.judged_query_ids(), name=f"{folder.name}-test")
+        request = EvalRequest(
+            dataset=folder,
+            methods=METHODS,
+            out=args.work,
+            modes=MODES,
+            query_ids=test.judged_query_ids(),
+            name=f"{folder.name}-test",
+        )
         results[request.name] = ("short", run_eval(config, request))
     long_config = replace(config, encoder=replace(config.encoder, max_length=args.long_max_length))
-    tasks = synthetic_sets(args.data / "cisi", args.work / "synthetic", [int(x) for x in args.lengths.split(",")],
-                           [float(x) for x in args.depths.split(",")], args.per_cell, args.seed)
+    tasks = synthetic_sets(
+        args.data / "cisi",
+        args.work / "synthetic",
+        [int(x) for x in args.lengths.split(",")],
+        [float(x) for x in args.depths.split(",")],
+        args.per_cell,
+        args.seed,
+    )
     for task, folder in tasks.items():
         request = EvalRequest(dataset=folder, methods=METHODS, out=args.work, modes=MODES, name=task)
         results[task] = ("long", run_eval(long_config, request))
@@ -64,26 +76,43 @@ def write(out: Path, results: dict, seconds: float) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = list(next(iter(results.values()))[1]["results"])
     table = {name: {c: 100 * r["results"][c]["ndcg@10"] for c in columns} for name, (_, r) in results.items()}
-    lines = ["| set | kind | queries | " + " | ".join(columns) + " | htp - vanilla-mean |", "|---" * (len(columns) + 4) + "|"]
+    lines = [
+        "| set | kind | queries | " + " | ".join(columns) + " | htp - vanilla-mean |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
     for name, (kind, r) in results.items():
         row = table[name]
-        lines.append(f"| {name} | {kind} | {r['queries']} | " + " | ".join(f"{row[c]:.2f}" for c in columns)
-                     + f" | {row['htp'] - row['vanilla-mean']:+.2f} |")
+        lines.append(
+            f"| {name} | {kind} | {r['queries']} | "
+            + " | ".join(f"{row[c]:.2f}" for c in columns)
+            + f" | {row['htp'] - row['vanilla-mean']:+.2f} |"
+        )
     for kind in ("short", "long"):
         names = [n for n, (k, _) in results.items() if k == kind]
         if names:
             means = {c: statistics.fmean(table[n][c] for n in names) for c in columns}
-            lines.append(f"| average ({kind}) | {kind} | | " + " | ".join(f"{means[c]:.2f}" for c in columns)
-                         + f" | {means['htp'] - means['vanilla-mean']:+.2f} |")
-    write_report(out.with_suffix(".md"), [f"NDCG@10 x100; {seconds / 60:.0f} min on this machine's CPU.", "", *lines],
-                 {"seconds": seconds, "ndcg@10": table, "full": {n: r for n, (_, r) in results.items()}})
+            lines.append(
+                f"| average ({kind}) | {kind} | | "
+                + " | ".join(f"{means[c]:.2f}" for c in columns)
+                + f" | {means['htp'] - means['vanilla-mean']:+.2f} |"
+            )
+    write_report(
+        out.with_suffix(".md"),
+        [f"NDCG@10 x100; {seconds / 60:.0f} min on this machine's CPU.", "", *lines],
+        {"seconds": seconds, "ndcg@10": table, "full": {n: r for n, (_, r) in results.items()}},
+    )
     fig, ax = plt.subplots(figsize=(11, 4))
     width = 0.8 / len(columns)
     names = list(table)
     colors = plt.get_cmap("tab20").colors
     for i, column in enumerate(columns):
-        ax.bar([x + i * width for x in range(len(names))], [table[n][column] for n in names], width, label=column,
-               color=colors[i % len(colors)])
+        ax.bar(
+            [x + i * width for x in range(len(names))],
+            [table[n][column] for n in names],
+            width,
+            label=column,
+            color=colors[i % len(colors)],
+        )
     ax.set_xticks([x + width * (len(columns) - 1) / 2 for x in range(len(names))], names)
     ax.set_ylabel("NDCG@10 (x100)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))

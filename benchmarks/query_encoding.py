@@ -34,12 +34,20 @@ def rankings(queries: np.ndarray, docs: np.ndarray) -> list[list[tuple[int, floa
 
 def report(rows: list[dict], seed: int, out: Path) -> None:
     """Write the table (.md) and the rows (.json)."""
-    lines = [f"Default encoder (HTP, SmolLM2-135M), documents in float32, centred; hybrid = RRF with dense weight "
-             f"{HYBRID.dense_weight} and BM25 (no calibration). NDCG@10 x100 on the seed-{seed} halves of the judged "
-             "queries.", "", "| dataset | query encoding | dense dev | dense test | dense all | hybrid dev | hybrid test "
-             "| hybrid all |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['dataset']} | {r['queries']} | " + " | ".join(f"{r[m][h]:.2f}" for m in ("dense", "hybrid")
-                                                                for h in ("dev", "test", "all")) + " |" for r in rows]
+    lines = [
+        f"Default encoder (HTP, SmolLM2-135M), documents in float32, centred; hybrid = RRF with dense weight "
+        f"{HYBRID.dense_weight} and BM25 (no calibration). NDCG@10 x100 on the seed-{seed} halves of the judged "
+        "queries.",
+        "",
+        "| dataset | query encoding | dense dev | dense test | dense all | hybrid dev | hybrid test | hybrid all |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['dataset']} | {r['queries']} | "
+        + " | ".join(f"{r[m][h]:.2f}" for m in ("dense", "hybrid") for h in ("dev", "test", "all"))
+        + " |"
+        for r in rows
+    ]
     write_report(out, lines, rows)
 
 
@@ -75,13 +83,21 @@ def main(argv: list[str] | None = None) -> None:
 
         def ndcg(ranked: list[list[tuple[int, float]]]) -> dict[str, float]:
             run = {q: {doc_ids[r]: s for r, s in ranking} for q, ranking in zip(query_ids, ranked)}
-            return {half: 100 * evaluate_run({q: data.qrels[q] for q in ids}, {q: run[q] for q in ids})["ndcg@10"]
-                    for half, ids in halves.items()}
+            return {
+                half: 100 * evaluate_run({q: data.qrels[q] for q in ids}, {q: run[q] for q in ids})["ndcg@10"]
+                for half, ids in halves.items()
+            }
 
         for label, encoder in variants.items():
             dense = rankings(prepare(encoder.encode(questions, kind="query"), center), docs)
-            rows.append({"dataset": name, "queries": label, "dense": ndcg(dense),
-                         "hybrid": ndcg([fuse(d, b, HYBRID, DEPTH) for d, b in zip(dense, bm25)])})
+            rows.append(
+                {
+                    "dataset": name,
+                    "queries": label,
+                    "dense": ndcg(dense),
+                    "hybrid": ndcg([fuse(d, b, HYBRID, DEPTH) for d, b in zip(dense, bm25)]),
+                }
+            )
             print(rows[-1], flush=True)
     report(rows, args.seed, args.out)
 

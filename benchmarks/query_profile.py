@@ -47,12 +47,19 @@ def profile(searcher: Searcher, queries: list[str], k: int, repeats: int) -> dic
         row["center + calibration"], prepared = timed(calibrate)
         row["faiss search"], dense = timed(lambda: index.search(prepared, depth, settings.nprobe, settings.ef_search))
         row["bm25 search"], lexical = timed(lambda: index.search_bm25(queries, depth))
-        row["fusion"], ranked = timed(lambda: [fuse(d, b, searcher.fusion, k, settings.rrf_k, settings.bm25_weight)
-                                               for d, b in zip(dense, lexical)])
+        row["fusion"], ranked = timed(
+            lambda: [
+                fuse(d, b, searcher.fusion, k, settings.rrf_k, settings.bm25_weight) for d, b in zip(dense, lexical)
+            ]
+        )
         row["read documents"], _ = timed(lambda: index.documents(sorted({i for hits in ranked for i, _ in hits})))
         row["Searcher.search (end to end)"], _ = timed(
-            lambda: [searcher.search(q, k, "hybrid") for q in queries] if len(queries) == 1
-            else searcher.rankings(queries, k, "hybrid"))
+            lambda: (
+                [searcher.search(q, k, "hybrid") for q in queries]
+                if len(queries) == 1
+                else searcher.rankings(queries, k, "hybrid")
+            )
+        )
         for name, ms in row.items():
             stages.setdefault(name, []).append(ms)
     return {name: statistics.median(values) for name, values in stages.items()}
@@ -66,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Searcher(args.index).encoder
     variants = {"prefix cache on": True, "prefix cache off": False}
-    searchers = {name: Searcher(args.index, encoder=HTPEncoder(replace(base.config, prefix_cache=on), base.model,
-                                                                base.tokenizer)) for name, on in variants.items()}
+    searchers = {
+        name: Searcher(
+            args.index, encoder=HTPEncoder(replace(base.config, prefix_cache=on), base.model, base.tokenizer)
+        )
+        for name, on in variants.items()
+    }
     for searcher in searchers.values():  # warm-up: model loaded, kernels and caches ready
         for query in QUERIES:
             searcher.search(query, 10, "hybrid")
@@ -78,9 +89,13 @@ def main(argv: list[str] | None = None) -> None:
             results[f"{batch} x 10-word query, {name}"] = profile(searcher, queries, 10, args.repeats)
     columns = list(results)
     stages = list(results[columns[0]])
-    lines = [f"Warm hybrid search over `{args.index}`, median ms of {args.repeats} runs per stage "
-             f"({torch.get_num_threads()} torch threads); a batch of 16 is one forward pass.", "",
-             "| stage | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        f"Warm hybrid search over `{args.index}`, median ms of {args.repeats} runs per stage "
+        f"({torch.get_num_threads()} torch threads); a batch of 16 is one forward pass.",
+        "",
+        "| stage | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     lines += [f"| {stage} | " + " | ".join(f"{results[c][stage]:.1f}" for c in columns) + " |" for stage in stages]
     write_report(args.out, lines, results)
 

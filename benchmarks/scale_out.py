@@ -81,10 +81,13 @@ def throughput(docs: int, out: Path) -> list[dict]:
     began = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - began
-    settings = {"local": base,
-                "ray, 1 actor x 2 CPUs": replace(base, engine="ray", ray=replace(base.ray, actors=1, cpus_per_actor=2.0)),
-                "ray, 2 actors x 1 CPU": replace(base, engine="ray", ray=replace(base.ray, actors=2, cpus_per_actor=1.0,
-                                                                                batch_size=64))}
+    settings = {
+        "local": base,
+        "ray, 1 actor x 2 CPUs": replace(base, engine="ray", ray=replace(base.ray, actors=1, cpus_per_actor=2.0)),
+        "ray, 2 actors x 1 CPU": replace(
+            base, engine="ray", ray=replace(base.ray, actors=2, cpus_per_actor=1.0, batch_size=64)
+        ),
+    }
     rows = []
     try:
         for name, config in settings.items():
@@ -93,8 +96,14 @@ def throughput(docs: int, out: Path) -> list[dict]:
             started = time.perf_counter()
             summary = build(config, corpus, folder)
             seconds = time.perf_counter() - started
-            rows.append({"engine": name, "documents": summary.encoded, "seconds": round(seconds, 1),
-                         "documents_per_s": round(summary.encoded / seconds, 2)})
+            rows.append(
+                {
+                    "engine": name,
+                    "documents": summary.encoded,
+                    "seconds": round(seconds, 1),
+                    "documents_per_s": round(summary.encoded / seconds, 2),
+                }
+            )
             print(rows[-1], flush=True)
     finally:
         ray.shutdown()
@@ -109,22 +118,34 @@ def memory(count: int, part_rows: int, out: Path) -> list[dict]:
         folder = out / f"ivf-{mode}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        printed = subprocess.run([sys.executable, "-c", MEMORY_JOB, mode, str(count), str(part_rows), str(folder)],
-                                 check=True, capture_output=True, text=True).stdout.split()[-4:]  # FAISS prints too
-        rows.append({"mode": mode, "vectors": int(printed[0]), "seconds": round(float(printed[1]), 1),
-                     "peak_rss_gb": round(float(printed[2]), 2), "peak_anonymous_gb": round(float(printed[3]), 2)})
+        printed = subprocess.run(
+            [sys.executable, "-c", MEMORY_JOB, mode, str(count), str(part_rows), str(folder)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-4:]  # FAISS prints too
+        rows.append(
+            {
+                "mode": mode,
+                "vectors": int(printed[0]),
+                "seconds": round(float(printed[1]), 1),
+                "peak_rss_gb": round(float(printed[2]), 2),
+                "peak_anonymous_gb": round(float(printed[3]), 2),
+            }
+        )
         print(rows[-1], flush=True)
         shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
 def changed_corpus(source: Path, target: Path, share: float, seed: int) -> int:
-    """`source` with `share` of its documents changed: a third edited, a third deleted, a third new; returns how many."""
+    """`source` with `share` of its documents changed: a third edited, a third deleted, a third new; returns how
+    many."""
     rows = [json.loads(line) for line in source.read_text().splitlines()]
     count = max(3, round(share * len(rows)))
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(rows), size=2 * (count // 3), replace=False)
-    edit, delete = set(picked[: count // 3].tolist()), set(picked[count // 3:].tolist())
+    edit, delete = set(picked[: count // 3].tolist()), set(picked[count // 3 :].tolist())
     out = []
     for i, row in enumerate(rows):
         if i in delete:
@@ -158,9 +179,19 @@ def incremental(out: Path, share: float) -> list[dict]:
         started = time.perf_counter()
         again = build(config, changed, folder)
         again_s = time.perf_counter() - started
-        rows.append({"calibrate": calibrate, "documents": full.documents, "changed": count, "full_s": round(full_s, 1),
-                     "incremental_s": round(again_s, 1), "ratio": round(again_s / full_s, 3),
-                     "encoded": again.encoded, "reused": again.reused, "dropped": again.dropped})
+        rows.append(
+            {
+                "calibrate": calibrate,
+                "documents": full.documents,
+                "changed": count,
+                "full_s": round(full_s, 1),
+                "incremental_s": round(again_s, 1),
+                "ratio": round(again_s / full_s, 3),
+                "encoded": again.encoded,
+                "reused": again.reused,
+                "dropped": again.dropped,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -180,22 +211,40 @@ def main(argv: list[str] | None = None) -> None:
     rss = memory(args.vectors, args.part_rows, args.work)
     rebuild = incremental(args.work, args.share)
     ratio = rss[1]["peak_anonymous_gb"] / rss[0]["peak_anonymous_gb"]
-    lines = [f"2 CPU cores, no GPU; {(time.perf_counter() - began) / 60:.0f} min in all.", "",
-             f"Encode throughput, first {args.docs} CISI documents, default model (build without calibration or BM25):",
-             "", "| engine | documents | seconds | documents/s |", "|---|---|---|---|"]
-    lines += [f"| {r['engine']} | {r.get('documents', '')} | {r['seconds']} | {r.get('documents_per_s', '')} |" for r in speed]
-    lines += ["", f"IVF1024,Flat over {args.vectors:,} synthetic {DIM}-dimensional vectors (on disk: parts of "
-              f"{args.part_rows:,}); the on-disk build's peak anonymous memory is {100 * ratio:.0f}% of the in-memory "
-              "build's (target <= 30%). Peak RSS also counts the pages of memory-mapped files (parts and lists), "
-              "which the kernel reclaims under pressure:", "",
-              "| build | seconds | peak anonymous memory GB | peak RSS GB |", "|---|---|---|---|"]
+    lines = [
+        f"2 CPU cores, no GPU; {(time.perf_counter() - began) / 60:.0f} min in all.",
+        "",
+        f"Encode throughput, first {args.docs} CISI documents, default model (build without calibration or BM25):",
+        "",
+        "| engine | documents | seconds | documents/s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['engine']} | {r.get('documents', '')} | {r['seconds']} | {r.get('documents_per_s', '')} |" for r in speed
+    ]
+    lines += [
+        "",
+        f"IVF1024,Flat over {args.vectors:,} synthetic {DIM}-dimensional vectors (on disk: parts of "
+        f"{args.part_rows:,}); the on-disk build's peak anonymous memory is {100 * ratio:.0f}% of the in-memory "
+        "build's (target <= 30%). Peak RSS also counts the pages of memory-mapped files (parts and lists), "
+        "which the kernel reclaims under pressure:",
+        "",
+        "| build | seconds | peak anonymous memory GB | peak RSS GB |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['mode']} | {r['seconds']} | {r['peak_anonymous_gb']} | {r['peak_rss_gb']} |" for r in rss]
-    lines += ["", f"Rebuild after changing {100 * args.share:g}% of the sample corpus (target <= 5% of a full build):", "",
-              "| calibration | documents | changed | full build s | incremental s | ratio | encoded / reused / dropped |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {'on' if r['calibrate'] else 'off'} | {r['documents']} | {r['changed']} | {r['full_s']} | "
-              f"{r['incremental_s']} | {100 * r['ratio']:.1f}% | {r['encoded']} / {r['reused']} / {r['dropped']} |"
-              for r in rebuild]
+    lines += [
+        "",
+        f"Rebuild after changing {100 * args.share:g}% of the sample corpus (target <= 5% of a full build):",
+        "",
+        "| calibration | documents | changed | full build s | incremental s | ratio | encoded / reused / dropped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {'on' if r['calibrate'] else 'off'} | {r['documents']} | {r['changed']} | {r['full_s']} | "
+        f"{r['incremental_s']} | {100 * r['ratio']:.1f}% | {r['encoded']} / {r['reused']} / {r['dropped']} |"
+        for r in rebuild
+    ]
     write_report(args.out, lines, {"throughput": speed, "memory": rss, "incremental": rebuild})
 
 

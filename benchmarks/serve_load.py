@@ -88,8 +88,16 @@ def synthetic_index(sample: Path, out: Path, count: int, seed: int = 0) -> Path:
     index = build_faiss(factory, base.shape[1], np.array_split(vectors, 20), vectors[:20000])
     bm25 = build_bm25([full_text(t, x) for t, x in zip(titles, texts)])
     manifest = replace(source.manifest, count=count, factory=factory)
-    write_version(out, index, ids, pa.table({"id": ids, "title": titles, "text": texts}), manifest, bm25=bm25,
-                  center=source.center, calibration=source.calibration_arrays or None)
+    write_version(
+        out,
+        index,
+        ids,
+        pa.table({"id": ids, "title": titles, "text": texts}),
+        manifest,
+        bm25=bm25,
+        center=source.center,
+        calibration=source.calibration_arrays or None,
+    )
     return out
 
 
@@ -138,15 +146,24 @@ def main(argv: list[str] | None = None) -> None:
     for index, dtype, options in targets:
         with serving(index, *options) as url:
             count = open_index(index).manifest.count
-            rows += [{"index": str(index), "documents": count, "queries": dtype, **row}
-                     for row in measure(url, args.requests, args.per_client, args.limit_s)]
-    lines = ["`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
-             f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client. "
-             "Documents are always float32 vectors; the query encoder runs in the dtype named.", "",
-             "| index | documents | query encoder | mode | p50 ms | p95 ms | queries/s, 1 client | 4 clients | 16 clients "
-             "| 16 vs 1 |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['index']} | {r['documents']} | {r['queries']} | {r['mode']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
-              f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |" for r in rows]
+            rows += [
+                {"index": str(index), "documents": count, "queries": dtype, **row}
+                for row in measure(url, args.requests, args.per_client, args.limit_s)
+            ]
+    lines = [
+        "`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
+        f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client. "
+        "Documents are always float32 vectors; the query encoder runs in the dtype named.",
+        "",
+        "| index | documents | query encoder | mode | p50 ms | p95 ms | queries/s, 1 client | 4 clients | 16 clients "
+        "| 16 vs 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['index']} | {r['documents']} | {r['queries']} | {r['mode']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
+        f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |"
+        for r in rows
+    ]
     write_report(args.out, lines, rows)
 
 

@@ -47,8 +47,10 @@ def transforms(docs: np.ndarray, queries: np.ndarray) -> dict[str, tuple[np.ndar
     out["centered"] = (prepare(docs, center), prepare(queries, center))
     for keep in WHITEN_DIMS:
         mean, projection = whitening(docs, keep)
-        out[f"whitened to {keep or docs.shape[1]} dims"] = (prepare((docs - mean) @ projection, None),
-                                                            prepare((queries - mean) @ projection, None))
+        out[f"whitened to {keep or docs.shape[1]} dims"] = (
+            prepare((docs - mean) @ projection, None),
+            prepare((queries - mean) @ projection, None),
+        )
     return out
 
 
@@ -72,14 +74,26 @@ def main(argv: list[str] | None = None) -> None:
         queries = encoder.encode([data.queries[q] for q in query_ids], kind="query")
         for name, (d, q) in transforms(docs, queries).items():
             run = dense_run(q, d, query_ids, doc_ids)
-            rows.append({"final_norm": final_norm, "transform": name, "dev": ndcg(data, dev.judged_query_ids(), run),
-                         "test": ndcg(data, test.judged_query_ids(), run)})
+            rows.append(
+                {
+                    "final_norm": final_norm,
+                    "transform": name,
+                    "dev": ndcg(data, dev.judged_query_ids(), run),
+                    "test": ndcg(data, test.judged_query_ids(), run),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     start, stop = encoder.config.window
-    lines = [f"HTP (exit layer {encoder.layers_run}, window [{start}, {stop})), CISI seed-{args.seed} halves, "
-             f"NDCG@10 x100; {time.perf_counter() - began:.0f} s.", "",
-             "| final norm | transform | dev | test |", "|---|---|---|---|"]
-    lines += [f"| {'yes' if r['final_norm'] else 'no'} | {r['transform']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in rows]
+    lines = [
+        f"HTP (exit layer {encoder.layers_run}, window [{start}, {stop})), CISI seed-{args.seed} halves, "
+        f"NDCG@10 x100; {time.perf_counter() - began:.0f} s.",
+        "",
+        "| final norm | transform | dev | test |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {'yes' if r['final_norm'] else 'no'} | {r['transform']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in rows
+    ]
     write_report(args.out, lines, rows)
 
 

@@ -37,18 +37,32 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     began = time.perf_counter()
     base = Config.load(args.config)
-    tasks = synthetic_sets(args.data / "cisi", args.work / "synthetic", [int(x) for x in args.lengths.split(",")],
-                           [0.0, 0.5, 1.0], 2, args.seed)
+    tasks = synthetic_sets(
+        args.data / "cisi",
+        args.work / "synthetic",
+        [int(x) for x in args.lengths.split(",")],
+        [0.0, 0.5, 1.0],
+        2,
+        args.seed,
+    )
     table: dict[str, dict[str, float]] = {}
     for name, overrides in SETTINGS.items():
         config = replace(base, encoder=replace(base.encoder, method="htp", max_length=args.max_length, **overrides))
         for task, folder in tasks.items():
-            result = run_eval(config, EvalRequest(dataset=folder, methods=["htp"], out=args.work / name.replace(" ", "_"), name=task))
+            result = run_eval(
+                config, EvalRequest(dataset=folder, methods=["htp"], out=args.work / name.replace(" ", "_"), name=task)
+            )
             table.setdefault(name, {})[task] = 100 * result["results"]["htp"]["ndcg@10"]
-    lines = [f"HTP NDCG@10 x100 on development passkey/needle sets (seed {args.seed}); {time.perf_counter() - began:.0f} s.", "",
-             "| blocks | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
+    lines = [
+        f"HTP NDCG@10 x100 on development passkey/needle sets (seed {args.seed}); {time.perf_counter() - began:.0f} s.",
+        "",
+        "| blocks | " + " | ".join(tasks) + " | mean |",
+        "|---" * (len(tasks) + 2) + "|",
+    ]
     for name, row in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[t]:.2f}" for t in tasks) + f" | {sum(row.values()) / len(row):.2f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{row[t]:.2f}" for t in tasks) + f" | {sum(row.values()) / len(row):.2f} |"
+        )
     write_report(args.out, lines, table)
 
 

@@ -60,11 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     name = args.dataset.name
     rows, curves, runs = [], {}, {}
     for variant in VARIANTS:
-        docs = cached_layers(args.cache, name, texts, EncoderConfig(**variant), "document",
-                             HTPEncoder(EncoderConfig(**variant), model, tokenizer))
+        docs = cached_layers(
+            args.cache,
+            name,
+            texts,
+            EncoderConfig(**variant),
+            "document",
+            HTPEncoder(EncoderConfig(**variant), model, tokenizer),
+        )
         for prompt in ("", INSTRUCTION):
             config = EncoderConfig(query_prompt=prompt, **variant)
-            queries = cached_layers(args.cache, name, query_texts, config, "query", HTPEncoder(config, model, tokenizer))
+            queries = cached_layers(
+                args.cache, name, query_texts, config, "query", HTPEncoder(config, model, tokenizer)
+            )
             for centered in (False, True):
                 dev_curve, test_curve = [], []
                 for layer in range(docs.shape[0]):
@@ -77,23 +85,51 @@ def main(argv: list[str] | None = None) -> None:
                 center = np.asarray(docs[best]).mean(axis=0) if centered else None
                 runs[key] = dense_run(prepare(queries[best], center), prepare(docs[best], center), query_ids, doc_ids)
                 curves[key] = {"dev": dev_curve, "test": test_curve}
-                rows.append({"setting": key, "exit_layer": best + 1, "dev": dev_curve[best], "test": test_curve[best],
-                             "dev_last_layer": dev_curve[-1], "test_last_layer": test_curve[-1]})
-                print(f"{key}: best exit layer {best + 1} dev {dev_curve[best]:.2f} test {test_curve[best]:.2f}", flush=True)
+                rows.append(
+                    {
+                        "setting": key,
+                        "exit_layer": best + 1,
+                        "dev": dev_curve[best],
+                        "test": test_curve[best],
+                        "dev_last_layer": dev_curve[-1],
+                        "test_last_layer": test_curve[-1],
+                    }
+                )
+                print(
+                    f"{key}: best exit layer {best + 1} dev {dev_curve[best]:.2f} test {test_curve[best]:.2f}",
+                    flush=True,
+                )
     best_htp = max((r for r in rows if r["setting"].startswith("htp")), key=lambda r: r["dev"])
     fusion = fusion_rows(data, dev_ids, test_ids, doc_ids, texts, query_ids, query_texts, runs[best_htp["setting"]])
     write(args.out, rows, curves, fusion, best_htp["setting"], len(dev_ids), len(test_ids), time.perf_counter() - began)
 
 
-def fusion_rows(data: BeirData, dev_ids: list[str], test_ids: list[str], doc_ids: list[str], texts: list[str],
-                query_ids: list[str], query_texts: list[str], dense: dict) -> list[dict]:
+def fusion_rows(
+    data: BeirData,
+    dev_ids: list[str],
+    test_ids: list[str],
+    doc_ids: list[str],
+    texts: list[str],
+    query_ids: list[str],
+    query_texts: list[str],
+    dense: dict,
+) -> list[dict]:
     """BM25 alone, then HTP + BM25 fused by reciprocal rank with several dense weights (BM25 weight 1)."""
     scores, rows = search_bm25(build_bm25(texts), query_texts, 100)
-    lexical = {q: {doc_ids[r]: float(v) for v, r in zip(srow, rrow) if r >= 0} for q, srow, rrow in zip(query_ids, scores, rows)}
+    lexical = {
+        q: {doc_ids[r]: float(v) for v, r in zip(srow, rrow) if r >= 0}
+        for q, srow, rrow in zip(query_ids, scores, rows)
+    }
     out = [{"setting": "bm25", "dev": ndcg(data, dev_ids, lexical), "test": ndcg(data, test_ids, lexical)}]
     for weight in FUSION_WEIGHTS:
         fused = {q: dict(rrf([list(dense[q]), list(lexical[q])], [weight, 1.0], top=100)) for q in query_ids}
-        out.append({"setting": f"hybrid, dense weight {weight}", "dev": ndcg(data, dev_ids, fused), "test": ndcg(data, test_ids, fused)})
+        out.append(
+            {
+                "setting": f"hybrid, dense weight {weight}",
+                "dev": ndcg(data, dev_ids, fused),
+                "test": ndcg(data, test_ids, fused),
+            }
+        )
     for row in out:
         print(f"{row['setting']}: dev {row['dev']:.2f} test {row['test']:.2f}", flush=True)
     return out
@@ -104,8 +140,16 @@ def cell(setting: str) -> str:
     return setting.replace(" | ", ", ")
 
 
-def write(out: Path, rows: list[dict], curves: dict, fusion: list[dict], fused_with: str, n_dev: int, n_test: int,
-          seconds: float) -> None:
+def write(
+    out: Path,
+    rows: list[dict],
+    curves: dict,
+    fusion: list[dict],
+    fused_with: str,
+    n_dev: int,
+    n_test: int,
+    seconds: float,
+) -> None:
     """Markdown table (sorted by dev NDCG@10), JSON with every curve, and a plot of NDCG@10 against exit layer."""
     import matplotlib
 
@@ -114,12 +158,24 @@ def write(out: Path, rows: list[dict], curves: dict, fusion: list[dict], fused_w
 
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: -r["dev"])
-    lines = [f"Chosen on {n_dev} dev queries, reported on {n_test} test queries; NDCG@10 x100; {seconds:.0f} s.", "",
-             "| setting | best exit layer (dev) | dev | test | dev, last layer | test, last layer |", "|---|---|---|---|---|---|"]
-    lines += [f"| {cell(r['setting'])} | {r['exit_layer']} | {r['dev']:.2f} | {r['test']:.2f} | {r['dev_last_layer']:.2f} | "
-              f"{r['test_last_layer']:.2f} |" for r in rows]
-    lines += ["", f"Fusion with the best HTP setting on dev ({cell(fused_with)}), reciprocal rank fusion k=60:", "",
-              "| setting | dev | test |", "|---|---|---|"]
+    lines = [
+        f"Chosen on {n_dev} dev queries, reported on {n_test} test queries; NDCG@10 x100; {seconds:.0f} s.",
+        "",
+        "| setting | best exit layer (dev) | dev | test | dev, last layer | test, last layer |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {cell(r['setting'])} | {r['exit_layer']} | {r['dev']:.2f} | {r['test']:.2f} | {r['dev_last_layer']:.2f} | "
+        f"{r['test_last_layer']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Fusion with the best HTP setting on dev ({cell(fused_with)}), reciprocal rank fusion k=60:",
+        "",
+        "| setting | dev | test |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['setting']} | {r['dev']:.2f} | {r['test']:.2f} |" for r in fusion]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "curves.json").write_text(json.dumps({"rows": rows, "fusion": fusion, "curves": curves}, indent=1))

@@ -43,9 +43,12 @@ def records() -> list[dict[str, str]]:
         if len(text) >= MIN_CHARS:
             out.append({"_id": name, "title": f"{name} module", "text": text})
         members = [
-            (attr, obj) for attr, obj in sorted(vars(module).items())
-            if not attr.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
-            and getattr(obj, "__module__", None) == name and len(docstring(obj)) >= MIN_CHARS
+            (attr, obj)
+            for attr, obj in sorted(vars(module).items())
+            if not attr.startswith("_")
+            and (inspect.isclass(obj) or inspect.isfunction(obj))
+            and getattr(obj, "__module__", None) == name
+            and len(docstring(obj)) >= MIN_CHARS
         ]
         for attr, obj in members[:PER_MODULE]:
             out.append({"_id": f"{name}.{attr}", "title": f"{name}.{attr}", "text": docstring(obj)})

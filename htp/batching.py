@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def token_budget_batches(lengths: Sequence[int], budget: int, max_batch_size: int,
-                         max_padding: float = 1.0) -> list[list[int]]:
+def token_budget_batches(
+    lengths: Sequence[int], budget: int, max_batch_size: int, max_padding: float = 1.0
+) -> list[list[int]]:
     """Indices grouped longest first so that rows x longest length <= budget (a longer-than-budget text rides alone).
 
     A text joins a batch only while it is at least (1 - max_padding) x the batch's longest, so padding is at

@@ -33,7 +33,11 @@ METHODS = tuple(METHOD_TABLE)
 BLOCK_MODES = ("sentences", "tokens", "adaptive")
 KINDS = ("document", "query")
 POOLINGS = ("mean", "last")
-OPTIONAL_KEYS = {"pooling": None, "append_eos": False, "separate_prompt": False}  # left out of vector_settings at these values, so indexes
+OPTIONAL_KEYS = {
+    "pooling": None,
+    "append_eos": False,
+    "separate_prompt": False,
+}  # left out of vector_settings at these values, so indexes
 # built before the keys existed keep their encoder hash
 RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir", "prefix_cache")
 
@@ -62,8 +66,9 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in args)
     if typing.get_origin(hint) is tuple:
         return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
 
 
 def checked_fields(cls: type, data: dict[str, Any], section: str, error: type[Exception]) -> dict[str, Any]:
@@ -116,7 +121,9 @@ class EncoderConfig:
         if self.window is not None:
             window = tuple(int(v) for v in self.window)
             if len(window) != 2 or window[0] < 0 or window[1] < window[0]:
-                raise EncoderValueError(f"encoder.window must be [start, stop) with 0 <= start <= stop, got {self.window!r}")
+                raise EncoderValueError(
+                    f"encoder.window must be [start, stop) with 0 <= start <= stop, got {self.window!r}"
+                )
             object.__setattr__(self, "window", window)
         for name in ("sentences_per_block", "block_tokens", "max_blocks", "batch_tokens", "max_batch_size"):
             if getattr(self, name) < 1:
@@ -129,7 +136,7 @@ class EncoderConfig:
             raise EncoderValueError(f"encoder.max_length must be >= 8, got {self.max_length}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
         """Build from a mapping (config.yaml's `encoder:`), refusing unknown keys and wrong types by name."""
         return cls(**checked_fields(cls, data, "encoder", EncoderValueError))
 
@@ -139,7 +146,7 @@ class EncoderConfig:
         method = METHOD_TABLE[self.method]
         return method if self.pooling is None else replace(method, pooling=self.pooling)
 
-    def resolved(self) -> "EncoderConfig":
+    def resolved(self) -> EncoderConfig:
         """Every `None` filled from the model's registry defaults, so a manifest records what actually runs."""
         d = defaults_for(self.model)
         exit_layer = d.exit_layer if self.exit_layer is None else self.exit_layer
@@ -162,9 +169,13 @@ class EncoderConfig:
         )
 
     def vector_settings(self) -> dict[str, Any]:
-        """The resolved settings a query must share with its index: everything that changes vectors, no runtime knobs."""
-        return {key: value for key, value in self.resolved().to_dict().items()
-                if key not in RUNTIME_KEYS and not (key in OPTIONAL_KEYS and value == OPTIONAL_KEYS[key])}
+        """The resolved settings a query must share with its index: everything that changes vectors, no runtime
+        knobs."""
+        return {
+            key: value
+            for key, value in self.resolved().to_dict().items()
+            if key not in RUNTIME_KEYS and not (key in OPTIONAL_KEYS and value == OPTIONAL_KEYS[key])
+        }
 
     def runtime(self) -> dict[str, Any]:
         """The knobs that change speed and memory but never vectors (device, batching, cache)."""

@@ -7,6 +7,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def _model_lock(model: torch.nn.Module) -> threading.Lock:
         return _LOCKS.setdefault(model, threading.Lock())
 
 
-def decoder_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+def decoder_parts(model: PreTrainedModel) -> tuple[Any, torch.nn.ModuleList]:
     """The base decoder (embeddings -> layers -> norm) and its layer list, for Llama- and Gemma-style models."""
     base = model.get_decoder() if hasattr(model, "get_decoder") else model
     layers = getattr(base, "layers", None)
@@ -65,28 +66,39 @@ class HTPEncoder:
         self.config = (config or EncoderConfig()).resolved()
         if model is None or tokenizer is None:
             device = pick_device(self.config.device)
-            model, tokenizer = load_model(self.config.model, device, pick_dtype(self.config.dtype, device), self.config.cache_dir)
+            model, tokenizer = load_model(
+                self.config.model, device, pick_dtype(self.config.dtype, device), self.config.cache_dir
+            )
         self.model, self.tokenizer = model.eval(), tokenizer
         self.base, self.layers = decoder_parts(model)
         self.embed = self.base.get_input_embeddings()
         self.device = next(model.parameters()).device
         self.n_layers = len(self.layers)
-        self.layers_run = self.layers_to_run(self.config.exit_layer)  # decoder layers a forward pass runs
+        assert self.config.exit_layer is not None  # resolved() fills every default
+        self.exit_layer: int = self.config.exit_layer  # a hidden-state index, as configured
+        self.layers_run = self.layers_to_run(self.exit_layer)  # decoder layers a forward pass runs
         settings = model.config
-        self.causal = not (getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False)
+        self.causal = not (
+            getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False
+        )
         if not self.causal and self.config.spec.rewired:
             raise EncoderValueError(
                 f"{type(model).__name__} attends in both directions (a bidirectional embedder), so there is no causal "
                 f"mask for {self.config.method.upper()} to work around and its placeholders would see the padding: use "
-                "method vanilla-mean (or vanilla-last, echo) with this model")
+                "method vanilla-mean (or vanilla-last, echo) with this model"
+            )
         window = self.config.window
         if self.config.spec.rewired and window is not None and window[0] >= self.layers_run:
-            raise EncoderValueError(f"encoder.window {list(window)} starts at or after the exit layer ({self.layers_run} "
-                                    f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
-                                    f"below {self.layers_run}")
+            raise EncoderValueError(
+                f"encoder.window {list(window)} starts at or after the exit layer ({self.layers_run} "
+                f"of this {self.n_layers}-layer model), so nothing would be rewired: use a start "
+                f"below {self.layers_run}"
+            )
         if self.config.spec.rewired and window is not None and window[1] > self.n_layers:  # past the exit layer: cut
-            raise EncoderValueError(f"encoder.window {list(window)} stops after the last layer of this {self.n_layers}-"
-                                    f"layer model: use a stop of at most {self.n_layers}")
+            raise EncoderValueError(
+                f"encoder.window {list(window)} stops after the last layer of this {self.n_layers}-"
+                f"layer model: use a stop of at most {self.n_layers}"
+            )
         self.bos_id = self._fixed_first_token()
         self.eos_id = self.tokenizer.eos_token_id if self.config.append_eos else None
         if self.config.append_eos and self.eos_id is None:
@@ -116,7 +128,10 @@ class HTPEncoder:
         """Exit layer as a hidden-state index (1..n, or negative like Python: -1 = last) -> layers to run."""
         count = exit_layer if exit_layer > 0 else self.n_layers + 1 + exit_layer
         if not 1 <= count <= self.n_layers:
-            raise EncoderValueError(f"exit layer {exit_layer} is outside this {self.n_layers}-layer model (use 1..{self.n_layers} or -1..-{self.n_layers})")
+            raise EncoderValueError(
+                f"exit layer {exit_layer} is outside this {self.n_layers}-layer model (use 1..{self.n_layers} or "
+                f"-1..-{self.n_layers})"
+            )
         return count
 
     def _fixed_first_token(self) -> int:
@@ -161,16 +176,32 @@ class HTPEncoder:
         # After a prompt, a text is tokenised with a leading space where the tokenizer would glue the two (as the
         # official template, which joins them with one); its offsets are shifted back onto the text itself.
         spaced = [bool(self.prompts[kind]) and self.glues and not text[:1].isspace() for text in texts]
-        encoded = self.tokenizer([" " + text if space else text for text, space in zip(texts, spaced)],
-                                 add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+        encoded = self.tokenizer(
+            [" " + text if space else text for text, space in zip(texts, spaced)],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            split_special_tokens=True,
+        )
         starts = self.segmenter.sentence_starts(texts) if self.segmenter else [[0]] * len(texts)
         cfg = self.config
         out = []
-        for text, space, ids, offsets, sentence_starts in zip(texts, spaced, encoded["input_ids"], encoded["offset_mapping"], starts):
+        for text, space, ids, offsets, sentence_starts in zip(
+            texts, spaced, encoded["input_ids"], encoded["offset_mapping"], starts
+        ):
             if space:
                 offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in offsets]
-            blocks = make_blocks(text, offsets, sentence_starts, cfg.block_mode, cfg.sentences_per_block, cfg.block_tokens, cfg.max_blocks)
-            out.append(build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length, self.eos_id))
+            blocks = make_blocks(
+                text,
+                offsets,
+                sentence_starts,
+                cfg.block_mode,
+                cfg.sentences_per_block,
+                cfg.block_tokens,
+                cfg.max_blocks,
+            )
+            out.append(
+                build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length, self.eos_id)
+            )
         return out
 
     def windows(self, texts: Sequence[str], size: int) -> list[list[str]]:
@@ -181,8 +212,14 @@ class HTPEncoder:
         for text, starts in zip(texts, segmenter.sentence_starts(texts)):
             bounds = [*starts, len(text)]
             pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if text[a:b].strip()]
-            counts = [len(ids) for ids in
-                      self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]] if pieces else []
+            counts = (
+                [
+                    len(ids)
+                    for ids in self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                ]
+                if pieces
+                else []
+            )
             windows, current, used = [], "", 0
             for piece, count in zip(pieces, counts):
                 if current and used + count > size:
@@ -195,10 +232,14 @@ class HTPEncoder:
         return out
 
     def encode(
-        self, texts: Sequence[str], kind: str = "document", batch_size: int | None = None, show_progress: bool | None = None
+        self,
+        texts: Sequence[str],
+        kind: str = "document",
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> np.ndarray:
         """Embed texts as [n, dimension] float32, L2-normalised, in input order."""
-        return self.encode_layers(texts, [self.config.exit_layer], kind, batch_size, show_progress)[0]
+        return self.encode_layers(texts, [self.exit_layer], kind, batch_size, show_progress)[0]
 
     def encode_layers(
         self,
@@ -217,8 +258,9 @@ class HTPEncoder:
         layouts = self.layouts(texts, kind)
         out = np.zeros((len(counts), len(texts), self.dimension), dtype=np.float32)
         lengths = [len(layout.ids) for layout in layouts]
-        batches = token_budget_batches(lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size,
-                                       self.config.max_padding)
+        batches = token_budget_batches(
+            lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size, self.config.max_padding
+        )
         show = len(batches) > 1 if show_progress is None else show_progress
         desc = "encode queries" if kind == "query" else "encode documents"
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
@@ -300,9 +342,11 @@ class HTPEncoder:
 
     def _read_out(self, hidden: torch.Tensor, weights: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         if hidden.dim() != 3:
-            raise EncoderValueError(f"{type(self.model).__name__} gives hidden states of shape {tuple(hidden.shape)}, "
-                                    "not [batch, sequence, hidden] (e.g. Gemma 3n's per-layer streams); HTP cannot "
-                                    "read this model")
+            raise EncoderValueError(
+                f"{type(self.model).__name__} gives hidden states of shape {tuple(hidden.shape)}, "
+                "not [batch, sequence, hidden] (e.g. Gemma 3n's per-layer streams); HTP cannot "
+                "read this model"
+            )
         if self.config.final_norm:
             hidden = self.base.norm(hidden)
         if self.config.spec.pooling == "last":
@@ -324,5 +368,11 @@ class HTPEncoder:
         def tensor(values: list[int], shift: int = 0) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.long, device=self.device) - shift
 
-        return Copies(tensor(rows), tensor(pst, offset), tensor(ends, offset), tensor(b_rows), tensor(bpst, offset),
-                      tensor(b_src, offset))
+        return Copies(
+            tensor(rows),
+            tensor(pst, offset),
+            tensor(ends, offset),
+            tensor(b_rows),
+            tensor(bpst, offset),
+            tensor(b_src, offset),
+        )

@@ -31,7 +31,9 @@ class Layout:
         return self.bpst + self.pst
 
 
-def _clip_blocks(blocks: Sequence[tuple[int, int]], budget: int, cost_per_block: int) -> tuple[list[tuple[int, int]], bool]:
+def _clip_blocks(
+    blocks: Sequence[tuple[int, int]], budget: int, cost_per_block: int
+) -> tuple[list[tuple[int, int]], bool]:
     """Keep whole blocks while they fit, then cut the first one that does not; M counts survivors only."""
     kept: list[tuple[int, int]] = []
     used = 0
@@ -67,19 +69,31 @@ def build_layout(
     tail = [] if eos_id is None else [eos_id]
     budget = max_length - len(head) - len(tail)
     if budget < 3:
-        raise EncoderValueError(f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt")
+        raise EncoderValueError(
+            f"max_length {max_length} leaves no room for text after BOS and a {len(prompt_ids)}-token prompt"
+        )
     if method.layout == "plain":
         body = list(text_ids[:budget])
         ids = head + body + tail
-        return Layout(ids=ids, pooled=list(range(len(head), len(ids))), last=len(ids) - 1,
-                      truncated=len(body) < len(text_ids), head=len(head))
+        return Layout(
+            ids=ids,
+            pooled=list(range(len(head), len(ids))),
+            last=len(ids) - 1,
+            truncated=len(body) < len(text_ids),
+            head=len(head),
+        )
     if method.layout == "echo":
         half = budget // 2
         body = list(text_ids[:half])
         ids = head + body + body + tail
         second = len(head) + len(body)
-        return Layout(ids=ids, pooled=list(range(second, len(ids))), last=len(ids) - 1,
-                      truncated=len(body) < len(text_ids), head=len(head))
+        return Layout(
+            ids=ids,
+            pooled=list(range(second, len(ids))),
+            last=len(ids) - 1,
+            truncated=len(body) < len(text_ids),
+            head=len(head),
+        )
     if method.blocks == "whole":  # TP: one <PST> before the whole text, no global summaries
         kept, truncated = _clip_blocks([(0, len(text_ids))], budget, cost_per_block=1)
         globals_count = 0
@@ -88,7 +102,9 @@ def build_layout(
         globals_count = len(kept)
     ids = head + [PLACEHOLDER] * globals_count
     bpst = list(range(len(head), len(ids)))
-    pst, ends, pooled = [], [], []
+    pst: list[int] = []
+    ends: list[int] = []
+    pooled: list[int] = []
     for start, stop in kept:
         pst.append(len(ids))
         ids.append(PLACEHOLDER)
@@ -98,5 +114,6 @@ def build_layout(
     if tail:
         pooled.append(len(ids))
         ids.extend(tail)
-    return Layout(ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated,
-                  head=len(head))
+    return Layout(
+        ids=ids, pooled=pooled, last=len(ids) - 1, pst=pst, ends=ends, bpst=bpst, truncated=truncated, head=len(head)
+    )

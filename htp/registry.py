@@ -73,9 +73,14 @@ MODELS: dict[str, ModelSpec] = {
     # documents, EOS appended, the last layer's normalised state at the EOS. method: htp adds HTP to it (the
     # paper's fine-tuned setting); method: vanilla-last gives its intended vectors.
     "e5-mistral-7b": ModelSpec(
-        defaults=ModelDefaults(exit_layer=-1, window=(1, 7), final_norm=True, pooling="last", append_eos=True,
-                               query_prompt="Instruct: Given a web search query, retrieve relevant passages that "
-                                            "answer the query\nQuery:"),
+        defaults=ModelDefaults(
+            exit_layer=-1,
+            window=(1, 7),
+            final_norm=True,
+            pooling="last",
+            append_eos=True,
+            query_prompt="Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+        ),
         layers=32,
         hub_id="intfloat/e5-mistral-7b-instruct",
     ),
@@ -84,12 +89,21 @@ MODELS: dict[str, ModelSpec] = {
         layers=32,
         hub_id="mistralai/Mistral-7B-Instruct-v0.3",
     ),
-    "llama3-8b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 3), query_prompt=INSTRUCTION), layers=32,
-                           hub_id="meta-llama/Meta-Llama-3-8B"),
-    "qwen2-7b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION), layers=28,
-                          hub_id="Qwen/Qwen2-7B"),
-    "gemma2-9b": ModelSpec(defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION), layers=42,
-                           hub_id="google/gemma-2-9b"),
+    "llama3-8b": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 3), query_prompt=INSTRUCTION),
+        layers=32,
+        hub_id="meta-llama/Meta-Llama-3-8B",
+    ),
+    "qwen2-7b": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION),
+        layers=28,
+        hub_id="Qwen/Qwen2-7B",
+    ),
+    "gemma2-9b": ModelSpec(
+        defaults=ModelDefaults(exit_layer=-2, window=(1, 6), query_prompt=INSTRUCTION),
+        layers=42,
+        hub_id="google/gemma-2-9b",
+    ),
 }
 
 # A model outside the registry gets the same query instruction, as the official code always uses one.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _output_hidden(output: object) -> torch.Tensor:
+def _output_hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output  # older transformers return (hidden, ...)
 
 
@@ -57,6 +58,7 @@ def rewired(
     handles = []
 
     def copy_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        assert copies is not None  # installed only when there are copies to make
         copies.apply(_hidden_of(args, kwargs))
 
     def exit_hook(_module: nn.Module, _args: tuple, output: object) -> None:

@@ -22,7 +22,8 @@ def load_spacy(name: str) -> Language:
             nlp = spacy.load(name, exclude=["ner", "lemmatizer", "textcat"])
         except OSError as err:
             raise EncoderValueError(
-                f"spaCy pipeline {name!r} is not installed: install it as a package, or use encoder.spacy_model: sentencizer"
+                f"spaCy pipeline {name!r} is not installed: install it as a package, or use encoder.spacy_model: "
+                "sentencizer"
             ) from err
     nlp.max_length = 10_000_000
     return nlp

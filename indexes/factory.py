@@ -32,16 +32,20 @@ def choose_factory(n_vectors: int, dim: int, memory_budget_bytes: int) -> str:
       m = the largest divisor of dim that is at most dim/4 and whose codes (n*m bytes) fit the budget.
     """
     if n_vectors < 1 or dim < 1 or memory_budget_bytes < 1:
-        raise IndexValueError(f"choose_factory needs positive sizes, got n_vectors={n_vectors}, dim={dim}, "
-                         f"memory_budget_bytes={memory_budget_bytes}")
+        raise IndexValueError(
+            f"choose_factory needs positive sizes, got n_vectors={n_vectors}, dim={dim}, "
+            f"memory_budget_bytes={memory_budget_bytes}"
+        )
     if n_vectors < FLAT_MAX and n_vectors * dim * 4 <= memory_budget_bytes:
         return "Flat"
     if n_vectors < HNSW_MAX and n_vectors * (dim * 4 + HNSW_LINKS * 2 * 4) <= memory_budget_bytes:
         return f"HNSW{HNSW_LINKS}"
     fitting = [m for m in range(1, dim // 4 + 1) if dim % m == 0 and n_vectors * m <= memory_budget_bytes]
     if not fitting:
-        raise IndexValueError(f"{n_vectors} vectors do not fit a {memory_budget_bytes / 2**20:.1f} MB budget even as "
-                         "1-byte PQ codes: raise index.memory_budget_mb")
+        raise IndexValueError(
+            f"{n_vectors} vectors do not fit a {memory_budget_bytes / 2**20:.1f} MB budget even as "
+            "1-byte PQ codes: raise index.memory_budget_mb"
+        )
     return f"IVF{ivf_lists(n_vectors)},PQ{max(fitting)}"
 
 
@@ -52,12 +56,16 @@ def resolve_factory(spec: str, n_vectors: int, dim: int, memory_budget_bytes: in
     try:
         faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
-        raise IndexValueError(f"index factory {spec!r} is not a valid FAISS index_factory string for dimension {dim} "
-                         f"({faiss_reason(err)}): fix it or use auto") from err
+        raise IndexValueError(
+            f"index factory {spec!r} is not a valid FAISS index_factory string for dimension {dim} "
+            f"({faiss_reason(err)}): fix it or use auto"
+        ) from err
     lists = re.search(r"IVF(\d+)", spec)
     if lists and int(lists.group(1)) > n_vectors:
-        raise IndexValueError(f"too few vectors to train IVF{lists.group(1)} in {spec!r}: it needs at least "
-                         f"{lists.group(1)} vectors and there are {n_vectors}; use fewer lists, Flat, or auto")
+        raise IndexValueError(
+            f"too few vectors to train IVF{lists.group(1)} in {spec!r}: it needs at least "
+            f"{lists.group(1)} vectors and there are {n_vectors}; use fewer lists, Flat, or auto"
+        )
     return spec
 
 

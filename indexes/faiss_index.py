@@ -47,25 +47,32 @@ def _train(index: faiss.Index, factory: str, dim: int, sample: np.ndarray | None
         raise IndexValueError(f"index {factory!r} must be trained before adding vectors: give a train_sample")
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and len(sample) < ivf.nlist:
-        raise IndexValueError(f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
-                         "give a larger sample or use fewer lists")
+        raise IndexValueError(
+            f"train_sample has {len(sample)} vectors but {factory!r} has {ivf.nlist} lists to train: "
+            "give a larger sample or use fewer lists"
+        )
     try:
         index.train(as_matrix(sample, dim, "train_sample"))
     except RuntimeError as err:
-        raise IndexValueError(f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
-                         "give a larger sample or a smaller index") from err
+        raise IndexValueError(
+            f"training {factory!r} on {len(sample)} vectors failed: {faiss_reason(err)}; "
+            "give a larger sample or a smaller index"
+        ) from err
 
 
 def as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     """A C-contiguous float32 [n, dim] array, or a ValueError saying which input has the wrong shape."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise IndexValueError(f"{what} has shape {vectors.shape}, expected [n, {dim}]: vectors must match the index dimension")
+        raise IndexValueError(
+            f"{what} has shape {vectors.shape}, expected [n, {dim}]: vectors must match the index dimension"
+        )
     return vectors
 
 
-def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None = None,
-                 ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search_faiss(
+    index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the index size, missing rows are -1.
 
     nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW.

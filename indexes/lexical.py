@@ -43,8 +43,9 @@ def load_bm25(folder: Path) -> bm25s.BM25:
     try:
         return bm25s.BM25.load(str(folder), mmap=True)
     except (ValueError, OSError, KeyError) as err:  # bm25s reads JSON and .npy files and names neither when they fail
-        raise IndexValueError(f"the BM25 index in {folder} is damaged ({err.__class__.__name__}: {err}); rebuild the "
-                              "index") from err
+        raise IndexValueError(
+            f"the BM25 index in {folder} is damaged ({err.__class__.__name__}: {err}); rebuild the index"
+        ) from err
 
 
 def search_bm25(model: bm25s.BM25, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,8 +70,9 @@ def merge_parts(trained: faiss.Index, parts: list[Path], folder: Path) -> faiss.
     return merged
 
 
-def build_on_disk(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None,
-                  folder: Path, part_rows: int) -> faiss.Index:
+def build_on_disk(
+    factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None, folder: Path, part_rows: int
+) -> faiss.Index:
     """An IVF index whose lists are in folder/IVF_DATA, its parts (every `part_rows` vectors) written in turn."""
     trained = trained_ivf(factory, dim, train_sample)
     try:

@@ -51,7 +51,9 @@ def _refused(path: Path, why: str) -> IndexValueError:
 class DenseIndex:
     """The FAISS index; the value is (index, lists file or None): an on-disk IVF index's lists are moved in."""
 
-    name, path, mapped = "faiss", "index.faiss", (IVF_DATA,)
+    name: str = "faiss"
+    path: str = "index.faiss"
+    mapped: tuple[str, ...] = (IVF_DATA,)
 
     def save(self, value: tuple[faiss.Index, Path | None], folder: Path) -> None:
         index, ivf_data = value
@@ -62,15 +64,20 @@ class DenseIndex:
     def load(self, folder: Path, shape: Shape) -> faiss.Index:
         index = read_index(folder / self.path, on_disk=(folder / IVF_DATA).is_file())
         if (index.ntotal, index.d) != (shape.count, shape.dimension):
-            raise _refused(folder / "manifest.json", f"it says {shape.count} vectors of dimension {shape.dimension}, "
-                           f"index.faiss holds {index.ntotal} of dimension {index.d}")
+            raise _refused(
+                folder / "manifest.json",
+                f"it says {shape.count} vectors of dimension {shape.dimension}, "
+                f"index.faiss holds {index.ntotal} of dimension {index.d}",
+            )
         return index
 
 
 class Center:
     """The corpus mean subtracted from every vector, queries too."""
 
-    name, path, mapped = "center", "center.npy", ()
+    name: str = "center"
+    path: str = "center.npy"
+    mapped: tuple[str, ...] = ()
 
     def save(self, value: np.ndarray, folder: Path) -> None:
         np.save(folder / self.path, np.asarray(value, dtype=np.float32))
@@ -85,7 +92,9 @@ class Center:
 class Lexical:
     """The BM25 index over the documents, its arrays memory-mapped."""
 
-    name, path, mapped = "bm25", "bm25", ("bm25/",)
+    name: str = "bm25"
+    path: str = "bm25"
+    mapped: tuple[str, ...] = ("bm25/",)
 
     def save(self, value: Any, folder: Path) -> None:
         save_bm25(value, folder / self.path)
@@ -93,18 +102,21 @@ class Lexical:
     def load(self, folder: Path, shape: Shape) -> Any:
         model = load_bm25(folder / self.path)
         if int(model.scores["num_docs"]) != shape.documents:
-            raise _refused(folder / self.path, f"it holds {int(model.scores['num_docs'])} documents, the index "
-                           f"{shape.documents}")
+            raise _refused(
+                folder / self.path, f"it holds {int(model.scores['num_docs'])} documents, the index {shape.documents}"
+            )
         return model
 
 
 class CalibrationArrays:
     """The arrays a calibrated query needs (query mean, adapter): every axis has the vectors' dimension."""
 
-    name, path, mapped = "calibration", CALIBRATION, ()
+    name: str = "calibration"
+    path: str = CALIBRATION
+    mapped: tuple[str, ...] = ()
 
     def save(self, value: dict[str, np.ndarray], folder: Path) -> None:
-        np.savez(folder / self.path, **value)
+        np.savez(folder / self.path, **value)  # type: ignore[arg-type]  # the stub reads **arrays as allow_pickle
 
     def load(self, folder: Path, shape: Shape) -> dict[str, np.ndarray]:
         with np.load(folder / self.path) as stored:

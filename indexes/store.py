@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -110,13 +110,17 @@ class Manifest:
         try:
             data = json.loads(text)
         except ValueError as err:
-            raise IndexValueError(f"manifest is not valid JSON ({err}): the version is damaged; rebuild the index") from err
+            raise IndexValueError(
+                f"manifest is not valid JSON ({err}): the version is damaged; rebuild the index"
+            ) from err
         if not isinstance(data, dict):
             raise IndexValueError(f"manifest is a JSON {type(data).__name__}, not an object: rebuild the index")
         try:
             return cls(**upgrade_manifest(data))
         except TypeError as err:
-            raise IndexValueError(f"manifest does not match this version of indexes/ ({err}): rebuild the index") from err
+            raise IndexValueError(
+                f"manifest does not match this version of indexes/ ({err}): rebuild the index"
+            ) from err
 
 
 def _sha256(path: Path) -> str:
@@ -142,23 +146,36 @@ def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: 
     """Refuse a version whose parts disagree, before anything is written."""
     documents = row_documents(ids) if manifest.window_tokens is not None else ids
     if not len(ids) == index.ntotal == manifest.count or docs.num_rows != len(documents):
-        raise IndexValueError(f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
-                              f"manifest count {manifest.count}: they must agree")
+        raise IndexValueError(
+            f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
+            f"manifest count {manifest.count}: they must agree"
+        )
     if len(set(documents)) != len(documents):
-        raise IndexValueError("ids are not unique: give every document its own id (a multi-vector index keeps a "
-                              "document's windows together)")
+        raise IndexValueError(
+            "ids are not unique: give every document its own id (a multi-vector index keeps a "
+            "document's windows together)"
+        )
     missing = [c for c in DOC_COLUMNS if c not in docs.column_names]
     if missing:
         raise IndexValueError(f"docs lacks column(s) {missing}: it needs {DOC_COLUMNS}")
     if docs.column("id").to_pylist() != documents:
         raise IndexValueError("docs rows are not in the order of ids: row i of docs must be the document ids[i]")
     if index.d != manifest.dimension or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise IndexValueError(f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
-                         f"{manifest.dimension}: build it with build_faiss over vectors of the manifest's dimension")
+        raise IndexValueError(
+            f"index has dimension {index.d} and metric {index.metric_type}, manifest says dimension "
+            f"{manifest.dimension}: build it with build_faiss over vectors of the manifest's dimension"
+        )
 
 
-def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest,
-                  ivf_data: Path | None = None, **parts: Any) -> Path:
+def write_version(
+    index_dir: Path,
+    index: faiss.Index,
+    ids: list[str],
+    docs: pa.Table,
+    manifest: Manifest,
+    ivf_data: Path | None = None,
+    **parts: Any,
+) -> Path:
     """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder.
 
     `parts` are the optional parts by name (indexes.parts: bm25=, center=, calibration= the arrays a calibrated
@@ -174,18 +191,24 @@ def write_version(index_dir: Path, index: faiss.Index, ids: list[str], docs: pa.
     versions.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions))
     mark_owned(tmp)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     final = versions / f"{created:%Y%m%dT%H%M%S}-{tmp.name.removeprefix(TMP_PREFIX)}"
     try:
         pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet", write_page_checksum=True)
-        pq.write_table(docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP,
-                       write_page_checksum=True)
+        pq.write_table(
+            docs.select(DOC_COLUMNS), tmp / "docs.parquet", row_group_size=DOCS_ROW_GROUP, write_page_checksum=True
+        )
         for name, value in chosen.items():
             PARTS[name].save(value, tmp)
         files = _data_files(tmp)
-        written = replace(manifest, checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
-                          sizes={str(p.relative_to(tmp)): p.stat().st_size for p in files},
-                          created=created.isoformat(timespec="seconds"), parts=list(chosen), format=FORMAT)
+        written = replace(
+            manifest,
+            checksums={str(p.relative_to(tmp)): _sha256(p) for p in files},
+            sizes={str(p.relative_to(tmp)): p.stat().st_size for p in files},
+            created=created.isoformat(timespec="seconds"),
+            parts=list(chosen),
+            format=FORMAT,
+        )
         (tmp / MANIFEST).write_text(written.to_json())
         for path in [*files, tmp / MANIFEST, *{p.parent for p in files}]:
             fsync(path)
@@ -219,18 +242,25 @@ def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator
     if index_dir.exists() and not index_dir.is_dir():
         raise IndexFolderError(f"{index_dir} is a file, not a folder: give --out a folder")
     if index_dir.is_dir() and not is_index_folder(index_dir) and any(index_dir.iterdir()) and not allow_foreign:
-        raise IndexFolderError(f"{index_dir} is not empty and is not an index folder: choose an empty or new folder, "
-                               "or pass --force to add an index beside its contents (nothing of theirs is deleted)")
+        raise IndexFolderError(
+            f"{index_dir} is not empty and is not an index folder: choose an empty or new folder, "
+            "or pass --force to add an index beside its contents (nothing of theirs is deleted)"
+        )
     index_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise IndexFolderError(f"another build is writing to {index_dir}; wait for it to finish and run again") from None
+            raise IndexFolderError(
+                f"another build is writing to {index_dir}; wait for it to finish and run again"
+            ) from None
         (index_dir / MARKER).touch()
-        leftovers = sorted(path for path in (index_dir / VERSIONS).glob(f"{TMP_PREFIX}*") if written_here(path)) \
-            if (index_dir / VERSIONS).is_dir() else []
+        leftovers = (
+            sorted(path for path in (index_dir / VERSIONS).glob(f"{TMP_PREFIX}*") if written_here(path))
+            if (index_dir / VERSIONS).is_dir()
+            else []
+        )
         for path in leftovers:
             remove_owned(path)
         yield leftovers
@@ -289,33 +319,41 @@ class OpenIndex:
         for rel in manifest.checksums:  # docs.parquet is checked page by page as it is read
             if rel != "docs.parquet":
                 self._checked(rel)
-        self._mapped = {rel: _identity(path / rel) for rel in manifest.checksums
-                        if any(_under(rel, mapped) for part in parts for mapped in part.mapped)}
+        self._mapped = {
+            rel: _identity(path / rel)
+            for rel in manifest.checksums
+            if any(_under(rel, mapped) for part in parts for mapped in part.mapped)
+        }
         try:
             ids = pq.read_table(path / "ids.parquet")
         except (OSError, pa.ArrowException) as err:
             raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
         self.ids: list[str] = ids.column("id").to_pylist()
         self.doc_ids = row_documents(self.ids) if manifest.window_tokens is not None else self.ids
-        self.parts: dict[str, Any] = {part.name: part.load(path, Shape(manifest.count, manifest.dimension,
-                                                                         len(self.doc_ids))) for part in parts}
+        self.parts: dict[str, Any] = {
+            part.name: part.load(path, Shape(manifest.count, manifest.dimension, len(self.doc_ids))) for part in parts
+        }
         self.faiss: faiss.Index = self.parts["faiss"]
         if len(self.ids) != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
-            raise _damaged(path / "ids.parquet", f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) "
-                           f"for {self.faiss.ntotal} vectors")
+            raise _damaged(
+                path / "ids.parquet",
+                f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) for {self.faiss.ntotal} vectors",
+            )
         self.center: np.ndarray | None = self.parts.get("center")
         self.bm25: Any = self.parts.get("bm25")
         self.calibration_arrays: dict[str, np.ndarray] = self.parts.get("calibration", {})
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
         if self._docs.metadata.num_rows != len(self.doc_ids):
-            raise _damaged(path / "docs.parquet", f"{self._docs.metadata.num_rows} documents for {len(self.doc_ids)} ids")
+            raise _damaged(
+                path / "docs.parquet", f"{self._docs.metadata.num_rows} documents for {len(self.doc_ids)} ids"
+            )
 
     def _check_mapped(self) -> None:
         """Refuse to answer from a memory-mapped file (BM25 arrays, on-disk IVF lists) cut or grown in place since it
         was opened and checked; one replaced or removed is fine, as the mapping keeps the file it opened."""
         for rel, opened in self._mapped.items():
             now = _identity(self.path / rel)
-            if now is not None and now[0] == opened[0] and now[1] != opened[1]:
+            if now is not None and opened is not None and now[0] == opened[0] and now[1] != opened[1]:
                 raise _damaged(self.path / rel, f"{now[1]} bytes now, {opened[1]} when it was opened")
 
     def _checked(self, rel: str) -> Path:
@@ -346,8 +384,10 @@ class OpenIndex:
         for query in queries:
             fetch = 4 * k
             while True:
-                rows = self._hits(self.ids, *search_faiss(self.faiss, query[None, :], min(fetch, self.faiss.ntotal),
-                                                          nprobe, ef_search))[0]
+                rows = self._hits(
+                    self.ids,
+                    *search_faiss(self.faiss, query[None, :], min(fetch, self.faiss.ntotal), nprobe, ef_search),
+                )[0]
                 best: dict[str, float] = {}
                 for doc, score in rows:  # best first, so a document's first row is its best window
                     best.setdefault(doc, score)
@@ -417,8 +457,10 @@ def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
     name, manifest_sha256 = current
     path = index_dir / VERSIONS / name
     if not (path / MANIFEST).is_file():
-        raise IndexMissingError(f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
-                                "rebuild the index with `htp build`")
+        raise IndexMissingError(
+            f"{index_dir / CURRENT} names version {name!r} but {path / MANIFEST} is missing: "
+            "rebuild the index with `htp build`"
+        )
     if manifest_sha256 is not None and _sha256(path / MANIFEST) != manifest_sha256:
         raise _damaged(path / MANIFEST, "it changed after the build; its checksum is in CURRENT")
     try:

@@ -18,13 +18,19 @@ def upgrade_manifest(data: dict) -> dict:
     """A manifest's fields as the current format has them, whichever format wrote them."""
     written = data.get("format", 1)
     if not isinstance(written, int) or isinstance(written, bool) or not 1 <= written <= FORMAT:
-        raise IndexValueError(f"manifest format {written!r} is not one this version of htp-index reads (1 to "
-                              f"{FORMAT}): upgrade htp-index, or rebuild the index")
+        raise IndexValueError(
+            f"manifest format {written!r} is not one this version of htp-index reads (1 to "
+            f"{FORMAT}): upgrade htp-index, or rebuild the index"
+        )
     if written == 1:
         old = data
         data = {key: value for key, value in old.items() if key not in (*FORMAT_1_COPIES, "bm25", "centered")}
-        data["parts"] = ["faiss", *(["center"] if old.get("centered") else []), *(["bm25"] if old.get("bm25") else []),
-                         *(["calibration"] if old.get("calibration") else [])]
+        data["parts"] = [
+            "faiss",
+            *(["center"] if old.get("centered") else []),
+            *(["bm25"] if old.get("bm25") else []),
+            *(["calibration"] if old.get("calibration") else []),
+        ]
         data["format"] = FORMAT
     return data
 

@@ -83,12 +83,17 @@ def encoder_key(config: Config) -> str:
 
 def input_keys(dataset) -> list[str]:
     """The document key (hash of id, title and text) of every input document, in input order."""
-    return [key for batch in iter_batches(dataset, 4096)
-            for key in document_keys(batch["id"], batch["title"], batch["text"])]
+    return [
+        key
+        for batch in iter_batches(dataset, 4096)
+        for key in document_keys(batch["id"], batch["title"], batch["text"])
+    ]
 
 
 def _field_names(config: Config) -> FieldNames:
-    return FieldNames(id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field)
+    return FieldNames(
+        id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field
+    )
 
 
 def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
@@ -108,8 +113,9 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     of a slightly changed corpus (whose sample is nearly the same) encodes only the few new ones."""
     config = ctx.config
     if config.index.window_tokens is not None:
-        raise CalibrationSkipped("a multi-vector index keeps several vectors per document, and calibration fits one "
-                                 "per document")
+        raise CalibrationSkipped(
+            "a multi-vector index keeps several vectors per document, and calibration fits one per document"
+        )
     settings = config.calibration
     rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
     subset = ctx.loaded.dataset.select(rows)
@@ -129,8 +135,17 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
         return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
 
     stored = _read_documents(ctx.store, ctx.where, [ctx.keys[row] for row in rows], center)
-    calibration = calibrate(texts, stored, center, encode, Segmenter(config.encoder.spacy_model).sentence_starts,
-                            settings.pseudo_queries, settings.dev_queries, settings.seed, bm25=config.index.bm25)
+    calibration = calibrate(
+        texts,
+        stored,
+        center,
+        encode,
+        Segmenter(config.encoder.spacy_model).sentence_starts,
+        settings.pseudo_queries,
+        settings.dev_queries,
+        settings.seed,
+        bm25=config.index.bm25,
+    )
     cache.prune(used, cache.locate())
     return calibration
 
@@ -144,15 +159,18 @@ def _stable_sample(keys: list[str], limit: int, seed: int) -> list[int]:
     return sorted(np.argsort(ranks, kind="stable")[:limit].tolist())
 
 
-def dense_index(ctx: BuildContext, engine: Engine, dim: int, center: np.ndarray | None,
-                scratch: Path) -> tuple[str, faiss.Index, Path | None]:
+def dense_index(
+    ctx: BuildContext, engine: Engine, dim: int, center: np.ndarray | None, scratch: Path
+) -> tuple[str, faiss.Index, Path | None]:
     """The FAISS index over the documents' prepared vectors in input order: factory chosen by size and budget,
     trained on a sample of the documents; an IVF index goes on disk when index.on_disk says so: the engine writes
     its parts under `scratch`, merged here into one lists file (returned too)."""
     settings, count = ctx.config.index, len(ctx.keys)
     budget = settings.memory_budget_mb * 2**20
     factory = resolve_factory(settings.factory, count, dim, budget)
-    on_disk = settings.on_disk is True or (settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim))
+    on_disk = settings.on_disk is True or (
+        settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim)
+    )
     sample = [ctx.keys[row] for row in _sample_rows(count, settings.train_sample, 0)]
     train = _read_documents(ctx.store, ctx.where, sample, center) if needs_training(factory, dim) else None
     if not on_disk:
@@ -169,15 +187,29 @@ def lexical_index(loaded: LoadResult) -> bm25s.BM25:
     return build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
 
 
-def manifest_for(encoder: EncoderConfig, index: faiss.Index, factory: str, calibration: Calibration | None,
-                 window_tokens: int | None, built_with: dict) -> Manifest:
+def manifest_for(
+    encoder: EncoderConfig,
+    index: faiss.Index,
+    factory: str,
+    calibration: Calibration | None,
+    window_tokens: int | None,
+    built_with: dict,
+) -> Manifest:
     """The manifest: the encoder's resolved vector settings and their hash, the index's shape, the calibration,
     the window size of a multi-vector index, and the device and dtype that encoded."""
     settings = encoder.vector_settings()
-    return Manifest(dimension=index.d, metric="inner_product", count=index.ntotal, factory=factory,
-                    config_hash=config_hash(settings), encoder=settings, package_versions=package_versions(),
-                    calibration=calibration.settings() if calibration else {}, window_tokens=window_tokens,
-                    built_with=built_with)
+    return Manifest(
+        dimension=index.d,
+        metric="inner_product",
+        count=index.ntotal,
+        factory=factory,
+        config_hash=config_hash(settings),
+        encoder=settings,
+        package_versions=package_versions(),
+        calibration=calibration.settings() if calibration else {},
+        window_tokens=window_tokens,
+        built_with=built_with,
+    )
 
 
 def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibration | None]:
@@ -192,8 +224,9 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
 
     mean = streamed_mean(vectors_noting_ids())
     if row_documents(ids) != ctx.loaded.dataset["id"]:
-        raise PipelineError(f"shards in {ctx.store.folder} do not match the input documents; delete that folder and "
-                            "build again")
+        raise PipelineError(
+            f"shards in {ctx.store.folder} do not match the input documents; delete that folder and build again"
+        )
     center = mean if config.index.center else None
     calibration = None
     if config.index.calibrate:
@@ -208,17 +241,30 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
         factory, index, ivf_data = dense_index(ctx, engine, len(mean), center, scratch)
         bm25 = lexical_index(ctx.loaded) if config.index.bm25 else None
         docs = ctx.loaded.dataset.data.table.select(["id", "title", "text"])
-        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens,
-                                ctx.built_with)
-        version = write_version(ctx.index_dir, index, ids, pa.table(docs), manifest, ivf_data=ivf_data, bm25=bm25,
-                                center=center, calibration=calibration.arrays() if calibration else None)
+        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, ctx.built_with)
+        version = write_version(
+            ctx.index_dir,
+            index,
+            ids,
+            pa.table(docs),
+            manifest,
+            ivf_data=ivf_data,
+            bm25=bm25,
+            center=center,
+            calibration=calibration.arrays() if calibration else None,
+        )
     finally:
         remove_owned(scratch)
     return factory, version, calibration
 
 
-def build(config: Config, input_path: Path | None = None, index_dir: Path | None = None, encoder: HTPEncoder | None = None,
-          allow_foreign: bool = False) -> BuildSummary:
+def build(
+    config: Config,
+    input_path: Path | None = None,
+    index_dir: Path | None = None,
+    encoder: HTPEncoder | None = None,
+    allow_foreign: bool = False,
+) -> BuildSummary:
     """Run every stage under the index folder's lock; a killed build run again resumes from its completed shards.
 
     `allow_foreign` lets a build write an index into a non-empty folder that is not one (nothing of its is deleted).
@@ -227,8 +273,11 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
     input_path = Path(input_path or config.paths.input)
     index_dir = Path(index_dir or config.paths.index_dir)
     device = pick_device(config.encoder.device)  # a device this machine lacks is reported before any work
-    built_with = ({"device": str(encoder.device), "dtype": encoder.dtype} if encoder is not None else
-                  {"device": str(device), "dtype": dtype_name(pick_dtype(config.encoder.dtype, device))})
+    built_with = (
+        {"device": str(encoder.device), "dtype": encoder.dtype}
+        if encoder is not None
+        else {"device": str(device), "dtype": dtype_name(pick_dtype(config.encoder.dtype, device))}
+    )
     fields = _field_names(config)
     loaded = load_documents(input_path, fields)
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
@@ -246,26 +295,43 @@ def build(config: Config, input_path: Path | None = None, index_dir: Path | None
         def loaded_encoder() -> HTPEncoder:
             return encoder or HTPEncoder(config.encoder)
 
-        ctx = BuildContext(config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder,
-                           built_with)
+        ctx = BuildContext(
+            config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with
+        )
         engine = ENGINES[config.engine]()
         reused = len(keys) - len(ctx.missing())
         encoded, truncated = engine.encode_missing(ctx)
-        log.info(f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}), {reused} "
-                 f"reused from earlier builds, {truncated} truncated to {config.encoder.max_length} tokens")
+        log.info(
+            f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}), {reused} "
+            f"reused from earlier builds, {truncated} truncated to {config.encoder.max_length} tokens"
+        )
         factory, version, calibration = index_shards(ctx, engine)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")
         dropped = store.prune(set(keys), ctx.where)
         if dropped:
             log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
-        stale = [p for p in (index_dir / SHARDS).iterdir()
-                 if p != store.folder and SHARD_FOLDER.fullmatch(p.name) and written_here(p)]
+        stale = [
+            p
+            for p in (index_dir / SHARDS).iterdir()
+            if p != store.folder and SHARD_FOLDER.fullmatch(p.name) and written_here(p)
+        ]
         for path in stale:
             remove_owned(path)
         if stale:
             log.info(f"clean: removed {len(stale)} shard folder(s) of other encoder settings or an earlier layout")
     seconds = time.perf_counter() - began
     log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
-    return BuildSummary(len(loaded.dataset), loaded.skipped_empty, encoded, reused, dropped, truncated, factory, version,
-                        store.folder, seconds, calibration.settings() if calibration else None)
+    return BuildSummary(
+        len(loaded.dataset),
+        loaded.skipped_empty,
+        encoded,
+        reused,
+        dropped,
+        truncated,
+        factory,
+        version,
+        store.folder,
+        seconds,
+        calibration.settings() if calibration else None,
+    )

@@ -40,8 +40,13 @@ class Calibration:
 
     def settings(self) -> dict:
         """What is recorded in the manifest (and shown by `htp info`)."""
-        return {"adapter": self.adapter is not None, "bias_weight": self.bias_weight,
-                "fusion": self.fusion.method, "dense_weight": self.fusion.dense_weight, **self.report}
+        return {
+            "adapter": self.adapter is not None,
+            "bias_weight": self.bias_weight,
+            "fusion": self.fusion.method,
+            "dense_weight": self.fusion.dense_weight,
+            **self.report,
+        }
 
     @classmethod
     def load(cls, settings: dict, arrays: dict[str, np.ndarray]) -> Calibration:
@@ -49,22 +54,34 @@ class Calibration:
         index), refusing settings and arrays that do not fit together."""
         try:
             adapter = arrays["adapter"] if settings["adapter"] else None
-            calibration = cls(adapter, arrays["query_mean"], float(settings["bias_weight"]),
-                              FusionChoice(settings["fusion"], float(settings["dense_weight"])),
-                              {k: v for k, v in settings.items() if k not in APPLIED})
+            calibration = cls(
+                adapter,
+                arrays["query_mean"],
+                float(settings["bias_weight"]),
+                FusionChoice(settings["fusion"], float(settings["dense_weight"])),
+                {k: v for k, v in settings.items() if k not in APPLIED},
+            )
         except (KeyError, TypeError, ValueError) as err:
-            raise IndexValueError(f"the index's calibration is damaged ({type(err).__name__}: {err}): rebuild the "
-                                  "index with `htp build`") from err
+            raise IndexValueError(
+                f"the index's calibration is damaged ({type(err).__name__}: {err}): rebuild the index with `htp build`"
+            ) from err
         return calibration
 
 
 def describe(calibration: Calibration) -> str:
     """One line for the build summary: what was chosen, what the development set said, what it cost."""
     r = calibration.report
-    adapter = (f"adapter yes (dev NDCG@10 {100 * r['dev_ndcg_identity']:.1f} -> {100 * r['dev_ndcg_adapter']:.1f})"
-               if calibration.adapter is not None else "adapter no (it did not beat the identity on the dev set)")
+    adapter = (
+        f"adapter yes (dev NDCG@10 {100 * r['dev_ndcg_identity']:.1f} -> {100 * r['dev_ndcg_adapter']:.1f})"
+        if calibration.adapter is not None
+        else "adapter no (it did not beat the identity on the dev set)"
+    )
     best = r.get("dev_best_fusion")
-    fusion = calibration.fusion.label + (f" (the dev set's best: {best})" if best and best != calibration.fusion.label else "")
-    return (f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {fusion}; "
-            f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
-            f"{r.get('seconds')} s")
+    fusion = calibration.fusion.label + (
+        f" (the dev set's best: {best})" if best and best != calibration.fusion.label else ""
+    )
+    return (
+        f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {fusion}; "
+        f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
+        f"{r.get('seconds')} s"
+    )

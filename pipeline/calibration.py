@@ -91,8 +91,9 @@ def sentence_spans(text: str, starts: Sequence[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[str]], list[list[int]]],
-                          count: int, dev_count: int, seed: int) -> PseudoQueries:
+def sample_pseudo_queries(
+    texts: Sequence[str], sentence_starts: Callable[[list[str]], list[list[int]]], count: int, dev_count: int, seed: int
+) -> PseudoQueries:
     """Deterministic for a seed. Development queries come first, one per document from documents with at least
     two query-like sentences (so the document keeps some text of its own); training queries then take one
     sentence per remaining document in a seeded order, a second round if documents run out.
@@ -104,7 +105,7 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
     rngs: dict[int, np.random.Generator] = {}
     spans: dict[int, list[tuple[int, int]]] = {}
     for chunk in range(0, len(order), 256):  # segment only as many documents as the sample needs
-        rows = order[chunk:chunk + 256]
+        rows = order[chunk : chunk + 256]
         for row, starts in zip(rows, sentence_starts([texts[r] for r in rows])):
             spans[row] = sentence_spans(texts[row], starts)
         seen = [r for r in order if r in spans]
@@ -125,7 +126,7 @@ def sample_pseudo_queries(texts: Sequence[str], sentence_starts: Callable[[list[
         round_rows = [r for r in seen if r not in taken and spans[r]]
         if not round_rows:
             break
-        for row in round_rows[:count - len(train)]:
+        for row in round_rows[: count - len(train)]:
             train.append(pick(row))
     return PseudoQueries(train, dev)
 
@@ -138,7 +139,7 @@ def seeded_hash(seed: int, text: str) -> int:
 
 def without_sentence(text: str, query: PseudoQuery) -> str:
     """The document with the pseudo-query's sentence cut out (inverse cloze)."""
-    return (text[:query.start].rstrip() + " " + text[query.end:].lstrip()).strip()
+    return (text[: query.start].rstrip() + " " + text[query.end :].lstrip()).strip()
 
 
 def target_ndcg(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -174,7 +175,7 @@ def choose_fusion(gains: dict[FusionChoice, np.ndarray], seed: int) -> tuple[Fus
     count = len(gains[best])
     picks = np.random.default_rng(seed).integers(0, count, size=(RESAMPLES, count))
     chosen = best
-    for choice in options[options.index(best) + 1:]:
+    for choice in options[options.index(best) + 1 :]:
         losses = (gains[best] - gains[choice])[picks].mean(axis=1)
         if (losses > 0).mean() >= CONFIDENCE:
             break
@@ -182,9 +183,19 @@ def choose_fusion(gains: dict[FusionChoice, np.ndarray], seed: int) -> tuple[Fus
     return chosen, best
 
 
-def fit_adapter(queries: np.ndarray, targets: np.ndarray, docs: np.ndarray, dev_queries: np.ndarray,
-                dev_targets: np.ndarray, dev_docs: np.ndarray, penalty: float, seed: int,
-                steps: int = 300, check_every: int = 10, lr: float = 1e-3) -> tuple[np.ndarray | None, dict]:
+def fit_adapter(
+    queries: np.ndarray,
+    targets: np.ndarray,
+    docs: np.ndarray,
+    dev_queries: np.ndarray,
+    dev_targets: np.ndarray,
+    dev_docs: np.ndarray,
+    penalty: float,
+    seed: int,
+    steps: int = 300,
+    check_every: int = 10,
+    lr: float = 1e-3,
+) -> tuple[np.ndarray | None, dict]:
     """Fit W in q + qW by InfoNCE (full softmax over `docs`, temperature TAU, `penalty` * ||W||^2), keeping the
     W that scores best on the development set; None when no step beats the identity there."""
     torch.manual_seed(seed)
@@ -220,19 +231,35 @@ def _top_scored(scores: np.ndarray, depth: int) -> list[list[tuple[int, float]]]
     return [list(zip(r.tolist(), v.tolist())) for r, v in zip(rows, values)]
 
 
-def fusion_gains(calibration: Calibration, dev_queries: np.ndarray, dev_targets: np.ndarray, dev_docs: np.ndarray,
-                 dev_bm25: Sequence[Sequence[tuple[int, float]]],
-                 options: Sequence[FusionChoice]) -> dict[FusionChoice, np.ndarray]:
+def fusion_gains(
+    calibration: Calibration,
+    dev_queries: np.ndarray,
+    dev_targets: np.ndarray,
+    dev_docs: np.ndarray,
+    dev_bm25: Sequence[Sequence[tuple[int, float]]],
+    options: Sequence[FusionChoice],
+) -> dict[FusionChoice, np.ndarray]:
     """Per-query development NDCG@10 of each fusion option, the dense side calibrated as `calibration` says."""
     dense = _top_scored(calibration.queries(dev_queries) @ dev_docs.T, DEPTH)
-    return {choice: ranking_gains([[r for r, _ in fuse(d, b, choice, DEPTH)] for d, b in zip(dense, dev_bm25)],
-                                  dev_targets.tolist())
-            for choice in options}
+    return {
+        choice: ranking_gains(
+            [[r for r, _ in fuse(d, b, choice, DEPTH)] for d, b in zip(dense, dev_bm25)], dev_targets.tolist()
+        )
+        for choice in options
+    }
 
 
-def fit(train_queries: np.ndarray, train_targets: np.ndarray, docs: np.ndarray, dev_queries: np.ndarray,
-        dev_targets: np.ndarray, dev_docs: np.ndarray, dev_bm25: Sequence[Sequence[tuple[int, float]]] | None,
-        penalty: float = PENALTY, seed: int = 0) -> Calibration:
+def fit(
+    train_queries: np.ndarray,
+    train_targets: np.ndarray,
+    docs: np.ndarray,
+    dev_queries: np.ndarray,
+    dev_targets: np.ndarray,
+    dev_docs: np.ndarray,
+    dev_bm25: Sequence[Sequence[tuple[int, float]]] | None,
+    penalty: float = PENALTY,
+    seed: int = 0,
+) -> Calibration:
     """Choose adapter, correction and fusion on the development set from prepared (centred, unit) vectors.
 
     `docs` are the calibration corpus's vectors; `dev_docs` the same with each development query's sentence
@@ -280,15 +307,25 @@ class CalibrationData:
         return np.array([q.row for q in self.sample.dev], dtype=np.int64)
 
 
-def calibration_data(texts: Sequence[str], docs: np.ndarray, center: np.ndarray | None, encode: Encode,
-                     sentence_starts: Callable[[list[str]], list[list[int]]], pseudo_queries: int, dev_queries: int,
-                     seed: int, bm25: bool) -> CalibrationData:
+def calibration_data(
+    texts: Sequence[str],
+    docs: np.ndarray,
+    center: np.ndarray | None,
+    encode: Encode,
+    sentence_starts: Callable[[list[str]], list[list[int]]],
+    pseudo_queries: int,
+    dev_queries: int,
+    seed: int,
+    bm25: bool,
+) -> CalibrationData:
     """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
     sentence, and rank the development queries with BM25 over that edited corpus."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
-        raise CalibrationSkipped(f"the documents hold too few prose sentences ({len(sample.train)} training and "
-                                 f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)")
+        raise CalibrationSkipped(
+            f"the documents hold too few prose sentences ({len(sample.train)} training and "
+            f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)"
+        )
     train = prepare(encode([q.text for q in sample.train], "query"), center)
     dev = prepare(encode([q.text for q in sample.dev], "query"), center)
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]
@@ -305,14 +342,35 @@ def calibration_data(texts: Sequence[str], docs: np.ndarray, center: np.ndarray 
     return CalibrationData(sample, train, dev, dev_docs, dev_bm25)
 
 
-def calibrate(texts: Sequence[str], docs: np.ndarray, center: np.ndarray | None, encode: Encode,
-              sentence_starts: Callable[[list[str]], list[list[int]]], pseudo_queries: int, dev_queries: int,
-              seed: int, bm25: bool) -> Calibration:
+def calibrate(
+    texts: Sequence[str],
+    docs: np.ndarray,
+    center: np.ndarray | None,
+    encode: Encode,
+    sentence_starts: Callable[[list[str]], list[list[int]]],
+    pseudo_queries: int,
+    dev_queries: int,
+    seed: int,
+    bm25: bool,
+) -> Calibration:
     """Everything calibration does, from the calibration corpus's texts and prepared vectors."""
     began = time.perf_counter()
     data = calibration_data(texts, docs, center, encode, sentence_starts, pseudo_queries, dev_queries, seed, bm25)
-    calibration = fit(data.train_queries, data.train_targets, docs, data.dev_queries, data.dev_targets, data.dev_docs,
-                      data.dev_bm25, seed=seed)
-    calibration.report.update(pseudo_queries=len(data.sample.train), dev_queries=len(data.sample.dev),
-                              documents=len(texts), seed=seed, seconds=round(time.perf_counter() - began, 1))
+    calibration = fit(
+        data.train_queries,
+        data.train_targets,
+        docs,
+        data.dev_queries,
+        data.dev_targets,
+        data.dev_docs,
+        data.dev_bm25,
+        seed=seed,
+    )
+    calibration.report.update(
+        pseudo_queries=len(data.sample.train),
+        dev_queries=len(data.sample.dev),
+        documents=len(texts),
+        seed=seed,
+        seconds=round(time.perf_counter() - began, 1),
+    )
     return calibration

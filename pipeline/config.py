@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,23 @@ class ServeConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if min(self.max_query_chars, self.max_k, self.max_batch_queries, self.max_request_chars, self.max_body_bytes,
-               self.max_concurrency, self.batch_size) < 1 or self.batch_wait_ms < 0 or not self.max_body_seconds > 0:
-            raise PipelineValueError("serve limits and batch_size must be >= 1, batch_wait_ms >= 0, "
-                                     "max_body_seconds > 0")
+        if (
+            min(
+                self.max_query_chars,
+                self.max_k,
+                self.max_batch_queries,
+                self.max_request_chars,
+                self.max_body_bytes,
+                self.max_concurrency,
+                self.batch_size,
+            )
+            < 1
+            or self.batch_wait_ms < 0
+            or not self.max_body_seconds > 0
+        ):
+            raise PipelineValueError(
+                "serve limits and batch_size must be >= 1, batch_wait_ms >= 0, max_body_seconds > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -147,8 +161,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -172,16 +187,23 @@ class Config:
             raise PipelineValueError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, raw: dict[str, Any] | None) -> Config:
         """Build from a parsed YAML mapping, refusing unknown sections and keys by name."""
         raw = dict(raw or {})
-        scalars = {f.name: f for f in fields(cls) if f.default_factory is MISSING}  # type: ignore[misc]
-        sections = {f.name: f.default_factory for f in fields(cls) if f.name not in scalars}  # type: ignore[misc]
+        scalars = {f.name: f for f in fields(cls) if f.default_factory is MISSING}
+        sections: dict[str, Callable[[], Any]] = {
+            f.name: f.default_factory  # type: ignore[misc]  # dataclasses types it as a union with MISSING
+            for f in fields(cls)
+            if f.name not in scalars
+        }
         unknown = sorted(set(raw) - set(sections) - set(scalars))
         if unknown:
-            raise PipelineValueError(f"unknown config sections: {', '.join(unknown)} (known: "
-                                     f"{', '.join([*sections, *scalars])})")
-        built = checked_fields(cls, {name: raw.pop(name) for name in scalars if name in raw}, "config", PipelineValueError)
+            raise PipelineValueError(
+                f"unknown config sections: {', '.join(unknown)} (known: {', '.join([*sections, *scalars])})"
+            )
+        built = checked_fields(
+            cls, {name: raw.pop(name) for name in scalars if name in raw}, "config", PipelineValueError
+        )
         for name, factory in sections.items():
             section = raw.get(name) or {}
             if not isinstance(section, dict):
@@ -194,7 +216,7 @@ class Config:
         return cls(**built)
 
     @classmethod
-    def load(cls, path: str | Path | None) -> "Config":
+    def load(cls, path: str | Path | None) -> Config:
         """Read a YAML file; `None` gives the built-in defaults."""
         if path is None:
             return cls()
@@ -208,7 +230,9 @@ class Config:
         except UnicodeDecodeError as err:
             raise PipelineValueError(f"{path} is not UTF-8 text") from err
         if raw is not None and not isinstance(raw, dict):
-            raise PipelineValueError(f"{path} must be a mapping of sections (encoder:, index:, ...), not a {type(raw).__name__}")
+            raise PipelineValueError(
+                f"{path} must be a mapping of sections (encoder:, index:, ...), not a {type(raw).__name__}"
+            )
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:

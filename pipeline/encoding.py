@@ -9,8 +9,15 @@ from pipeline.records import full_text
 from pipeline.shards import ShardStore
 
 
-def encode_into(store: ShardStore, encoder: HTPEncoder, ids: Sequence[str], titles: Sequence[str],
-                texts: Sequence[str], keys: Sequence[str], window_tokens: int | None) -> int:
+def encode_into(
+    store: ShardStore,
+    encoder: HTPEncoder,
+    ids: Sequence[str],
+    titles: Sequence[str],
+    texts: Sequence[str],
+    keys: Sequence[str],
+    window_tokens: int | None,
+) -> int:
     """Encode the documents (title and body; cut into sentence windows of at most `window_tokens` tokens when set,
     one row per window) and write them as one shard; returns how many inputs were truncated."""
     inputs = [full_text(title, text) for title, text in zip(titles, texts)]

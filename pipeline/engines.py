@@ -27,8 +27,9 @@ class Engine(Protocol):
     def encode_missing(self, ctx: BuildContext) -> tuple[int, int]:
         """Encode the documents whose vectors are not stored, into ctx.store; returns (encoded, truncated)."""
 
-    def write_ivf_parts(self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int,
-                        folder: Path) -> list[Path]:
+    def write_ivf_parts(
+        self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int, folder: Path
+    ) -> list[Path]:
         """Write the on-disk IVF index's parts (about `part_rows` vectors each, in input order) under `folder`."""
 
 
@@ -43,16 +44,24 @@ class LocalEngine:
             size = ctx.config.index.shard_size
             with tqdm(total=len(missing), desc="encode", unit="doc") as bar:
                 for start in range(0, len(missing), size):
-                    rows = missing[start:start + size]
+                    rows = missing[start : start + size]
                     batch = ctx.loaded.dataset[rows]
-                    truncated += encode_into(ctx.store, model, batch["id"], batch["title"], batch["text"],
-                                             [ctx.keys[row] for row in rows], ctx.config.index.window_tokens)
+                    truncated += encode_into(
+                        ctx.store,
+                        model,
+                        batch["id"],
+                        batch["title"],
+                        batch["text"],
+                        [ctx.keys[row] for row in rows],
+                        ctx.config.index.window_tokens,
+                    )
                     bar.update(len(rows))
             ctx.relocate()
         return len(missing), truncated
 
-    def write_ivf_parts(self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int,
-                        folder: Path) -> list[Path]:
+    def write_ivf_parts(
+        self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int, folder: Path
+    ) -> list[Path]:
         return write_parts(trained, ctx.vectors(center, "index parts"), folder, part_rows)
 
 
@@ -63,16 +72,18 @@ class RayEngine:
     def encode_missing(self, ctx: BuildContext) -> tuple[int, int]:
         from pipeline.ray_engine import encode_with_ray
 
-        encoded, truncated = encode_with_ray(ctx.input_path, ctx.loaded, ctx.fields, ctx.config, ctx.store,
-                                              set(ctx.where))
+        encoded, truncated = encode_with_ray(
+            ctx.input_path, ctx.loaded, ctx.fields, ctx.config, ctx.store, set(ctx.where)
+        )
         ctx.relocate()
         here, here_truncated = LocalEngine().encode_missing(ctx)
         if here:
             log.warning(f"ray: the workers read {here} document(s) differently from this process; encoded them here")
         return encoded + here, truncated + here_truncated
 
-    def write_ivf_parts(self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int,
-                        folder: Path) -> list[Path]:
+    def write_ivf_parts(
+        self, ctx: BuildContext, trained: faiss.Index, center: np.ndarray | None, part_rows: int, folder: Path
+    ) -> list[Path]:
         from pipeline.ray_engine import parts_with_ray
 
         return parts_with_ray(ctx.config.ray, trained, ctx.store, ctx.where, ctx.keys, center, part_rows, folder)

@@ -8,14 +8,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from collections.abc import Collection
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -25,8 +20,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        b"frame-ancestors 'none'",
+    ),
 ]
 
 
@@ -42,8 +40,15 @@ class Guard:
     purpose, or an API key guards it); `max_body_bytes` bounds what a request may send, read as it arrives within
     `max_body_seconds`."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int, max_in_flight: int,
-                 allowed_hosts: Collection[str] | None = None, max_body_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        max_in_flight: int,
+        allowed_hosts: Collection[str] | None = None,
+        max_body_seconds: float = 10.0,
+    ) -> None:
         self.app, self.api_key, self.max_body, self.max_in_flight = app, api_key, max_body_bytes, max_in_flight
         self.allowed_hosts, self.max_body_seconds = allowed_hosts, max_body_seconds
         self.in_flight = 0
@@ -60,7 +65,7 @@ class Guard:
             return
         try:
             body, too_large = await asyncio.wait_for(self._read_body(receive), self.max_body_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await _reply(send, 408, f"the request body did not arrive within {self.max_body_seconds:g} s")
             return
         if too_large:
@@ -129,7 +134,15 @@ def _with_headers(send: Send) -> Send:
 
 async def _reply(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -17,8 +17,10 @@ from pipeline.errors import InputMissingError, PipelineValueError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 TEXT_FORMATS = {".jsonl", ".json", ".csv"}
-SUPPORTED = ("a .jsonl, .json, .parquet, .csv or .arrow file, a folder written by datasets' save_to_disk, "
-             "or a BEIR folder holding corpus.jsonl")
+SUPPORTED = (
+    "a .jsonl, .json, .parquet, .csv or .arrow file, a folder written by datasets' save_to_disk, "
+    "or a BEIR folder holding corpus.jsonl"
+)
 BEIR_CORPUS = "corpus.jsonl"
 DUPLICATE_EXAMPLES = 5
 OUTPUT = datasets.Features({name: datasets.Value("string") for name in ("id", "title", "text")})
@@ -57,8 +59,14 @@ def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None
     _check_fields(raw, file, fields)
     _check_utf8(raw, file)
     normalised = raw.map(
-        normaliser(fields, file), batched=True, with_indices=True, remove_columns=raw.column_names, features=OUTPUT,
-        cache_file_name=str(_cache_file(file, fields, cache_dir)), load_from_cache_file=False, desc="normalise",
+        normaliser(fields, file),
+        batched=True,
+        with_indices=True,
+        remove_columns=raw.column_names,
+        features=OUTPUT,
+        cache_file_name=str(_cache_file(file, fields, cache_dir)),
+        load_from_cache_file=False,
+        desc="normalise",
     )
     _check_duplicates(normalised, file)
     return LoadResult(normalised, len(raw) - len(normalised), source)
@@ -69,7 +77,7 @@ def iter_batches(dataset: datasets.Dataset, batch_size: int, start: int = 0) -> 
     if batch_size < 1:
         raise PipelineValueError(f"batch_size must be >= 1, got {batch_size}")
     for offset in range(start, len(dataset), batch_size):
-        yield dataset[offset:offset + batch_size]
+        yield dataset[offset : offset + batch_size]
 
 
 def resolve_input(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str]:
@@ -81,7 +89,9 @@ def resolve_input(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str
             return path / BEIR_CORPUS, BEIR_FIELDS, f"BEIR folder {path}"
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             return path, fields, f"save_to_disk folder {path}"
-        raise PipelineValueError(f"{path} is a folder but neither a BEIR folder nor a save_to_disk folder; supported: {SUPPORTED}")
+        raise PipelineValueError(
+            f"{path} is a folder but neither a BEIR folder nor a save_to_disk folder; supported: {SUPPORTED}"
+        )
     if path.suffix.lower() not in BUILDERS:
         raise PipelineValueError(f"unsupported input {path} (suffix {path.suffix or 'none'!r}); supported: {SUPPORTED}")
     return path, fields, f"{path.suffix.lower().lstrip('.')} file {path}"
@@ -93,7 +103,9 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
     if file.is_dir():
         loaded = datasets.load_from_disk(str(file))
         if isinstance(loaded, datasets.DatasetDict):
-            raise PipelineValueError(f"{file} holds several splits ({', '.join(loaded)}); pass one of its split folders instead")
+            raise PipelineValueError(
+                f"{file} holds several splits ({', '.join(loaded)}); pass one of its split folders instead"
+            )
         return loaded
     if file.stat().st_size == 0 or (file.suffix.lower() in TEXT_FORMATS and not _has_content(file)):
         raise DocumentError(f"{file} is empty (nothing but white space): there are no documents in it")
@@ -106,9 +118,15 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
         # datasets' cache is keyed on the file's path, size and modification time, so a file replaced by other content
         # with the same ones (cp -p, a restored backup) would be served stale: always read the file itself, and skip
         # the check of the new split's size against the one recorded for the old content.
-        return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache,
-                                     download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD,
-                                     verification_mode=datasets.VerificationMode.NO_CHECKS, **options)
+        return datasets.load_dataset(
+            builder,
+            data_files=str(file),
+            split="train",
+            cache_dir=cache,
+            download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD,
+            verification_mode=datasets.VerificationMode.NO_CHECKS,
+            **options,
+        )
     except (DatasetGenerationError, UnicodeDecodeError, pa.ArrowInvalid) as err:
         if _is_utf8_error(err):
             _raise_bad_utf8(file, err)
@@ -127,8 +145,10 @@ def _raise_bad_json_line(file: Path) -> None:
                 try:
                     json.loads(content)
                 except json.JSONDecodeError as err:
-                    raise DocumentError(f"{file}: line {line} is not valid JSON ({err.msg} at column {err.colno}; "
-                                        f"the line starts {content[:60]!r})") from None
+                    raise DocumentError(
+                        f"{file}: line {line} is not valid JSON ({err.msg} at column {err.colno}; "
+                        f"the line starts {content[:60]!r})"
+                    ) from None
 
 
 def _has_content(file: Path) -> bool:
@@ -201,11 +221,15 @@ def normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], lis
         for row, raw_id, title, text in zip(indices, batch[fields.id_field], titles, batch[fields.text_field]):
             doc_id = _doc_id(raw_id, row, file, fields)
             if text is None:
-                raise DocumentError(f"{file}: record {row + 1} (id {doc_id!r}) has no {fields.text_field!r} field value "
-                                    "(it is missing, null or NaN)")
+                raise DocumentError(
+                    f"{file}: record {row + 1} (id {doc_id!r}) has no {fields.text_field!r} field value "
+                    "(it is missing, null or NaN)"
+                )
             if not isinstance(text, str):
-                raise DocumentError(f"{file}: record {row + 1} (id {doc_id!r}) has a {type(text).__name__} "
-                                    f"{fields.text_field!r} field; texts must be strings")
+                raise DocumentError(
+                    f"{file}: record {row + 1} (id {doc_id!r}) has a {type(text).__name__} "
+                    f"{fields.text_field!r} field; texts must be strings"
+                )
             if text.strip():
                 out["id"].append(doc_id)
                 out["title"].append("" if title is None else str(title))
@@ -231,7 +255,9 @@ def _check_duplicates(dataset: datasets.Dataset, file: Path) -> None:
     counts = pc.value_counts(dataset.data.table.column("id"))
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(repeated):
-        examples = ", ".join(f"{v['values']!r} ({v['counts']} times)" for v in repeated[:DUPLICATE_EXAMPLES].to_pylist())
+        examples = ", ".join(
+            f"{v['values']!r} ({v['counts']} times)" for v in repeated[:DUPLICATE_EXAMPLES].to_pylist()
+        )
         raise DocumentError(f"{file}: {len(repeated)} ids occur more than once, e.g. {examples}; ids must be unique")
 
 

@@ -23,12 +23,20 @@ class SearchMode:
         return self.label.format(method=method)
 
 
-MODES: dict[str, SearchMode] = {mode.name: mode for mode in (
-    SearchMode("dense", "the encoder's vectors alone", "dense", needs_bm25=False, label="{method}"),
-    SearchMode("bm25", "BM25 alone (no model is loaded)", "lexical", needs_bm25=True, label="bm25"),
-    SearchMode("hybrid", "dense and BM25 fused (the fusion calibration chose)", "hybrid", needs_bm25=True,
-               label="{method}+bm25"),
-)}
+MODES: dict[str, SearchMode] = {
+    mode.name: mode
+    for mode in (
+        SearchMode("dense", "the encoder's vectors alone", "dense", needs_bm25=False, label="{method}"),
+        SearchMode("bm25", "BM25 alone (no model is loaded)", "lexical", needs_bm25=True, label="bm25"),
+        SearchMode(
+            "hybrid",
+            "dense and BM25 fused (the fusion calibration chose)",
+            "hybrid",
+            needs_bm25=True,
+            label="{method}+bm25",
+        ),
+    )
+}
 SEARCH_MODES = tuple(MODES)
 
 

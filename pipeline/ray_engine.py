@@ -37,8 +37,15 @@ class ShardEncoder:
     """A Ray Data actor: loads the encoder once, then encodes each batch of not-yet-stored documents into one
     shard."""
 
-    def __init__(self, encoder: dict[str, Any], folder: str, config_hash: str, window_tokens: int | None,
-                 stored: Any, threads: int) -> None:
+    def __init__(
+        self,
+        encoder: dict[str, Any],
+        folder: str,
+        config_hash: str,
+        window_tokens: int | None,
+        stored: Any,
+        threads: int,
+    ) -> None:
         import ray
 
         torch.set_num_threads(threads)
@@ -54,9 +61,15 @@ class ShardEncoder:
         truncated = 0
         if len(new):
             pick = [int(i) for i in new]
-            truncated = encode_into(self.store, self.encoder, [columns["id"][i] for i in pick],
-                                    [columns["title"][i] for i in pick], [columns["text"][i] for i in pick],
-                                    [columns["key"][i] for i in pick], self.window_tokens)
+            truncated = encode_into(
+                self.store,
+                self.encoder,
+                [columns["id"][i] for i in pick],
+                [columns["title"][i] for i in pick],
+                [columns["text"][i] for i in pick],
+                [columns["key"][i] for i in pick],
+                self.window_tokens,
+            )
         return {"encoded": np.array([len(new)]), "truncated": np.array([truncated])}
 
 
@@ -82,20 +95,35 @@ def _source(input_path: Path, fields: FieldNames, loaded: LoadResult):
     file, fields, _ = resolve_input(input_path, fields)
     suffix = file.suffix.lower()
     if file.is_file() and (suffix == ".jsonl" or (suffix == ".json" and _is_json_lines(file))):
-        raw = ray.data.read_json(str(file), num_cpus=READ_CPUS)  # pyarrow's reader, for JSON lines: missing fields are null
+        raw = ray.data.read_json(
+            str(file), num_cpus=READ_CPUS
+        )  # pyarrow's reader, for JSON lines: missing fields are null
     elif file.is_file() and suffix == ".parquet":
         raw = ray.data.read_parquet(str(file), num_cpus=READ_CPUS)
     elif file.is_file() and suffix == ".csv":
         names = [n for n in (fields.id_field, fields.title_field, fields.text_field) if n]
-        raw = ray.data.read_csv(str(file), num_cpus=READ_CPUS, convert_options=pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False))
+        raw = ray.data.read_csv(
+            str(file),
+            num_cpus=READ_CPUS,
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
     else:
-        log.info(f"ray: {file.name} is handed to Ray from this process (Ray Data reads JSON lines, Parquet, CSV and "
-                 f"BEIR folders ({BEIR_CORPUS}) itself)")
+        log.info(
+            f"ray: {file.name} is handed to Ray from this process (Ray Data reads JSON lines, Parquet, CSV and "
+            f"BEIR folders ({BEIR_CORPUS}) itself)"
+        )
         return ray.data.from_arrow(loaded.dataset.data.table.select(["id", "title", "text"])).map_batches(
-            lambda batch: batch.append_column("key", pa.array(
-                document_keys(*(batch.column(c).to_pylist() for c in ("id", "title", "text"))), pa.string())),
-            batch_format="pyarrow", num_cpus=READ_CPUS)
+            lambda batch: batch.append_column(
+                "key",
+                pa.array(document_keys(*(batch.column(c).to_pylist() for c in ("id", "title", "text"))), pa.string()),
+            ),
+            batch_format="pyarrow",
+            num_cpus=READ_CPUS,
+        )
     return raw.map_batches(_keyed(fields, file), batch_format="pyarrow", num_cpus=READ_CPUS)
 
 
@@ -131,32 +159,64 @@ def connected(settings: RayConfig) -> Iterator[Any]:
             ray.shutdown()
 
 
-def encode_with_ray(input_path: Path, loaded: LoadResult, fields: FieldNames, config: Config, store: ShardStore,
-                    stored: set[str]) -> tuple[int, int]:
+def encode_with_ray(
+    input_path: Path, loaded: LoadResult, fields: FieldNames, config: Config, store: ShardStore, stored: set[str]
+) -> tuple[int, int]:
     """Encode every input document whose key is not in `stored` on a Ray cluster; returns (encoded, truncated)."""
     with connected(config.ray) as ray:
         actors, gpus = actor_resources(config.ray, ray.cluster_resources().get("GPU", 0.0))
         log.info(f"ray: {actors} encoder actor(s), {gpus:g} GPU and {config.ray.cpus_per_actor:g} CPU each")
         known = ray.put(np.array(sorted(stored), dtype="S32"))
-        results = _source(Path(input_path), fields, loaded).map_batches(
-            ShardEncoder, batch_format="pyarrow", batch_size=config.ray.batch_size or config.index.shard_size,
-            compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=config.ray.cpus_per_actor,
-            fn_constructor_kwargs={"encoder": config.encoder.to_dict(), "folder": str(store.folder),
-                                   "config_hash": store.config_hash, "window_tokens": config.index.window_tokens,
-                                   "stored": known, "threads": max(1, int(config.ray.cpus_per_actor))},
-        ).take_all()
+        results = (
+            _source(Path(input_path), fields, loaded)
+            .map_batches(
+                ShardEncoder,
+                batch_format="pyarrow",
+                batch_size=config.ray.batch_size or config.index.shard_size,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_gpus=gpus,
+                num_cpus=config.ray.cpus_per_actor,
+                fn_constructor_kwargs={
+                    "encoder": config.encoder.to_dict(),
+                    "folder": str(store.folder),
+                    "config_hash": store.config_hash,
+                    "window_tokens": config.index.window_tokens,
+                    "stored": known,
+                    "threads": max(1, int(config.ray.cpus_per_actor)),
+                },
+            )
+            .take_all()
+        )
     return sum(int(r["encoded"]) for r in results), sum(int(r["truncated"]) for r in results)
 
 
-def _write_part(trained: bytes, folder: str, config_hash: str, where: Located, keys: list[str], center: np.ndarray | None,
-                first_row: int, path: str) -> str:
+def _write_part(
+    trained: bytes,
+    folder: str,
+    config_hash: str,
+    where: Located,
+    keys: list[str],
+    center: np.ndarray | None,
+    first_row: int,
+    path: str,
+) -> str:
     """A Ray task: one on-disk IVF part from its documents' stored vectors."""
     vectors = np.concatenate([prepare(v, center) for _, v in ShardStore(Path(folder), config_hash).gather(keys, where)])
-    return str(write_part(faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8)), vectors, first_row, Path(path)))
+    return str(
+        write_part(faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8)), vectors, first_row, Path(path))
+    )
 
 
-def parts_with_ray(settings: RayConfig, trained: faiss.Index, store: ShardStore, where: Located, keys: list[str],
-                   center: np.ndarray | None, part_docs: int, folder: Path) -> list[Path]:
+def parts_with_ray(
+    settings: RayConfig,
+    trained: faiss.Index,
+    store: ShardStore,
+    where: Located,
+    keys: list[str],
+    center: np.ndarray | None,
+    part_docs: int,
+    folder: Path,
+) -> list[Path]:
     """The on-disk IVF index's parts written by Ray tasks (one per `part_docs` documents, in input order), each
     reading its documents' vectors from the shards; returns the part files for merge_parts."""
     (folder / PARTS).mkdir(parents=True, exist_ok=True)
@@ -165,9 +225,19 @@ def parts_with_ray(settings: RayConfig, trained: faiss.Index, store: ShardStore,
         trained_ref = ray.put(faiss.serialize_index(trained).tobytes())
         refs, first_row = [], 0
         for number, start in enumerate(range(0, len(keys), part_docs)):
-            chunk = keys[start:start + part_docs]
+            chunk = keys[start : start + part_docs]
             located = {k: where[k] for k in chunk}
-            refs.append(task.remote(trained_ref, str(store.folder), store.config_hash, located, chunk, center, first_row,
-                                    str(folder / PARTS / f"part-{number:05d}.index")))
+            refs.append(
+                task.remote(
+                    trained_ref,
+                    str(store.folder),
+                    store.config_hash,
+                    located,
+                    chunk,
+                    center,
+                    first_row,
+                    str(folder / PARTS / f"part-{number:05d}.index"),
+                )
+            )
             first_row += sum(located[k][2] for k in chunk)
         return [Path(p) for p in ray.get(refs)]

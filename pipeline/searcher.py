@@ -23,8 +23,11 @@ class EncoderMismatchError(PipelineValueError):
 def check_encoder(config: Config, index: OpenIndex) -> None:
     """Refuse a configuration whose vector settings differ from the index's, naming each difference."""
     wanted, built = config.encoder.vector_settings(), index.manifest.encoder
-    diffs = [f"{key}: index has {built.get(key)!r}, config has {wanted.get(key)!r}"
-             for key in sorted(set(wanted) | set(built)) if wanted.get(key) != built.get(key)]
+    diffs = [
+        f"{key}: index has {built.get(key)!r}, config has {wanted.get(key)!r}"
+        for key in sorted(set(wanted) | set(built))
+        if wanted.get(key) != built.get(key)
+    ]
     if diffs:
         raise EncoderMismatchError(
             f"the index at {index.path} was built with another encoder; its vectors cannot be compared with these "
@@ -48,7 +51,9 @@ class Searcher:
         # indexes predate the key): take that value, not today's default.
         self._encoder_config = EncoderConfig.from_dict({**OPTIONAL_KEYS, **self.index.manifest.encoder, **runtime})
         manifest = self.index.manifest
-        self.calibration = Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
+        self.calibration = (
+            Calibration.load(manifest.calibration, self.index.calibration_arrays) if manifest.calibration else None
+        )
         self.fusion = self._fusion()
 
     def _fusion(self) -> FusionChoice:
@@ -81,7 +86,9 @@ class Searcher:
         """Dense and BM25 candidates fused with `self.fusion`."""
         depth = max(k, self.settings.candidates)
         dense, lexical = self.dense(queries, depth), self.lexical(queries, depth)
-        return [fuse(d, b, self.fusion, k, self.settings.rrf_k, self.settings.bm25_weight) for d, b in zip(dense, lexical)]
+        return [
+            fuse(d, b, self.fusion, k, self.settings.rrf_k, self.settings.bm25_weight) for d, b in zip(dense, lexical)
+        ]
 
     def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
         """(id, score) lists per query in a mode of pipeline.modes (default: search.mode)."""
@@ -113,10 +120,17 @@ class Searcher:
     def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
         """Rankings -> hits with title and snippet, every ranking's documents read in one call."""
         docs = {doc["id"]: doc for doc in self.index.documents(sorted({i for ranked in rankings for i, _ in ranked}))}
-        return [[Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"])) for rank, (i, score) in enumerate(ranked, 1)]
-                for ranked in rankings]
+        return [
+            [
+                Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"]))
+                for rank, (i, score) in enumerate(ranked, 1)
+            ]
+            for ranked in rankings
+        ]
 
 
-def search(index_dir: Path, query: str, k: int | None = None, mode: str | None = None, config: Config | None = None) -> list[Hit]:
+def search(
+    index_dir: Path, query: str, k: int | None = None, mode: str | None = None, config: Config | None = None
+) -> list[Hit]:
     """One-shot Python API: open, search, return hits."""
     return Searcher(index_dir, config).search(query, k, mode)

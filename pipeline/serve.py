@@ -76,22 +76,24 @@ class MicroBatcher:
 
     async def submit(self, searcher: Searcher, query: str, k: int, mode: str) -> list[dict]:
         loop = asyncio.get_running_loop()
-        if self.loop is not loop:  # a queue and its worker belong to one event loop (a test client may start several)
-            self.queue, self.loop = asyncio.Queue(), loop
-            self.worker = loop.create_task(self._run())
+        queue = self.queue if self.loop is loop else None
+        if queue is None:  # a queue and its worker belong to one event loop (a test client may start several)
+            queue = asyncio.Queue()
+            self.queue, self.loop = queue, loop
+            self.worker = loop.create_task(self._run(queue))
         job = Job(searcher, query, k, mode, loop.create_future())
-        await self.queue.put(job)
+        await queue.put(job)
         return await job.future
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[Job]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            batch = [await queue.get()]
             deadline = loop.time() + self.wait
             while len(batch) < self.size and (left := deadline - loop.time()) > 0:
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
+                    batch.append(await asyncio.wait_for(queue.get(), left))
+                except TimeoutError:
                     break
             groups: dict[tuple[int, str], list[Job]] = {}
             for job in batch:  # one pass per (version, mode)
@@ -112,7 +114,9 @@ def _rank(jobs: list[Job]) -> list[list[dict]]:
     never waits on the model, the indexes or docs.parquet."""
     searcher = jobs[0].searcher
     depth = max(job.k for job in jobs)
-    ranked = [hits[:job.k] for job, hits in zip(jobs, searcher.rankings([job.query for job in jobs], depth, jobs[0].mode))]
+    ranked = [
+        hits[: job.k] for job, hits in zip(jobs, searcher.rankings([job.query for job in jobs], depth, jobs[0].mode))
+    ]
     return [[asdict(hit) for hit in hits] for hits in searcher.hits(ranked)]
 
 
@@ -122,8 +126,11 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
         raise HTTPException(400, f"{len(queries)} queries in one request; at most {settings.max_batch_queries}")
     total = sum(len(query) for query in queries)
     if total > settings.max_request_chars:
-        raise HTTPException(400, f"{total} query characters in one request; at most {settings.max_request_chars} "
-                                 "(send fewer or shorter queries per request)")
+        raise HTTPException(
+            400,
+            f"{total} query characters in one request; at most {settings.max_request_chars} "
+            "(send fewer or shorter queries per request)",
+        )
     for query in queries:
         if not query.strip():
             raise HTTPException(400, "the query is empty: give some words to search for")
@@ -135,8 +142,12 @@ def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None
         raise HTTPException(400, f"mode {mode!r} is not one of {', '.join(MODES)}")
 
 
-def create_app(index_dir: Path, config: Config | None = None, api_key: str | None = None,
-               allowed_hosts: Collection[str] | None = None) -> Guard:
+def create_app(
+    index_dir: Path,
+    config: Config | None = None,
+    api_key: str | None = None,
+    allowed_hosts: Collection[str] | None = None,
+) -> Guard:
     """The service over the index at `index_dir`, inside its Guard: every endpoint but the page needs `api_key`
     (header X-API-Key) when one is given, and only `allowed_hosts`
     are served when given (None: any Host)."""
@@ -144,8 +155,12 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
     index = Index(Path(index_dir), config)
     batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size)
     # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
-    app = FastAPI(title="htp-index", description="HTP embeddings, FAISS and BM25 search over one index",
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="htp-index",
+        description="HTP embeddings, FAISS and BM25 search over one index",
+        docs_url=None,
+        redoc_url=None,
+    )
 
     @app.exception_handler(EncoderError)
     @app.exception_handler(IndexStoreError)
@@ -159,9 +174,13 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         _check(settings, queries, k, mode)
         began = time.perf_counter()
         ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode) for q in queries))
-        return {"version": searcher.index.path.name, "mode": mode, "k": k,
-                "took_ms": round(1000 * (time.perf_counter() - began), 1),
-                "results": [{"query": query, "hits": hits} for query, hits in zip(queries, ranked)]}
+        return {
+            "version": searcher.index.path.name,
+            "mode": mode,
+            "k": k,
+            "took_ms": round(1000 * (time.perf_counter() - began), 1),
+            "results": [{"query": query, "hits": hits} for query, hits in zip(queries, ranked)],
+        }
 
     @app.get("/search")
     async def search_one(q: str, k: int | None = None, mode: str | None = None) -> dict:
@@ -186,9 +205,12 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
     def info() -> dict:
         """The live version's manifest, and the search modes it can answer (the page's mode switch)."""
         live = index.current()  # one searcher, so the version named is the manifest's own
-        return {"version": live.index.path.name, **asdict(live.index.manifest),
-                "modes": [{"name": m.name, "description": m.description} for m in live.modes()],
-                "default_mode": live.settings.mode}
+        return {
+            "version": live.index.path.name,
+            **asdict(live.index.manifest),
+            "modes": [{"name": m.name, "description": m.description} for m in live.modes()],
+            "default_mode": live.settings.mode,
+        }
 
     @app.get("/health")
     def health() -> dict:
@@ -204,5 +226,6 @@ def create_app(index_dir: Path, config: Config | None = None, api_key: str | Non
         """The search page."""
         return resources.files("pipeline").joinpath("search.html").read_text(encoding="utf-8")
 
-    return Guard(app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts,
-                 settings.max_body_seconds)
+    return Guard(
+        app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts, settings.max_body_seconds
+    )

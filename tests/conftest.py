@@ -57,8 +57,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-            max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4, max_position_embeddings=2048
+)
 
 
 def tiny_decoder(config_class: type, model_class: type, vocab: int, **extra) -> torch.nn.Module:
@@ -75,11 +76,16 @@ FAMILIES = {
     "llama": tiny_llama,
     "gemma": lambda vocab: tiny_decoder(GemmaConfig, GemmaForCausalLM, vocab, num_key_value_heads=1, head_dim=8),
     "qwen2": lambda vocab: tiny_decoder(Qwen2Config, Qwen2Model, vocab, num_key_value_heads=2),
-    "mistral": lambda vocab: tiny_decoder(MistralConfig, MistralModel, vocab, num_key_value_heads=2, sliding_window=None),
+    "mistral": lambda vocab: tiny_decoder(
+        MistralConfig, MistralModel, vocab, num_key_value_heads=2, sliding_window=None
+    ),
     # a 4-token sliding window, so the local layers of Gemma 2 (alternate) and Gemma 3 (five in six) really differ
-    "gemma2": lambda vocab: tiny_decoder(Gemma2Config, Gemma2Model, vocab, num_key_value_heads=2, head_dim=8, sliding_window=4),
-    "gemma3": lambda vocab: tiny_decoder(Gemma3TextConfig, Gemma3TextModel, vocab, num_key_value_heads=2, head_dim=8,
-                                         sliding_window=4),
+    "gemma2": lambda vocab: tiny_decoder(
+        Gemma2Config, Gemma2Model, vocab, num_key_value_heads=2, head_dim=8, sliding_window=4
+    ),
+    "gemma3": lambda vocab: tiny_decoder(
+        Gemma3TextConfig, Gemma3TextModel, vocab, num_key_value_heads=2, head_dim=8, sliding_window=4
+    ),
 }
 
 
@@ -127,7 +133,9 @@ def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
 def config(tiny_model_dir, tmp_path) -> Config:
     """The default configuration on the tiny local Llama, Flat index, small shards, an index folder in tmp."""
     base = Config()
-    return replace(base,
-                   encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
-                   index=replace(base.index, factory="Flat", shard_size=8),
-                   paths=replace(base.paths, index_dir=str(tmp_path / "index")))
+    return replace(
+        base,
+        encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
+        index=replace(base.index, factory="Flat", shard_size=8),
+        paths=replace(base.paths, index_dir=str(tmp_path / "index")),
+    )

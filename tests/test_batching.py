@@ -8,8 +8,12 @@ from hypothesis import strategies as st
 from htp.batching import token_budget_batches
 
 
-@given(st.lists(st.integers(1, 600), min_size=1, max_size=200), st.integers(1, 4096), st.integers(1, 64),
-       st.sampled_from([0.0, 0.05, 0.2, 1.0]))
+@given(
+    st.lists(st.integers(1, 600), min_size=1, max_size=200),
+    st.integers(1, 4096),
+    st.integers(1, 64),
+    st.sampled_from([0.0, 0.05, 0.2, 1.0]),
+)
 def test_batches_cover_every_text_within_budget_and_padding(lengths, budget, max_rows, max_padding):
     batches = token_budget_batches(lengths, budget, max_rows, max_padding)
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))

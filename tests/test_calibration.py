@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import write_corpus
 
+from conftest import write_corpus
 from indexes.store import MANIFEST, open_index
 from pipeline.build import build
 from pipeline.calibration import (
@@ -36,13 +36,16 @@ def naive_starts(texts: list[str]) -> list[list[int]]:
     """Sentence starts after '. ' (the tests' texts are simple)."""
     out = []
     for text in texts:
-        starts = [0] + [i + 2 for i in range(len(text) - 1) if text[i:i + 2] == ". "]
+        starts = [0] + [i + 2 for i in range(len(text) - 1) if text[i : i + 2] == ". "]
         out.append(starts)
     return out
 
 
-TEXTS = [f"Document {i} talks about the library catalogue today. It lists journals and records for readers. "
-         f"Number {i} ends with a third plain sentence here." for i in range(40)]
+TEXTS = [
+    f"Document {i} talks about the library catalogue today. It lists journals and records for readers. "
+    f"Number {i} ends with a third plain sentence here."
+    for i in range(40)
+]
 
 
 def test_query_like_keeps_prose_and_drops_code_and_fragments():
@@ -59,7 +62,7 @@ def test_sampling_is_deterministic_and_keeps_dev_documents_out_of_training():
     assert len(a.dev) == 8 and len(a.train) == 30
     assert not {q.row for q in a.dev} & {q.row for q in a.train}
     for q in [*a.dev, *a.train]:
-        assert TEXTS[q.row][q.start:q.end] == q.text and query_like(q.text)
+        assert TEXTS[q.row][q.start : q.end] == q.text and query_like(q.text)
 
 
 def test_without_sentence_removes_exactly_that_sentence():
@@ -90,8 +93,9 @@ def test_adapter_learns_a_map_that_the_identity_misses():
     rotation = np.linalg.qr(rng.normal(size=(16, 16)))[0]
     targets = rng.integers(0, 200, size=600)
     queries = unit(docs[targets] @ rotation.T + 0.1 * rng.normal(size=(600, 16)))
-    w, report = fit_adapter(queries[:500], targets[:500], docs, queries[500:], targets[500:], docs, penalty=1e-4, seed=0,
-                            steps=400, lr=1e-2)
+    w, report = fit_adapter(
+        queries[:500], targets[:500], docs, queries[500:], targets[500:], docs, penalty=1e-4, seed=0, steps=400, lr=1e-2
+    )
     assert w is not None
     assert report["dev_ndcg_adapter"] > report["dev_ndcg_identity"] + 0.3
 
@@ -122,11 +126,13 @@ def test_fusion_steps_up_in_dense_weight_only_while_the_dev_set_cannot_tell_it_w
     best = rng.uniform(0.3, 0.9, size=200)
     swing = np.zeros(200)
     swing[:10], swing[10:20], swing[20] = 0.1, -0.1, 0.001  # better on some queries, worse on as many: noise
-    gains = {FUSIONS[0]: best - 0.2,  # clearly worse than the best: never chosen
-             FUSIONS[1]: best,  # the best on the development set
-             FUSIONS[2]: best - swing,  # a hair below the best on average, within noise
-             FUSIONS[3]: best - 0.05,  # worse on every query: the walk stops here
-             FUSIONS[4]: best}  # as good again, but past a clear loss
+    gains = {
+        FUSIONS[0]: best - 0.2,  # clearly worse than the best: never chosen
+        FUSIONS[1]: best,  # the best on the development set
+        FUSIONS[2]: best - swing,  # a hair below the best on average, within noise
+        FUSIONS[3]: best - 0.05,  # worse on every query: the walk stops here
+        FUSIONS[4]: best,
+    }  # as good again, but past a clear loss
     chosen, top = choose_fusion(gains, seed=0)
     assert top == FUSIONS[1] and chosen == FUSIONS[2]
     assert choose_fusion({FUSIONS[0]: best, FUSIONS[1]: best - 0.1}, seed=0) == (FUSIONS[0], FUSIONS[0])
@@ -163,8 +169,9 @@ def test_calibration_is_deterministic_stored_and_applied_by_every_path(calibrati
     first = build(config, corpus, tmp_path / "a")
     second = build(config, corpus, tmp_path / "b")
     assert first.calibration is not None
-    assert {k: v for k, v in first.calibration.items() if k != "seconds"} == \
-           {k: v for k, v in second.calibration.items() if k != "seconds"}
+    assert {k: v for k, v in first.calibration.items() if k != "seconds"} == {
+        k: v for k, v in second.calibration.items() if k != "seconds"
+    }
     a, b = open_index(tmp_path / "a"), open_index(tmp_path / "b")
     assert a.manifest.calibration == first.calibration
     assert a.calibration_arrays.keys() == b.calibration_arrays.keys()
@@ -173,7 +180,9 @@ def test_calibration_is_deterministic_stored_and_applied_by_every_path(calibrati
     searcher = Searcher(tmp_path / "a", config)
     assert searcher.calibration is not None and searcher.fusion == searcher.calibration.fusion
     query = "library catalogue of the stock market"
-    expected = searcher.calibration.queries(prepare(searcher.encoder.encode([query], kind="query"), searcher.index.center))
+    expected = searcher.calibration.queries(
+        prepare(searcher.encoder.encode([query], kind="query"), searcher.index.center)
+    )
     rows = searcher.index.search(expected, 5)[0]
     assert [i for i, _ in searcher.dense([query], 5)[0]] == [i for i, _ in rows]
 
@@ -197,8 +206,9 @@ def test_an_index_without_calibration_loads_and_searches(calibrating, tmp_path):
 def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="pipeline")
     corpus = tmp_path / "code.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"c{i}", "text": f"x{i} = f({i}, 0x{i:x}); y{i} += 2"}) + "\n"
-                              for i in range(30)))
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"c{i}", "text": f"x{i} = f({i}, 0x{i:x}); y{i} += 2"}) + "\n" for i in range(30))
+    )
     summary = build(calibrating, corpus, tmp_path / "code")
     assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in caplog.text
     assert len(Searcher(tmp_path / "code", calibrating).search("f(3)", 3, mode="hybrid")) == 3

@@ -18,15 +18,18 @@ def test_config_yaml_is_the_built_in_default_and_lists_every_key():
     assert raw == Config().to_dict()
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"encoder": {"metod": "htp"}}, "unknown keys in encoder: metod"),
-    ({"index": {"factroy": "Flat"}}, "unknown keys in index: factroy"),
-    ({"serach": {}}, "unknown config sections: serach"),
-    ({"encoder": {"method": "mean"}}, "encoder.method 'mean'"),
-    ({"encoder": {"window": [5, 2]}}, "encoder.window"),
-    ({"search": {"mode": "fuzzy"}}, "search.mode 'fuzzy'"),
-    ({"index": {"shard_size": 0}}, "shard_size"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"encoder": {"metod": "htp"}}, "unknown keys in encoder: metod"),
+        ({"index": {"factroy": "Flat"}}, "unknown keys in index: factroy"),
+        ({"serach": {}}, "unknown config sections: serach"),
+        ({"encoder": {"method": "mean"}}, "encoder.method 'mean'"),
+        ({"encoder": {"window": [5, 2]}}, "encoder.window"),
+        ({"search": {"mode": "fuzzy"}}, "search.mode 'fuzzy'"),
+        ({"index": {"shard_size": 0}}, "shard_size"),
+    ],
+)
 def test_bad_configs_are_refused_by_name(raw, message):
     with pytest.raises(ValueError, match=message):
         Config.from_dict(raw)
@@ -40,4 +43,7 @@ def test_a_negative_exit_layer_and_its_positive_index_are_one_setting(tiny_model
     small = EncoderConfig(model="smollm2-135m", exit_layer=-3)
     assert small.vector_settings() == EncoderConfig(model="smollm2-135m", exit_layer=28).vector_settings()
     local = str(tiny_model_dir)
-    assert EncoderConfig(model=local, exit_layer=-1).vector_settings() == EncoderConfig(model=local, exit_layer=6).vector_settings()
+    assert (
+        EncoderConfig(model=local, exit_layer=-1).vector_settings()
+        == EncoderConfig(model=local, exit_layer=6).vector_settings()
+    )

@@ -22,8 +22,9 @@ def test_a_damaged_shard_meta_is_named(tmp_path, content):
         ShardStore(tmp_path / "shards", "cfg")
 
 
-@pytest.mark.parametrize("content, message", [("{not json", "not valid JSON"), ('["a"]', "not an object"),
-                                              ("17", "not an object")])
+@pytest.mark.parametrize(
+    "content, message", [("{not json", "not valid JSON"), ('["a"]', "not an object"), ("17", "not an object")]
+)
 def test_a_manifest_that_is_not_an_object_is_refused_in_one_line(content, message):
     with pytest.raises(IndexValueError, match=message):
         Manifest.from_json(content)

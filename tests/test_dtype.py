@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_corpus
 
+from conftest import write_corpus
 from htp import HTPEncoder
 from htp.errors import EncoderValueError
 from htp.models import cpu_has_native_bf16, pick_dtype
@@ -39,8 +39,10 @@ def test_auto_dtype_follows_the_cpu_and_explicit_dtypes_win():
 
 
 def test_bfloat16_vectors_are_float32_and_close_to_float32(tiny_model, tiny_tokenizer, make_encoder):
-    texts = ["The library catalogue lists every book. Each entry names the author.",
-             "Stock market report for the protein industry. Prices rose sharply."]
+    texts = [
+        "The library catalogue lists every book. Each entry names the author.",
+        "Stock market report for the protein industry. Prices rose sharply.",
+    ]
     reference = make_encoder().encode(texts)
     rounded = copy.deepcopy(tiny_model).to(torch.bfloat16)  # the same weights, rounded to bfloat16
     half = HTPEncoder(make_encoder().config, model=rounded, tokenizer=tiny_tokenizer)

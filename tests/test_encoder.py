@@ -37,9 +37,17 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
         distance = positions[0][:, None] - positions[0][None, :]  # query minus key position
         window = getattr(settings, "sliding_window", None) or length
         masks = {"full_attention": distance < 0, "sliding_attention": (distance < 0) | (distance >= window)}
-        masks = {kind: torch.zeros(length, length).masked_fill(hidden, float("-inf"))[None, None] for kind, hidden in masks.items()}
-        per_kind = "layer_type" in inspect.signature(base.rotary_emb.forward).parameters  # Gemma 3: local and global RoPE
-        rotary = {kind: base.rotary_emb(h, positions, kind) if per_kind else base.rotary_emb(h, positions) for kind in set(kinds)}
+        masks = {
+            kind: torch.zeros(length, length).masked_fill(hidden, float("-inf"))[None, None]
+            for kind, hidden in masks.items()
+        }
+        per_kind = (
+            "layer_type" in inspect.signature(base.rotary_emb.forward).parameters
+        )  # Gemma 3: local and global RoPE
+        rotary = {
+            kind: base.rotary_emb(h, positions, kind) if per_kind else base.rotary_emb(h, positions)
+            for kind in set(kinds)
+        }
         start, stop = encoder.config.window
         for index in range(encoder.layers_run):
             if encoder.config.method in ("tp", "htp") and start <= index < stop:
@@ -48,7 +56,9 @@ def reference_embedding(encoder, text: str, kind: str = "document") -> np.ndarra
                 for bpst, pst in zip(layout.bpst, layout.pst):
                     h[0, bpst] = h[0, pst]
             kind = kinds[index]
-            out = base.layers[index](h, attention_mask=masks[kind], position_embeddings=rotary[kind], position_ids=positions)
+            out = base.layers[index](
+                h, attention_mask=masks[kind], position_embeddings=rotary[kind], position_ids=positions
+            )
             h = _output_hidden(out)
         if encoder.config.final_norm:
             h = base.norm(h)
@@ -67,8 +77,15 @@ def test_fast_path_equals_reference_loop(make_encoder, method):
         assert np.abs(reference_embedding(encoder, text) - vector).max() < 1e-5
 
 
-@pytest.mark.parametrize("overrides", [dict(final_norm=True), dict(sentences_per_block=2), dict(block_mode="tokens", block_tokens=5),
-                                       dict(query_prompt="Retrieve relevant document. Text:")])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(final_norm=True),
+        dict(sentences_per_block=2),
+        dict(block_mode="tokens", block_tokens=5),
+        dict(query_prompt="Retrieve relevant document. Text:"),
+    ],
+)
 def test_fast_path_equals_reference_with_options(make_encoder, overrides):
     encoder = make_encoder(**overrides)
     fast = encoder.encode(TEXTS, kind="query")
@@ -120,7 +137,9 @@ def test_placeholders_never_enter_the_pooled_mean(make_encoder):
         handle.remove()
     hidden = exits[0]
     text_only = torch.nn.functional.normalize(hidden[layout.pooled].mean(0), dim=-1).numpy()
-    with_placeholders = torch.nn.functional.normalize(hidden[layout.pooled + layout.placeholders].mean(0), dim=-1).numpy()
+    with_placeholders = torch.nn.functional.normalize(
+        hidden[layout.pooled + layout.placeholders].mean(0), dim=-1
+    ).numpy()
     assert np.abs(vector - text_only).max() < 1e-6
     assert np.abs(vector - with_placeholders).max() > 1e-4
 
@@ -190,9 +209,18 @@ def tiny_bidirectional_gemma3(vocab: int):
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
-                              sliding_window=16, use_bidirectional_attention=True)
+    config = Gemma3TextConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=512,
+        sliding_window=16,
+        use_bidirectional_attention=True,
+    )
     return Gemma3TextModel(config).eval()
 
 
@@ -200,7 +228,10 @@ def test_a_bidirectional_model_gets_batch_independent_vectors_and_refuses_rewiri
     model = tiny_bidirectional_gemma3(len(tiny_tokenizer))
     settings = dict(model="tiny", exit_layer=-1, window=(1, 3), max_length=256, batch_tokens=4096, max_padding=1.0)
     encoder = HTPEncoder(EncoderConfig(method="vanilla-mean", **settings), model=model, tokenizer=tiny_tokenizer)
-    texts = ["The cat sat on the mat.", "Stock markets fell sharply on Tuesday after the report. Investors were worried."]
+    texts = [
+        "The cat sat on the mat.",
+        "Stock markets fell sharply on Tuesday after the report. Investors were worried.",
+    ]
     together = encoder.encode(texts, batch_size=2)
     alone = np.concatenate([encoder.encode([t]) for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
@@ -263,7 +294,10 @@ def test_exit_read_out_equals_transformers_hidden_states(make_encoder, exit_laye
 @pytest.mark.parametrize("method", ["vanilla-mean", "echo", "tp", "htp"])
 def test_cached_instruction_prefix_equals_the_uncached_path(make_encoder, method):
     prompt = "Retrieve relevant document. Text:"
-    cached, uncached = make_encoder(method=method, query_prompt=prompt), make_encoder(method=method, query_prompt=prompt, prefix_cache=False)
+    cached, uncached = (
+        make_encoder(method=method, query_prompt=prompt),
+        make_encoder(method=method, query_prompt=prompt, prefix_cache=False),
+    )
     queries = [TEXTS[2], TEXTS[0], LONG]
     for _ in range(2):  # the second call reuses the stored keys and values
         assert np.abs(cached.encode(queries, kind="query") - uncached.encode(queries, kind="query")).max() < 1e-5

@@ -16,8 +16,25 @@ from pipeline.searcher import Searcher
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("json", "zipfile", "random", "smtplib", "argparse", "csv", "sqlite3", "gzip", "heapq", "hashlib", "uuid",
-           "socket", "re", "shutil", "threading", "datetime", "base64")
+MODULES = (
+    "json",
+    "zipfile",
+    "random",
+    "smtplib",
+    "argparse",
+    "csv",
+    "sqlite3",
+    "gzip",
+    "heapq",
+    "hashlib",
+    "uuid",
+    "socket",
+    "re",
+    "shutil",
+    "threading",
+    "datetime",
+    "base64",
+)
 QUERIES = {
     "send an email message through a mail server": "smtplib",
     "read and write ZIP archive files": "zipfile",

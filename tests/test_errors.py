@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import write_corpus
 
+from conftest import write_corpus
 from htp.models import ModelNotFoundError, _gguf_path, load_model
 from htp.registry import ModelDefaults, ModelSpec
 from pipeline.build import build
@@ -20,9 +20,9 @@ from pipeline.config import Config
 
 BAD_CONFIGS = {
     "search:\n  k: ten\n": "search.k must be an integer, got 'ten'",
-    "index:\n  shard_size: \"5\"\n": "index.shard_size must be an integer, got '5'",
+    'index:\n  shard_size: "5"\n': "index.shard_size must be an integer, got '5'",
     "encoder:\n  exit_layer: 2.5\n": "encoder.exit_layer must be an integer or null, got 2.5",
-    "index:\n  center: \"no\"\n": "index.center must be true or false, got 'no'",
+    'index:\n  center: "no"\n': "index.center must be true or false, got 'no'",
     "search:\n  rrf_k: 0\n": "search.rrf_k",
     "encoder:\n  window: [1, x]\n": "encoder.window must be a list of 2 values",
     "search: [k\n": "is not valid YAML",
@@ -85,8 +85,10 @@ def test_a_model_with_custom_code_is_refused_without_a_prompt(tiny_model_dir, tm
     folder = tmp_path / "custom"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="my-own-decoder", auto_map={"AutoConfig": "modeling_mine.MyConfig",
-                                                         "AutoModel": "modeling_mine.MyModel"})
+    config.update(
+        model_type="my-own-decoder",
+        auto_map={"AutoConfig": "modeling_mine.MyConfig", "AutoModel": "modeling_mine.MyModel"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "modeling_mine.py").write_text("raise SystemExit('custom code ran')\n")
 
@@ -100,8 +102,10 @@ def test_a_model_with_custom_code_is_refused_without_a_prompt(tiny_model_dir, tm
 
 def test_query_output_escapes_control_characters(config, tmp_path, capsys):
     corpus = tmp_path / "c.jsonl"
-    rows = [{"_id": "evil", "title": "red\x1b[31m alert\x07", "text": "protein market \x1b]0;owned\x07 news."},
-            {"_id": "plain", "title": "calm", "text": "nothing to see here at all."}]
+    rows = [
+        {"_id": "evil", "title": "red\x1b[31m alert\x07", "text": "protein market \x1b]0;owned\x07 news."},
+        {"_id": "plain", "title": "calm", "text": "nothing to see here at all."},
+    ]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "index"
     build(replace(config, index=replace(config.index, calibrate=False)), corpus, out)
@@ -130,11 +134,19 @@ def test_a_window_outside_the_layers_that_run_is_refused(make_encoder):
 def test_an_assembled_gguf_is_checked_against_the_sha256_the_registry_records(tmp_path, monkeypatch):
     package = tmp_path / "site" / "chunked_gguf"  # stands for a chunk-assembling package such as gemma3-270m's
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from pathlib import Path\n\ndef assemble(output_path):\n"
-                                         "    Path(output_path).write_bytes(b'GGUF parts')\n    return Path(output_path)\n")
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n\ndef assemble(output_path):\n"
+        "    Path(output_path).write_bytes(b'GGUF parts')\n    return Path(output_path)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    spec = ModelSpec(defaults=ModelDefaults(), package="chunked_gguf", gguf_file="m.gguf", assembled=True,
-                     sha256=hashlib.sha256(b"GGUF parts").hexdigest(), install="pip install chunked-gguf")
+    spec = ModelSpec(
+        defaults=ModelDefaults(),
+        package="chunked_gguf",
+        gguf_file="m.gguf",
+        assembled=True,
+        sha256=hashlib.sha256(b"GGUF parts").hexdigest(),
+        install="pip install chunked-gguf",
+    )
     cache = tmp_path / "cache"
     assert _gguf_path("chunked", spec, cache).read_bytes() == b"GGUF parts"
     (cache / "m.gguf").write_bytes(b"tampered")

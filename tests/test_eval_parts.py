@@ -33,22 +33,41 @@ def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: lis
 @pytest.fixture
 def messy(tmp_path) -> Path:
     """A BEIR folder with every kind of inconsistency load_beir counts."""
-    corpus = [{"_id": f"d{i}", "title": f"T{i}", "text": f"text {i}"} for i in range(5)] + [{"_id": "empty", "text": " "}]
-    queries = [{"_id": "q1", "text": "one"}, {"_id": "q2", "text": "two"}, {"_id": "q3", "text": "unjudged"},
-               {"_id": "q4", "text": "only non-relevant"}]
-    qrels = [("q1", "d0", 1), ("q1", "d1", 2), ("q2", "d2", 1), ("q4", "d3", 0),
-             ("q1", "d0", 1),                          # duplicate row
-             ("q9", "d0", 1), ("q9", "d4", 1),         # unknown query
-             ("q2", "nope", 1), ("q2", "empty", 1),    # unknown document, and one skipped as empty
-             ("q9", "nope", 1)]                        # both unknown
+    corpus = [{"_id": f"d{i}", "title": f"T{i}", "text": f"text {i}"} for i in range(5)] + [
+        {"_id": "empty", "text": " "}
+    ]
+    queries = [
+        {"_id": "q1", "text": "one"},
+        {"_id": "q2", "text": "two"},
+        {"_id": "q3", "text": "unjudged"},
+        {"_id": "q4", "text": "only non-relevant"},
+    ]
+    qrels = [
+        ("q1", "d0", 1),
+        ("q1", "d1", 2),
+        ("q2", "d2", 1),
+        ("q4", "d3", 0),
+        ("q1", "d0", 1),  # duplicate row
+        ("q9", "d0", 1),
+        ("q9", "d4", 1),  # unknown query
+        ("q2", "nope", 1),
+        ("q2", "empty", 1),  # unknown document, and one skipped as empty
+        ("q9", "nope", 1),
+    ]  # both unknown
     return write_beir(tmp_path / "messy", corpus, queries, qrels)
 
 
 def test_load_beir_counts_and_warns_about_every_problem(messy, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.beir"):
         data = load_beir(messy, cache_dir=tmp_path / "cache")
-    assert data.problems == {"empty_documents": 1, "empty_queries": 0, "qrels_query_not_in_queries": 3,
-                             "qrels_doc_not_in_corpus": 3, "qrels_rows_dropped": 5, "qrels_duplicate_rows": 1}
+    assert data.problems == {
+        "empty_documents": 1,
+        "empty_queries": 0,
+        "qrels_query_not_in_queries": 3,
+        "qrels_doc_not_in_corpus": 3,
+        "qrels_rows_dropped": 5,
+        "qrels_duplicate_rows": 1,
+    }
     assert "qrels_rows_dropped: 5" in caplog.text and "qrels_duplicate_rows: 1" in caplog.text
     assert data.qrels == {"q1": {"d0": 1, "d1": 2}, "q2": {"d2": 1}, "q4": {"d3": 0}}
     assert list(data.queries) == ["q1", "q2", "q3", "q4"]
@@ -219,8 +238,25 @@ def test_token_counter_sets_the_length(haystack, tmp_path):
 
 def test_command_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
-    synth_main(["--", "--haystack", str(CISI), "--out", str(tmp_path), "--task", "needle", "--lengths", "64,128",
-                "--depths", "0,1", "--per-cell", "2", "--seed", "3"])
+    synth_main(
+        [
+            "--",
+            "--haystack",
+            str(CISI),
+            "--out",
+            str(tmp_path),
+            "--task",
+            "needle",
+            "--lengths",
+            "64,128",
+            "--depths",
+            "0,1",
+            "--per-cell",
+            "2",
+            "--seed",
+            "3",
+        ]
+    )
     assert "needle at 128 tokens" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.glob("needle-*")) == ["needle-128", "needle-64"]
     assert len((tmp_path / "needle-64" / "queries.jsonl").read_text().splitlines()) == 4

@@ -24,7 +24,9 @@ def beir_folder(root: Path) -> Path:
     with (root / "corpus.jsonl").open("w") as f:
         for i, (topic, text) in enumerate(TOPICS.items()):
             for j in range(3):
-                f.write(json.dumps({"_id": f"{topic}{j}", "title": topic, "text": " ".join([text] * (1 + 20 * i))}) + "\n")
+                f.write(
+                    json.dumps({"_id": f"{topic}{j}", "title": topic, "text": " ".join([text] * (1 + 20 * i))}) + "\n"
+                )
     with (root / "queries.jsonl").open("w") as f:
         for topic in TOPICS:
             f.write(json.dumps({"_id": f"q-{topic}", "text": f"{topic} {TOPICS[topic].split('.')[0]}"}) + "\n")
@@ -37,14 +39,18 @@ def beir_folder(root: Path) -> Path:
 @pytest.fixture
 def config(tiny_model_dir) -> Config:
     base = Config()
-    return replace(base, encoder=replace(base.encoder, model=str(tiny_model_dir), device="cpu", max_length=128),
-                   index=replace(base.index, shard_size=4))
+    return replace(
+        base,
+        encoder=replace(base.encoder, model=str(tiny_model_dir), device="cpu", max_length=128),
+        index=replace(base.index, shard_size=4),
+    )
 
 
 def test_eval_scores_every_method_and_mode_and_writes_outputs(config, tmp_path):
     dataset = beir_folder(tmp_path / "toy")
-    request = EvalRequest(dataset=dataset, methods=["vanilla-mean", "htp"], out=tmp_path / "out",
-                          modes=["dense", "bm25", "hybrid"])
+    request = EvalRequest(
+        dataset=dataset, methods=["vanilla-mean", "htp"], out=tmp_path / "out", modes=["dense", "bm25", "hybrid"]
+    )
     results = run_eval(config, request)
     rows = results["results"]
     assert set(rows) == {"vanilla-mean", "htp", "bm25", "vanilla-mean+bm25", "htp+bm25"}
@@ -65,8 +71,9 @@ def test_eval_scores_every_method_and_mode_and_writes_outputs(config, tmp_path):
 
 def test_sampled_queries_keep_their_judgements(config, tmp_path):
     dataset = beir_folder(tmp_path / "toy")
-    results = run_eval(config, EvalRequest(dataset=dataset, methods=["vanilla-mean"], out=tmp_path / "out",
-                                           sample_queries=2, seed=1))
+    results = run_eval(
+        config, EvalRequest(dataset=dataset, methods=["vanilla-mean"], out=tmp_path / "out", sample_queries=2, seed=1)
+    )
     assert results["queries"] == 2
 
 

@@ -20,8 +20,25 @@ def test_without_a_gpu_it_says_so_and_exits_at_once(capsys, tmp_path):
 
 def test_the_cpu_half_measures_compares_and_builds(tiny_model_dir, tmp_path):
     out = tmp_path / "gpu.md"
-    assert gpu_check.main(["--device", "cpu", "--model", str(tiny_model_dir), "--docs", "24", "--budgets", "2048,8192",
-                           "--dtypes", "float32,bfloat16", "--out", str(out)]) == 0
+    assert (
+        gpu_check.main(
+            [
+                "--device",
+                "cpu",
+                "--model",
+                str(tiny_model_dir),
+                "--docs",
+                "24",
+                "--budgets",
+                "2048,8192",
+                "--dtypes",
+                "float32,bfloat16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {(r["dtype"], r["batch_tokens"]): r for r in report["rows"]}
     assert set(rows) == {("float32", 2048), ("float32", 8192), ("bfloat16", 2048), ("bfloat16", 8192)}

@@ -11,8 +11,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from conftest import write_corpus
 
+from conftest import write_corpus
 from indexes.errors import IndexValueError
 from indexes.faiss_index import build_faiss, new_index, search_faiss
 from indexes.ondisk import IVF_DATA, build_on_disk
@@ -30,8 +30,10 @@ def edited(source: Path, target: Path) -> Path:
     for row in rows:
         if row["_id"] in ("d3", "d4"):
             row["text"] = "Stock market report on the protein catalogue. A sunny park."
-    rows += [{"_id": f"n{i}", "title": f"New {i}", "text": f"Journal record {i} of the library subject index."}
-             for i in range(3)]
+    rows += [
+        {"_id": f"n{i}", "title": f"New {i}", "text": f"Journal record {i} of the library subject index."}
+        for i in range(3)
+    ]
     target.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return target
 
@@ -55,8 +57,9 @@ def test_a_changed_corpus_encodes_only_what_changed_and_matches_a_fresh_build(co
     assert list(ours) == list(theirs) == [json.loads(line)["_id"] for line in changed.read_text().splitlines()]
     assert max(float(np.abs(ours[i] - theirs[i]).max()) for i in ours) < 1e-5
     query = "protein market report"
-    assert [h.id for h in Searcher(out, config).search(query, 10)] == \
-        [h.id for h in Searcher(tmp_path / "fresh", config).search(query, 10)]
+    assert [h.id for h in Searcher(out, config).search(query, 10)] == [
+        h.id for h in Searcher(tmp_path / "fresh", config).search(query, 10)
+    ]
     unchanged = build(config, changed, out)
     assert (unchanged.encoded, unchanged.reused, unchanged.dropped) == (0, 31, 0)
 
@@ -69,7 +72,7 @@ def random_vectors(count: int, dim: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8"])
 def test_an_ivf_index_merged_on_disk_answers_as_the_in_memory_one(tmp_path, factory):
     vectors, queries = random_vectors(3000, 32, 0), random_vectors(20, 32, 1)
-    batches = [vectors[i:i + 500] for i in range(0, len(vectors), 500)]
+    batches = [vectors[i : i + 500] for i in range(0, len(vectors), 500)]
     memory = build_faiss(factory, 32, batches, vectors[:1000])
     disk = build_on_disk(factory, 32, batches, vectors[:1000], tmp_path / "build", part_rows=700)
     assert disk.ntotal == memory.ntotal == 3000 and (tmp_path / "build" / IVF_DATA).is_file()
@@ -105,8 +108,9 @@ def test_a_built_on_disk_index_is_memory_mapped_and_survives_a_move(config, tmp_
 
 
 def test_an_on_disk_index_keeps_stdout_to_the_command_s_own_output(config, tmp_path, capfd):
-    ivf = replace(config, index=replace(config.index, factory="IVF2,Flat", train_sample=40, on_disk=True,
-                                        calibrate=False))
+    ivf = replace(
+        config, index=replace(config.index, factory="IVF2,Flat", train_sample=40, on_disk=True, calibrate=False)
+    )
     build(ivf, write_corpus(tmp_path / "corpus.jsonl", 40), tmp_path / "disk")
     capfd.readouterr()
     assert cli_main(["info", str(tmp_path / "disk")]) == 0

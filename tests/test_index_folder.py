@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_corpus
 
+from conftest import write_corpus
 from indexes.owned import OWNED
 from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_index
 from pipeline.build import build
@@ -73,8 +73,12 @@ def test_leftovers_of_killed_builds_and_shards_of_earlier_inputs_are_removed(qui
 
 def test_folders_the_package_did_not_write_are_never_deleted(quick, tmp_path):
     out = tmp_path / "mine"
-    theirs = [out / "versions" / "20200101T000000-notes", out / "versions" / ".tmp-drafts",
-              out / "shards" / "0123456789abcdef", out / "shards" / "0123456789abcdef-fedcba9876543210"]
+    theirs = [
+        out / "versions" / "20200101T000000-notes",
+        out / "versions" / ".tmp-drafts",
+        out / "shards" / "0123456789abcdef",
+        out / "shards" / "0123456789abcdef-fedcba9876543210",
+    ]
     for folder in theirs:
         folder.mkdir(parents=True)
         (folder / "keep.txt").write_text("the user's")
@@ -197,7 +201,9 @@ def rewrite_manifest(index_dir: Path, change) -> None:
     (index_dir / CURRENT).write_text(f"{version.name}\n{digest}\n")
 
 
-@pytest.mark.parametrize("field, message", [("count", "it says 41 vectors"), ("dimension", "it says 40 vectors of dimension 33")])
+@pytest.mark.parametrize(
+    "field, message", [("count", "it says 41 vectors"), ("dimension", "it says 40 vectors of dimension 33")]
+)
 def test_manifest_counts_are_checked_against_the_files(built, field, message):
     rewrite_manifest(built, lambda data: data.update({field: data[field] + 1}))
     with pytest.raises(ValueError, match=f"manifest.json is damaged \\({message}"):
@@ -210,13 +216,22 @@ def test_calibration_arrays_are_checked_against_the_index(quick, built):
     with pytest.raises(ValueError, match="manifest.json is damaged \\(it names calibration.npz but lists no checksum"):
         open_index(built)
     path = built / "versions" / (built / CURRENT).read_text().split()[0] / "calibration.npz"
-    for arrays, message in [({"query_mean": np.zeros(32, np.float32)}, "calibration is damaged \\(KeyError"),
-                            ({"query_mean": np.zeros(5, np.float32), "adapter": np.zeros((32, 32), np.float32)},
-                             "calibration.npz is damaged \\(arrays of shape \\{'query_mean': \\(5,\\)\\}")]:
+    for arrays, message in [
+        ({"query_mean": np.zeros(32, np.float32)}, "calibration is damaged \\(KeyError"),
+        (
+            {"query_mean": np.zeros(5, np.float32), "adapter": np.zeros((32, 32), np.float32)},
+            "calibration.npz is damaged \\(arrays of shape \\{'query_mean': \\(5,\\)\\}",
+        ),
+    ]:
         np.savez(path, **arrays)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        rewrite_manifest(built, lambda data: (data["checksums"].update({"calibration.npz": digest}),
-                                              data["sizes"].update({"calibration.npz": path.stat().st_size})))
+        rewrite_manifest(
+            built,
+            lambda data: (
+                data["checksums"].update({"calibration.npz": digest}),
+                data["sizes"].update({"calibration.npz": path.stat().st_size}),
+            ),
+        )
         with pytest.raises(ValueError, match=message):
             Searcher(built, quick)
 

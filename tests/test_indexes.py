@@ -29,12 +29,19 @@ def clustered(n: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
 
 
 def manifest(count: int, window: list[int] | None = None) -> Manifest:
-    return Manifest(dimension=DIM, metric="inner_product", count=count, factory="Flat", config_hash="h",
-                    encoder={"model": "m", "method": "htp", "window": window}, package_versions={})
+    return Manifest(
+        dimension=DIM,
+        metric="inner_product",
+        count=count,
+        factory="Flat",
+        config_hash="h",
+        encoder={"model": "m", "method": "htp", "window": window},
+        package_versions={},
+    )
 
 
 def flat(vectors: np.ndarray) -> faiss.Index:
-    return build_faiss("Flat", DIM, [vectors[: len(vectors) // 2], vectors[len(vectors) // 2:]], None)
+    return build_faiss("Flat", DIM, [vectors[: len(vectors) // 2], vectors[len(vectors) // 2 :]], None)
 
 
 def docs(ids: list[str]) -> pa.Table:
@@ -81,8 +88,9 @@ def test_open_index_search_is_identical_to_raw_faiss(tmp_path):
     assert np.array_equal(np.array([[s for _, s in hits] for hits in got], dtype=np.float32), scores)
 
 
-@pytest.mark.parametrize(("factory", "floor"), [("IVF16,Flat", 0.95), ("IVF16,PQ16", 0.7), ("IVF16,PQ8", 0.45),
-                                              ("HNSW32", 0.8)])
+@pytest.mark.parametrize(
+    ("factory", "floor"), [("IVF16,Flat", 0.95), ("IVF16,PQ16", 0.7), ("IVF16,PQ8", 0.45), ("HNSW32", 0.8)]
+)
 def test_approximate_indexes_keep_recall_with_default_parameters(factory, floor):
     vectors, queries = clustered(4000), clustered(50, seed=1)
     exact = faiss.IndexFlatIP(DIM)
@@ -165,7 +173,9 @@ def test_swap_keeps_an_open_reader_and_prunes_old_versions(tmp_path):
     assert fresh.manifest.count == 60 and all(i.startswith("b") for i, _ in fresh.search(query, 5)[0])
     third = [f"c{i}" for i in range(70)]
     write_version(tmp_path, flat(clustered(70, seed=3)), third, docs(third), manifest(70))
-    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == sorted([fresh.path.name, open_index(tmp_path).path.name])
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == sorted(
+        [fresh.path.name, open_index(tmp_path).path.name]
+    )
     assert not reader.path.exists()
     assert reader.search(query, 5) == before and reader.documents(["a4"])[0]["text"] == "text of a4"
 
@@ -195,8 +205,12 @@ def test_damaged_files_and_bad_inputs_are_refused(tmp_path):
 
 
 def test_bm25_ranks_the_rare_word_first_and_round_trips(tmp_path):
-    texts = ["the cat sat on the mat", "stock markets fell sharply", "a zeppelin floated over the park",
-             "the dog sat on the log"]
+    texts = [
+        "the cat sat on the mat",
+        "stock markets fell sharply",
+        "a zeppelin floated over the park",
+        "the dog sat on the log",
+    ]
     ids = ["c", "s", "z", "d"]
     model = build_bm25(texts)
     scores, rows = search_bm25(model, ["zeppelin ride", "the of and", "sat"], 10)
@@ -252,8 +266,11 @@ def test_a_new_part_is_one_class_and_one_registration(tmp_path, monkeypatch):
 
 def test_older_manifest_formats_are_read_through_one_upgrade():
     format_1 = {"bm25": True, "centered": True, "calibration": {"fusion": "score"}, "model": "m", "window": [1, 7]}
-    assert upgrade_manifest(dict(format_1)) == {"calibration": {"fusion": "score"}, "format": FORMAT,
-                                                "parts": ["faiss", "center", "bm25", "calibration"]}
+    assert upgrade_manifest(dict(format_1)) == {
+        "calibration": {"fusion": "score"},
+        "format": FORMAT,
+        "parts": ["faiss", "center", "bm25", "calibration"],
+    }
     assert upgrade_manifest({"format": FORMAT, "parts": ["faiss"]}) == {"format": FORMAT, "parts": ["faiss"]}
     with pytest.raises(ValueError, match=f"manifest format {FORMAT + 1} is not one this version of htp-index reads"):
         upgrade_manifest({"format": FORMAT + 1})

@@ -31,9 +31,12 @@ def blocks_of(sizes: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sizes=block_sizes, max_length=st.integers(min_value=8, max_value=200),
-       prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
-       method=st.sampled_from(list(METHOD_TABLE)))
+@given(
+    sizes=block_sizes,
+    max_length=st.integers(min_value=8, max_value=200),
+    prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
+    method=st.sampled_from(list(METHOD_TABLE)),
+)
 def test_layout_invariants(sizes, max_length, prompt, method):
     ids, blocks = blocks_of(sizes)
     layout = build_layout(METHOD_TABLE[method], ids, blocks, BOS, prompt, max_length)
@@ -101,12 +104,16 @@ def merged_punctuation_tokenizer() -> PreTrainedTokenizerFast:
     """A tiny byte-level BPE whose pre-tokenizer keeps punctuation with the newlines after it, as Llama 3's and
     Qwen2's do, so it learns single tokens such as '.\\n\\n' (no download)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?[^\s\w]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+| ?\w+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r" ?[^\s\w]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+| ?\w+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(["The cat sat.\n\nThe dog ran.\nBirds fly.\n\nFish swim."] * 50, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
@@ -126,9 +133,12 @@ def test_blocks_end_at_the_sentence_end_with_merged_punctuation_tokens():
 
 
 @settings(max_examples=200, deadline=None)
-@given(sizes=block_sizes, max_length=st.integers(min_value=9, max_value=200),
-       prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
-       method=st.sampled_from(list(METHOD_TABLE)))
+@given(
+    sizes=block_sizes,
+    max_length=st.integers(min_value=9, max_value=200),
+    prompt=st.lists(st.integers(min_value=10, max_value=20), max_size=4),
+    method=st.sampled_from(list(METHOD_TABLE)),
+)
 def test_an_appended_eos_closes_the_layout_one_budget_token_earlier(sizes, max_length, prompt, method):
     ids, blocks = blocks_of(sizes)
     plain = build_layout(METHOD_TABLE[method], ids, blocks, BOS, prompt, max_length - 1)
@@ -136,4 +146,9 @@ def test_an_appended_eos_closes_the_layout_one_budget_token_earlier(sizes, max_l
     n = len(plain.ids)
     assert closed.ids == plain.ids + [999] and len(closed.ids) <= max_length
     assert closed.pooled == plain.pooled + [n] and closed.last == n
-    assert (closed.pst, closed.ends, closed.bpst, closed.truncated) == (plain.pst, plain.ends, plain.bpst, plain.truncated)
+    assert (closed.pst, closed.ends, closed.bpst, closed.truncated) == (
+        plain.pst,
+        plain.ends,
+        plain.bpst,
+        plain.truncated,
+    )

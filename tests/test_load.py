@@ -19,8 +19,7 @@ RECORDS = [
     {"id": "b2", "title": "Second", "text": "Stock markets fell sharply."},
     {"id": "c3", "title": "Third", "text": "Librarians index books by subject."},
 ]
-EXPECTED = {"id": ["a1", "b2", "c3"], "title": ["First", "Second", "Third"],
-            "text": [r["text"] for r in RECORDS]}
+EXPECTED = {"id": ["a1", "b2", "c3"], "title": ["First", "Second", "Third"], "text": [r["text"] for r in RECORDS]}
 
 
 @pytest.fixture
@@ -194,8 +193,11 @@ def test_duplicates_across_int_and_string_ids(load, tmp_path):
 def test_invalid_utf8_in_jsonl_names_the_line(load, tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \xff byte"}\n{"id": "c", "text": "ok"}\n')
-    with pytest.raises(DocumentError, match=r"docs.jsonl: line 2 is not valid UTF-8 \(bad byte at column 26; "
-                                            r"the line starts '\{\"id\": \"b\""):
+    with pytest.raises(
+        DocumentError,
+        match=r"docs.jsonl: line 2 is not valid UTF-8 \(bad byte at column 26; "
+        r"the line starts '\{\"id\": \"b\"",
+    ):
         load(path)
 
 

@@ -7,8 +7,8 @@ import logging
 from dataclasses import replace
 
 import numpy as np
-from conftest import write_corpus
 
+from conftest import write_corpus
 from indexes.store import open_index
 from pipeline.build import build
 from pipeline.searcher import Searcher

@@ -16,8 +16,8 @@ import faiss
 import numpy as np
 import pytest
 import yaml
-from conftest import write_corpus
 
+from conftest import write_corpus
 from htp.registry import MODELS, installed
 from pipeline.build import build
 from pipeline.cli import main as cli_main
@@ -113,7 +113,6 @@ def test_cli_reports_bad_input_in_one_line(config, tmp_path, capsys):
     assert "no index at" in capsys.readouterr().err
 
 
-
 def test_cli_build_and_query_keep_library_debug_logs_quiet(config, tmp_path, caplog, capsys):
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
@@ -123,6 +122,7 @@ def test_cli_build_and_query_keep_library_debug_logs_quiet(config, tmp_path, cap
     assert cli_main(["query", str(index_dir), "anything", "--mode", "hybrid"]) == 0
     assert "rank" in capsys.readouterr().out
     assert not [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < logging.WARNING]
+
 
 def test_ivf_pq_build_trains_on_a_sample(config, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 300)
@@ -138,10 +138,14 @@ def test_ivf_pq_build_trains_on_a_sample(config, tmp_path):
 
 def test_cli_prints_stage_summaries_once_on_stdout(config, tmp_path, capsys):
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**config.to_dict(), "index": {**config.to_dict()["index"], "calibrate": False}}))
+    config_path.write_text(
+        yaml.safe_dump({**config.to_dict(), "index": {**config.to_dict()["index"], "calibrate": False}})
+    )
     corpus = write_corpus(tmp_path / "corpus.jsonl", 6)
     for _ in range(2):
-        assert cli_main(["build", "--config", str(config_path), "--input", str(corpus), "--out", str(tmp_path / "i")]) == 0
+        assert (
+            cli_main(["build", "--config", str(config_path), "--input", str(corpus), "--out", str(tmp_path / "i")]) == 0
+        )
         out, err = capsys.readouterr()
         assert out.count("load: 6 documents") == 1 and out.count("index: 6 vectors") == 1
         assert "load:" not in err
@@ -150,12 +154,14 @@ def test_cli_prints_stage_summaries_once_on_stdout(config, tmp_path, capsys):
 def test_cli_help_and_info_import_no_torch(config, tmp_path):
     out = tmp_path / "index"
     build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6), out)
-    probe = ("import sys\nfrom pipeline.cli import main\nimport contextlib, io\n"
-             "with contextlib.redirect_stdout(io.StringIO()):\n"
-             f"    main(['info', {str(out)!r}])\n"
-             "    main(['models'])\n"
-             "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
-             "print(sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n")
+    probe = (
+        "import sys\nfrom pipeline.cli import main\nimport contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main(['info', {str(out)!r}])\n"
+        "    main(['models'])\n"
+        "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -165,13 +171,19 @@ def test_htp_models_lists_the_registry_with_what_is_installed(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert set(lines) == set(MODELS)
     assert lines["smollm2-135m"].endswith("installed") and "exit 28, window [1, 2)" in lines["smollm2-135m"]
-    assert "window [1, 3)" in lines["llama3-8b"] and "huggingface-cli download meta-llama/Meta-Llama-3-8B" in lines["llama3-8b"]
+    assert (
+        "window [1, 3)" in lines["llama3-8b"]
+        and "huggingface-cli download meta-llama/Meta-Llama-3-8B" in lines["llama3-8b"]
+    )
     assert installed("smollm2-135m") and not installed("gemma2-9b")
 
 
 def test_an_index_from_before_separate_prompt_keeps_its_glued_queries(config, tmp_path):
-    summary = build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6),
-                    tmp_path / "index")
+    summary = build(
+        replace(config, index=replace(config.index, calibrate=False)),
+        write_corpus(tmp_path / "c.jsonl", 6),
+        tmp_path / "index",
+    )
     manifest_path = summary.version_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["encoder"]["separate_prompt"] is True  # new builds record it

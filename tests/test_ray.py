@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-from conftest import write_corpus
 
+from conftest import write_corpus
 from pipeline.build import build
 from pipeline.searcher import Searcher
 from pipeline.shards import read_shards
@@ -61,8 +61,9 @@ def test_a_ray_build_equals_a_local_build_and_each_resumes_the_other(local_ray, 
     assert sorted(ours) == sorted(theirs) == sorted(f"d{i}" for i in range(40))
     assert max(float(np.abs(ours[i] - theirs[i]).max()) for i in ours) < 1e-5
     query = "library catalogue of the stock market"
-    assert [h.id for h in Searcher(tmp_path / "ray", config).search(query, 10)] == \
-        [h.id for h in Searcher(tmp_path / "local", config).search(query, 10)]
+    assert [h.id for h in Searcher(tmp_path / "ray", config).search(query, 10)] == [
+        h.id for h in Searcher(tmp_path / "local", config).search(query, 10)
+    ]
     grown = build(on_ray(config, actors=1), write_corpus(tmp_path / "50.jsonl", 50), tmp_path / "local")
     assert (grown.encoded, grown.reused) == (10, 40)
     back = build(config, write_corpus(tmp_path / "60.jsonl", 60), tmp_path / "ray")
@@ -98,8 +99,22 @@ def test_a_killed_driver_is_resumed_with_every_document_once(local_ray, config, 
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(settings.to_dict()))
     out = tmp_path / "index"
-    driver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--config", str(config_path), "--input",
-                               str(corpus), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "build",
+            "--config",
+            str(config_path),
+            "--input",
+            str(corpus),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and shard_count(out) < 3 and driver.poll() is None:
         time.sleep(0.02)
@@ -115,8 +130,12 @@ def test_a_killed_driver_is_resumed_with_every_document_once(local_ray, config, 
 
 def test_an_on_disk_ivf_index_built_by_ray_tasks_answers_as_one_built_here(local_ray, config, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl", 600)
-    ivf = replace(config, index=replace(config.index, factory="IVF8,Flat", train_sample=600, on_disk=True,
-                                        memory_budget_mb=1, shard_size=64))
+    ivf = replace(
+        config,
+        index=replace(
+            config.index, factory="IVF8,Flat", train_sample=600, on_disk=True, memory_budget_mb=1, shard_size=64
+        ),
+    )
     build(ivf, corpus, tmp_path / "here")
     build(on_ray(ivf, actors=1), corpus, tmp_path / "ray")
     query = "library catalogue of the stock market"

@@ -22,11 +22,13 @@ def real_model():
 def test_paraphrase_beats_unrelated_for_every_method(real_model, method):
     model, tokenizer = real_model
     encoder = HTPEncoder(EncoderConfig(model="smollm2-135m", method=method), model=model, tokenizer=tokenizer)
-    anchor, paraphrase, unrelated = encoder.encode([
-        "The library catalogue lists every book by subject and author.",
-        "Books in the library are indexed by their topic and writer.",
-        "The volcano erupted and lava flowed into the sea near the village.",
-    ])
+    anchor, paraphrase, unrelated = encoder.encode(
+        [
+            "The library catalogue lists every book by subject and author.",
+            "Books in the library are indexed by their topic and writer.",
+            "The volcano erupted and lava flowed into the sea near the village.",
+        ]
+    )
     assert anchor.shape == (576,)
     assert anchor @ paraphrase > anchor @ unrelated
 
@@ -38,8 +40,11 @@ def test_unknown_model_gets_one_clear_error(tmp_path):
 
 def test_htp_changes_the_vectors_relative_to_tp_and_vanilla(real_model):
     model, tokenizer = real_model
-    text = ("The catalogue lists every book. Each entry names the author and the subject. "
-            "Readers search it by keyword. Librarians update it every week.")
+    text = (
+        "The catalogue lists every book. Each entry names the author and the subject. "
+        "Readers search it by keyword. Librarians update it every week."
+    )
+
     def encoder(**settings) -> HTPEncoder:
         return HTPEncoder(EncoderConfig(model="smollm2-135m", **settings), model=model, tokenizer=tokenizer)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import write_corpus
 from fastapi.testclient import TestClient
 
+from conftest import write_corpus
 from pipeline import serve
 from pipeline.build import build
 from pipeline.config import Config
@@ -61,15 +61,18 @@ def test_every_endpoint_answers(served):
     assert client.get("/openapi.json").status_code == 200
 
 
-@pytest.mark.parametrize("params, status, message", [
-    ({"q": ""}, 400, "empty"),
-    ({"q": "x" * 2001}, 400, "at most 2000"),
-    ({"q": "cat", "k": 0}, 400, "k must be between 1 and 100"),
-    ({"q": "cat", "k": 101}, 400, "k must be between 1 and 100"),
-    ({"q": "cat", "k": "ten"}, 422, ""),
-    ({"q": "cat", "mode": "fuzzy"}, 400, "mode 'fuzzy'"),
-    ({}, 422, ""),
-])
+@pytest.mark.parametrize(
+    "params, status, message",
+    [
+        ({"q": ""}, 400, "empty"),
+        ({"q": "x" * 2001}, 400, "at most 2000"),
+        ({"q": "cat", "k": 0}, 400, "k must be between 1 and 100"),
+        ({"q": "cat", "k": 101}, 400, "k must be between 1 and 100"),
+        ({"q": "cat", "k": "ten"}, 422, ""),
+        ({"q": "cat", "mode": "fuzzy"}, 400, "mode 'fuzzy'"),
+        ({}, 422, ""),
+    ],
+)
 def test_bad_queries_get_a_clear_4xx(served, params, status, message):
     config, index_dir = served
     response = TestClient(create_app(index_dir, config)).get("/search", params=params)
@@ -99,15 +102,21 @@ def test_cross_site_posts_are_refused_and_every_response_carries_security_header
         assert refused.status_code == 415 and "application/json" in refused.json()["detail"]
     for response in (client.get("/health"), client.get("/"), client.get("/search", params={"q": ""})):
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in response.headers[
-            "content-security-policy"]
+        assert (
+            response.headers["x-frame-options"] == "DENY"
+            and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        )
     assert client.get("/docs").status_code == 404  # its scripts would come from a third-party CDN
 
 
 def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
     corpus = tmp_path / "slashes.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"man/3/page{i}", "title": f"Page {i}", "text": f"Text {i} here."})
-                              + "\n" for i in range(4)))
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": f"man/3/page{i}", "title": f"Page {i}", "text": f"Text {i} here."}) + "\n"
+            for i in range(4)
+        )
+    )
     quick = replace(config, index=replace(config.index, calibrate=False))
     build(quick, corpus, tmp_path / "index")
     client = TestClient(create_app(tmp_path / "index", quick))
@@ -158,8 +167,13 @@ def test_slow_bodies_get_a_408_and_hold_no_request_slot():
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
-                 "headers": [(b"content-type", b"application/json")]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+        }
         await guard(scope, receive, send)
         return statuses[0]
 
@@ -190,8 +204,14 @@ def test_concurrent_queries_share_forward_passes(served, monkeypatch):
         client.get("/search", params={"q": "warm up", "mode": "dense"})
         batches.clear()
         results = []
-        threads = [threading.Thread(target=lambda q=q: results.append(
-            client.get("/search", params={"q": q, "mode": "dense", "k": 3}).json())) for q in ("cat", "mat", "park", "sunny")]
+        threads = [
+            threading.Thread(
+                target=lambda q=q: results.append(
+                    client.get("/search", params={"q": q, "mode": "dense", "k": 3}).json()
+                )
+            )
+            for q in ("cat", "mat", "park", "sunny")
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -240,8 +260,11 @@ def serving(index_dir: Path, *options: str, headers: dict | None = None) -> Iter
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port), *options],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -262,13 +285,35 @@ def serving(index_dir: Path, *options: str, headers: dict | None = None) -> Iter
 def test_htp_serve_answers_over_real_http_on_loopback(served):
     config, index_dir = served
     with serving(index_dir, "--api-key", "k1", headers={"X-API-Key": "k1"}) as url:
-        body = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "bm25", "k": 4},
-                         headers={"X-API-Key": "k1"}, timeout=30).json()
+        body = httpx.get(
+            f"{url}/search",
+            params={"q": "protein market", "mode": "bm25", "k": 4},
+            headers={"X-API-Key": "k1"},
+            timeout=30,
+        ).json()
         assert len(body["hits"]) == 4
         assert httpx.get(f"{url}/search", params={"q": "cat"}, timeout=10).status_code == 401
-        remote = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", "-", "protein market", "--server", url,
-                                 "--mode", "bm25", "-k", "4", "--json"], capture_output=True, text=True,
-                                env={**os.environ, "HTP_API_KEY": "k1"}, timeout=120)
+        remote = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "query",
+                "-",
+                "protein market",
+                "--server",
+                url,
+                "--mode",
+                "bm25",
+                "-k",
+                "4",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HTP_API_KEY": "k1"},
+            timeout=120,
+        )
         assert remote.returncode == 0, remote.stderr
         assert [h["id"] for h in json.loads(remote.stdout)] == [h["id"] for h in body["hits"]]
 
@@ -278,8 +323,10 @@ def chunked_flood_reply(port: int, megabytes: int) -> bytes:
     first bytes of its answer."""
     chunk = b"%x\r\n" % 1_000_000 + b" " * 1_000_000 + b"\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         for _ in range(megabytes):
             if select.select([sock], [], [], 0)[0]:
                 break
@@ -343,7 +390,9 @@ def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path
         page.click("button[type=submit]")
         page.wait_for_selector("#results li")
         titles = page.locator("#results li .title").all_inner_texts()
-        api = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "dense"}, headers=key, timeout=30).json()
+        api = httpx.get(
+            f"{url}/search", params={"q": "protein market", "mode": "dense"}, headers=key, timeout=30
+        ).json()
         assert titles == [hit["title"] for hit in api["hits"]] and len(titles) == 10
         assert re.fullmatch(r"10 hits, dense, [0-9.]+ ms", page.locator("#status").inner_text())
         page.screenshot(path=str(tmp_path / "search_page.png"))

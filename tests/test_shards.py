@@ -62,7 +62,9 @@ def gathered(store: ShardStore, keys: list[str]) -> tuple[list[str], np.ndarray]
 
 def run_build(folder: Path, total: int, size: int, pause: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", BUILD, str(folder), str(total), str(size), str(pause)], cwd=ROOT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", BUILD, str(folder), str(total), str(size), str(pause)], cwd=ROOT, env=env
+    )
 
 
 def test_keys_change_with_id_title_or_text():
@@ -136,10 +138,10 @@ def test_leftover_temp_files_are_ignored_and_removed(tmp_path):
 def test_prune_drops_dead_documents_and_keeps_live_ones(tmp_path):
     ids, keys = corpus(12)
     store = ShardStore(tmp_path, "cfg")
-    gone = write_rows(store, ids, keys, [0, 1, 2])       # every document dropped: deleted
+    gone = write_rows(store, ids, keys, [0, 1, 2])  # every document dropped: deleted
     mostly = write_rows(store, ids, keys, [3, 4, 5, 6])  # one of four live: rewritten with it
-    kept = write_rows(store, ids, keys, [7, 8, 9])       # all live: kept as it is
-    partly = write_rows(store, ids, keys, [10, 11])      # one dead: rewritten without it
+    kept = write_rows(store, ids, keys, [7, 8, 9])  # all live: kept as it is
+    partly = write_rows(store, ids, keys, [10, 11])  # one dead: rewritten without it
     copy = store.write(["d7", "d11"], [keys[7], keys[11]], vectors_for([7, 11]))  # second copies (a crash mid-rewrite)
     live = {keys[i] for i in (5, 7, 8, 9, 11)}
     assert store.prune(live, store.locate()) == 7

@@ -20,7 +20,8 @@ QRELS_COLUMNS = ("query-id", "corpus-id", "score")
 
 @dataclass
 class BeirData:
-    """Corpus (id -> {title, text}), queries (id -> text), qrels (query id -> {doc id: relevance}) and problem counts."""
+    """Corpus (id -> {title, text}), queries (id -> text), qrels (query id -> {doc id: relevance}) and problem
+    counts."""
 
     corpus: dict[str, dict[str, str]]
     queries: dict[str, str]
@@ -33,8 +34,12 @@ class BeirData:
 
     def restricted(self, query_ids: list[str]) -> BeirData:
         """The same corpus with only these queries and their judgements."""
-        return BeirData(self.corpus, {q: self.queries[q] for q in query_ids},
-                        {q: self.qrels[q] for q in query_ids if q in self.qrels}, dict(self.problems))
+        return BeirData(
+            self.corpus,
+            {q: self.queries[q] for q in query_ids},
+            {q: self.qrels[q] for q in query_ids if q in self.qrels},
+            dict(self.problems),
+        )
 
 
 def load_beir(folder: Path, split: str = "test", cache_dir: Path | None = None) -> BeirData:
@@ -44,8 +49,10 @@ def load_beir(folder: Path, split: str = "test", cache_dir: Path | None = None) 
     for needed in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_file):
         if not needed.is_file():
             splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-            raise InputMissingError(f"{folder} is not a BEIR folder with split {split!r}: {needed} is missing "
-                                    f"(qrels splits present: {', '.join(splits) or 'none'})")
+            raise InputMissingError(
+                f"{folder} is not a BEIR folder with split {split!r}: {needed} is missing "
+                f"(qrels splits present: {', '.join(splits) or 'none'})"
+            )
     corpus_docs = load_documents(folder, FieldNames(), cache_dir)
     corpus = {i: {"title": t, "text": x} for i, t, x in zip(*(corpus_docs.dataset[c] for c in ("id", "title", "text")))}
     query_docs = load_documents(folder / "queries.jsonl", QUERY_FIELDS, cache_dir)
@@ -58,20 +65,32 @@ def load_beir(folder: Path, split: str = "test", cache_dir: Path | None = None) 
     return BeirData(corpus, queries, qrels, problems)
 
 
-def _read_qrels(file: Path, queries: dict[str, str], corpus: dict[str, dict[str, str]],
-                cache_dir: Path | None) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+def _read_qrels(
+    file: Path, queries: dict[str, str], corpus: dict[str, dict[str, str]], cache_dir: Path | None
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """Qrels as nested dicts, keeping only rows whose query and document exist; the rest are counted."""
     table = datasets.load_dataset(
-        "csv", data_files=str(file), split="train", delimiter="\t", cache_dir=str(cache_dir) if cache_dir else None,
-        converters={"query-id": str, "corpus-id": str}, na_filter=False,
+        "csv",
+        data_files=str(file),
+        split="train",
+        delimiter="\t",
+        cache_dir=str(cache_dir) if cache_dir else None,
+        converters={"query-id": str, "corpus-id": str},
+        na_filter=False,
     )
     missing = [c for c in QRELS_COLUMNS if c not in table.column_names]
     if missing:
-        raise DocumentError(f"{file}: no column {', '.join(missing)}; BEIR qrels need a tab-separated header "
-                            f"{', '.join(QRELS_COLUMNS)} (columns found: {', '.join(table.column_names)})")
+        raise DocumentError(
+            f"{file}: no column {', '.join(missing)}; BEIR qrels need a tab-separated header "
+            f"{', '.join(QRELS_COLUMNS)} (columns found: {', '.join(table.column_names)})"
+        )
     qrels: dict[str, dict[str, int]] = {}
-    problems = {"qrels_query_not_in_queries": 0, "qrels_doc_not_in_corpus": 0, "qrels_rows_dropped": 0,
-                "qrels_duplicate_rows": 0}
+    problems = {
+        "qrels_query_not_in_queries": 0,
+        "qrels_doc_not_in_corpus": 0,
+        "qrels_rows_dropped": 0,
+        "qrels_duplicate_rows": 0,
+    }
     for qid, docid, score in zip(*(table[c] for c in QRELS_COLUMNS)):
         unknown_query, unknown_doc = qid not in queries, docid not in corpus
         problems["qrels_query_not_in_queries"] += unknown_query
@@ -87,7 +106,8 @@ def _read_qrels(file: Path, queries: dict[str, str], corpus: dict[str, dict[str,
 
 
 def sample_queries(data: BeirData, n: int, seed: int) -> BeirData:
-    """A seeded random sample of `n` judged queries (all, if fewer); the whole corpus stays, so every relevant doc does."""
+    """A seeded random sample of `n` judged queries (all, if fewer); the whole corpus stays, so every relevant doc
+    does."""
     judged = data.judged_query_ids()
     chosen = set(random.Random(seed).sample(judged, min(n, len(judged))))
     return data.restricted([q for q in judged if q in chosen])
@@ -99,5 +119,5 @@ def split_queries(data: BeirData, seed: int, fraction: float = 0.5) -> tuple[Bei
         raise PipelineValueError(f"fraction must be between 0 and 1, got {fraction}")
     judged = data.judged_query_ids()
     shuffled = random.Random(seed).sample(judged, len(judged))
-    dev = set(shuffled[:round(fraction * len(judged))])
+    dev = set(shuffled[: round(fraction * len(judged))])
     return data.restricted([q for q in judged if q in dev]), data.restricted([q for q in judged if q not in dev])

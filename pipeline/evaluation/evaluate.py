@@ -53,13 +53,20 @@ def query_buckets(data: BeirData, query_ids: Sequence[str]) -> dict[str, str]:
     """Each query's length bucket, by the median word count of its relevant documents."""
     out = {}
     for qid in query_ids:
-        lengths = [len(data.corpus[d]["text"].split()) for d, rel in data.qrels[qid].items() if rel > 0 and d in data.corpus]
+        lengths = [
+            len(data.corpus[d]["text"].split()) for d, rel in data.qrels[qid].items() if rel > 0 and d in data.corpus
+        ]
         out[qid] = bucket_name(statistics.median(lengths)) if lengths else "none"
     return out
 
 
-def _score(data: BeirData, query_ids: Sequence[str], ranked: list[list[tuple[str, float]]], request: EvalRequest,
-           buckets: dict[str, str]) -> dict:
+def _score(
+    data: BeirData,
+    query_ids: Sequence[str],
+    ranked: list[list[tuple[str, float]]],
+    request: EvalRequest,
+    buckets: dict[str, str],
+) -> dict:
     run = {qid: {doc: float(score) for doc, score in hits} for qid, hits in zip(query_ids, ranked)}
     qrels = {qid: data.qrels[qid] for qid in query_ids}
     scores = evaluate_run(qrels, run, ignore_identical_ids=request.ignore_identical_ids)
@@ -84,8 +91,11 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
     rows: dict[str, dict] = {}
     for method in request.methods:
         lexical = any(search_mode(mode).needs_bm25 for mode in request.modes)
-        method_config = replace(config, encoder=replace(config.encoder, method=method),
-                                index=replace(config.index, factory=request.factory, bm25=lexical))
+        method_config = replace(
+            config,
+            encoder=replace(config.encoder, method=method),
+            index=replace(config.index, factory=request.factory, bm25=lexical),
+        )
         index_dir = request.out / "indexes" / name / method
         build(method_config, request.dataset, index_dir)
         searcher = Searcher(index_dir, method_config)
@@ -95,8 +105,15 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
                 continue
             rows[label] = _score(data, query_ids, searcher.rankings(query_texts, DEPTH, mode), request, buckets)
             log.info(f"eval {name}: {label}: NDCG@10 {100 * rows[label]['ndcg@10']:.2f} over {len(query_ids)} queries")
-    results = {"dataset": name, "split": request.split, "queries": len(query_ids), "problems": data.problems,
-               "factory": request.factory, "encoder": config.encoder.to_dict(), "results": rows}
+    results = {
+        "dataset": name,
+        "split": request.split,
+        "queries": len(query_ids),
+        "problems": data.problems,
+        "factory": request.factory,
+        "encoder": config.encoder.to_dict(),
+        "results": rows,
+    }
     write_results(results, request.out / name)
     return results
 
@@ -104,12 +121,23 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
 def markdown_table(results: dict) -> str:
     """NDCG@10, Recall@10/100, MRR@10 (x100) per method, then NDCG@10 per length bucket."""
     rows = results["results"]
-    lines = [f"### {results['dataset']} ({results['queries']} queries, split {results['split']})", "",
-             "| method | NDCG@10 | Recall@10 | Recall@100 | MRR@10 |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {results['dataset']} ({results['queries']} queries, split {results['split']})",
+        "",
+        "| method | NDCG@10 | Recall@10 | Recall@100 | MRR@10 |",
+        "|---|---|---|---|---|",
+    ]
     for label, s in rows.items():
-        lines.append(f"| {label} | {100 * s['ndcg@10']:.2f} | {100 * s['recall@10']:.2f} | {100 * s['recall@100']:.2f} | {100 * s['mrr@10']:.2f} |")
+        lines.append(
+            f"| {label} | {100 * s['ndcg@10']:.2f} | {100 * s['recall@10']:.2f} | {100 * s['recall@100']:.2f} | "
+            f"{100 * s['mrr@10']:.2f} |"
+        )
     buckets = sorted({b for s in rows.values() for b in s["ndcg@10_by_length"]}, key=lambda b: (len(b), b))
-    lines += ["", "| method | " + " | ".join(f"NDCG@10 {b} words" for b in buckets) + " |", "|---" * (len(buckets) + 1) + "|"]
+    lines += [
+        "",
+        "| method | " + " | ".join(f"NDCG@10 {b} words" for b in buckets) + " |",
+        "|---" * (len(buckets) + 1) + "|",
+    ]
     for label, s in rows.items():
         cells = [f"{100 * s['ndcg@10_by_length'][b]:.2f}" if b in s["ndcg@10_by_length"] else "" for b in buckets]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -129,7 +157,9 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(buckets) * len(labels) / 3), 4))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
-        values = [100 * rows[label]["ndcg@10"]] + [100 * rows[label]["ndcg@10_by_length"].get(b, 0.0) for b in buckets[1:]]
+        values = [100 * rows[label]["ndcg@10"]] + [
+            100 * rows[label]["ndcg@10_by_length"].get(b, 0.0) for b in buckets[1:]
+        ]
         ax.bar([x + i * width for x in range(len(buckets))], values, width, label=label)
     ax.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(buckets))], buckets)
     ax.set_ylabel("NDCG@10 (x100)")
