@@ -55,6 +55,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+        return isinstance(value, (list, tuple)) and all(_fits(item, args[0]) for item in value)
     if origin is tuple:
         return isinstance(value, (list, tuple)) and len(value) == len(args) and all(map(_fits, value, args))
     return hint is Any or isinstance(value, hint)
@@ -64,6 +66,8 @@ def _type_name(hint: Any) -> str:
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a list of {_type_name(args[0])}s"
     if typing.get_origin(hint) is tuple:
         return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import faiss
 import numpy as np
@@ -71,11 +72,18 @@ def as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
 
 
 def search_faiss(
-    index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the index size, missing rows are -1.
 
-    nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW.
+    nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW. `allowed`
+    (a bool per row) restricts the search to those rows inside FAISS (an IDSelector), so k hits come back whenever
+    k rows are allowed: a query that finds fewer is searched again exhaustively (every IVF list, HNSW's whole graph).
     """
     if k < 1:
         raise IndexValueError(f"k must be at least 1, got {k}")
@@ -83,11 +91,43 @@ def search_faiss(
     k = min(k, index.ntotal)
     if k == 0:
         return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-    space = faiss.ParameterSpace()
     ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        space.set_index_parameter(index, "nprobe", min(nprobe or DEFAULT_NPROBE, ivf.nlist))
-    if isinstance(_core(index), faiss.IndexHNSW):
-        space.set_index_parameter(index, "efSearch", max(ef_search or DEFAULT_EF_SEARCH, k))
-    scores, rows = index.search(queries, k)
+    hnsw = isinstance(_core(index), faiss.IndexHNSW)
+    probes = min(nprobe or DEFAULT_NPROBE, ivf.nlist) if ivf is not None else 0
+    ef = max(ef_search or DEFAULT_EF_SEARCH, k)
+    if allowed is None:
+        space = faiss.ParameterSpace()
+        if ivf is not None:
+            space.set_index_parameter(index, "nprobe", probes)
+        if hnsw:
+            space.set_index_parameter(index, "efSearch", ef)
+        return index.search(queries, k)
+    bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+    scores, rows = index.search(queries, k, params=_params(index, selector, probes, ef, hnsw))
+    wanted = min(k, int(np.count_nonzero(allowed)))
+    short = np.flatnonzero((rows >= 0).sum(axis=1) < wanted)
+    if len(short) and (ivf is not None or hnsw):
+        exhaustive = _params(index, selector, ivf.nlist if ivf is not None else 0, index.ntotal, hnsw)
+        scores[short], rows[short] = index.search(queries[short], k, params=exhaustive)
     return scores, rows
+
+
+def _params(index: faiss.Index, selector: faiss.IDSelector, nprobe: int, ef: int, hnsw: bool) -> Any:
+    """Search parameters carrying the selector, for the index's kind (under any pre-transform). FAISS's SWIG classes
+    take their fields as attributes, which its type stubs do not list, hence Any."""
+    api: Any = faiss
+    if nprobe:
+        params = api.SearchParametersIVF()
+        params.nprobe = nprobe
+    elif hnsw:
+        params = api.SearchParametersHNSW()
+        params.efSearch = ef
+    else:
+        params = api.SearchParameters()
+    params.sel = selector
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+        outer = api.SearchParametersPreTransform()
+        outer.index_params = params
+        return outer
+    return params

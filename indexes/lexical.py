@@ -48,13 +48,17 @@ def load_bm25(folder: Path) -> bm25s.BM25:
         ) from err
 
 
-def search_bm25(model: bm25s.BM25, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the corpus size, non-matches are -1."""
+def search_bm25(
+    model: bm25s.BM25, queries: list[str], k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores float32 [q,k], row positions int64 [q,k]); k clipped to the corpus size, non-matches are -1;
+    `allowed` (a bool per document) scores only those documents."""
     if k < 1:
         raise IndexValueError(f"k must be at least 1, got {k}")
     k = min(k, int(model.scores["num_docs"]))
     if not queries:
         return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-    rows, scores = model.retrieve(_tokens(queries, ids=False), k=k, show_progress=False, n_threads=1)
+    mask = None if allowed is None else np.asarray(allowed, dtype=np.float32)
+    rows, scores = model.retrieve(_tokens(queries, ids=False), k=k, show_progress=False, n_threads=1, weight_mask=mask)
     rows = np.where(scores > 0, rows, -1).astype(np.int64)
     return scores.astype(np.float32), rows

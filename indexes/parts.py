@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from indexes.errors import IndexValueError
 from indexes.lexical import load_bm25, save_bm25
@@ -127,6 +129,26 @@ class CalibrationArrays:
         return arrays
 
 
+class MetadataColumns:
+    """The documents' metadata fields, one typed column each, row i for document i (filters and hits read it)."""
+
+    name: str = "metadata"
+    path: str = "metadata.parquet"
+    mapped: tuple[str, ...] = ()
+
+    def save(self, value: pa.Table, folder: Path) -> None:
+        pq.write_table(value, folder / self.path, write_page_checksum=True)
+
+    def load(self, folder: Path, shape: Shape) -> pa.Table:
+        try:
+            table = pq.read_table(folder / self.path, page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as err:
+            raise _refused(folder / self.path, " ".join(str(err).split())[:200]) from err
+        if table.num_rows != shape.documents:
+            raise _refused(folder / self.path, f"{table.num_rows} rows for {shape.documents} documents")
+        return table
+
+
 PARTS: dict[str, Part] = {}
 
 
@@ -136,5 +158,5 @@ def register(part: Part) -> Part:
     return part
 
 
-for _part in (DenseIndex(), Center(), Lexical(), CalibrationArrays()):
+for _part in (DenseIndex(), Center(), Lexical(), CalibrationArrays(), MetadataColumns()):
     register(_part)

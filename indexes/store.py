@@ -81,6 +81,7 @@ class Manifest:
     window_tokens: int | None = None  # multi-vector: one row per window of at most this many tokens
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
     parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
+    metadata: dict = field(default_factory=dict)  # metadata field -> type (string, integer, float, boolean, date, list)
     format: int = FORMAT
 
     @property
@@ -374,19 +375,31 @@ class OpenIndex:
         """(id, score) lists per query, rows of -1 dropped."""
         return [[(names[r], float(s)) for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None) -> Hits:
-        """Dense top-k (id, score) per query vector (already prepared like the indexed vectors). A multi-vector
-        index ranks documents by their best window: rows are fetched until k distinct documents are found."""
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> Hits:
+        """Dense top-k (id, score) per query vector (already prepared like the indexed vectors), among the documents
+        `allowed` (a bool per document) when given. A multi-vector index ranks documents by their best window: rows
+        are fetched until k distinct documents are found."""
         self._check_mapped()
         if self.manifest.window_tokens is None:
-            return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search))
+            return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search, allowed))
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)[self._row_documents]
         out: Hits = []
         for query in queries:
             fetch = 4 * k
             while True:
                 rows = self._hits(
                     self.ids,
-                    *search_faiss(self.faiss, query[None, :], min(fetch, self.faiss.ntotal), nprobe, ef_search),
+                    *search_faiss(
+                        self.faiss, query[None, :], min(fetch, self.faiss.ntotal), nprobe, ef_search, allowed
+                    ),
                 )[0]
                 best: dict[str, float] = {}
                 for doc, score in rows:  # best first, so a document's first row is its best window
@@ -397,12 +410,31 @@ class OpenIndex:
                 fetch *= 4
         return out
 
-    def search_bm25(self, queries: list[str], k: int) -> Hits:
-        """Lexical top-k (id, score) per query text."""
+    def search_bm25(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Hits:
+        """Lexical top-k (id, score) per query text, among the documents `allowed` when given."""
         if self.bm25 is None:
             raise IndexValueError(f"the index at {self.path} has no BM25 part: rebuild it with index.bm25: true")
         self._check_mapped()
-        return self._hits(self.doc_ids, *search_bm25(self.bm25, queries, k))
+        return self._hits(self.doc_ids, *search_bm25(self.bm25, queries, k, allowed))
+
+    @cached_property
+    def _row_documents(self) -> np.ndarray:
+        """The document (position in doc_ids) of each row of a multi-vector index."""
+        starts = np.array([i == 0 or self.ids[i - 1] != doc for i, doc in enumerate(self.ids)], dtype=bool)
+        return np.cumsum(starts) - 1
+
+    @property
+    def metadata(self) -> pa.Table | None:
+        """The documents' metadata columns (row i: document doc_ids[i]), or None when the index keeps none."""
+        return self.parts.get("metadata")
+
+    def metadata_of(self, ids: list[str]) -> list[dict]:
+        """The metadata fields of these documents, in the order asked (empty dicts when the index keeps none)."""
+        table = self.metadata
+        if table is None:
+            return [{} for _ in ids]
+        rows = table.take(pa.array([self._rows[i] for i in ids], pa.int64())).to_pylist()
+        return [{name: _plain(value) for name, value in row.items()} for row in rows]
 
     @cached_property
     def _rows(self) -> dict[str, int]:
@@ -427,6 +459,11 @@ class OpenIndex:
         except (OSError, pa.ArrowException) as err:
             raise _damaged(self.path / "docs.parquet", " ".join(str(err).split())[:200]) from err
         return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
+
+
+def _plain(value: Any) -> Any:
+    """A metadata value as JSON has it (dates in ISO form)."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def _under(rel: str, part_path: str) -> bool:

@@ -38,6 +38,7 @@ from pipeline.context import BuildContext
 from pipeline.engines import ENGINES, Engine
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
+from pipeline.metadata import metadata_table
 from pipeline.records import full_text
 from pipeline.shards import (
     Located,
@@ -92,7 +93,10 @@ def input_keys(dataset) -> list[str]:
 
 def _field_names(config: Config) -> FieldNames:
     return FieldNames(
-        id_field=config.data.id_field, title_field=config.data.title_field, text_field=config.data.text_field
+        id_field=config.data.id_field,
+        title_field=config.data.title_field,
+        text_field=config.data.text_field,
+        metadata=config.data.metadata_fields,
     )
 
 
@@ -242,6 +246,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
         bm25 = lexical_index(ctx.loaded) if config.index.bm25 else None
         docs = ctx.loaded.dataset.data.table.select(["id", "title", "text"])
         manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, ctx.built_with)
+        metadata, manifest.metadata = ctx.metadata if ctx.metadata is not None else (None, {})
         version = write_version(
             ctx.index_dir,
             index,
@@ -252,6 +257,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
             bm25=bm25,
             center=center,
             calibration=calibration.arrays() if calibration else None,
+            metadata=metadata,
         )
     finally:
         remove_owned(scratch)
@@ -283,6 +289,10 @@ def build(
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:
         raise PipelineValueError(f"{input_path} holds no non-empty documents: nothing to index")
+    metadata = None  # typed now, so a field mixing types is refused before any encoding
+    if loaded.metadata_fields:
+        metadata = metadata_table(loaded.metadata_fields, loaded.dataset["metadata"], loaded.dataset["id"])
+        log.info("load: metadata " + ", ".join(f"{name} ({kind})" for name, kind in metadata[1].items()))
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
             log.info(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
@@ -296,7 +306,17 @@ def build(
             return encoder or HTPEncoder(config.encoder)
 
         ctx = BuildContext(
-            config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with
+            config,
+            input_path,
+            index_dir,
+            fields,
+            loaded,
+            keys,
+            store,
+            store.locate(),
+            loaded_encoder,
+            built_with,
+            metadata,
         )
         engine = ENGINES[config.engine]()
         reused = len(keys) - len(ctx.missing())

@@ -44,6 +44,7 @@ def _remote_hits(args: argparse.Namespace) -> list[Hit]:
         "q": args.question,
         **({"k": args.k} if args.k is not None else {}),
         **({"mode": args.mode} if args.mode else {}),
+        **({"where": args.where} if args.where else {}),
     }
     headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
     try:
@@ -64,7 +65,10 @@ def cmd_query(args: argparse.Namespace) -> None:
         from pipeline.searcher import Searcher
 
         config = _config(args.config) if args.config else None
-        hits = Searcher(Path(args.index_dir), config).search(args.question, args.k, args.mode)
+        from pipeline.filters import parse_where
+
+        searcher = Searcher(Path(args.index_dir), config)
+        hits = searcher.search(args.question, args.k, args.mode, parse_where(args.where))
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
         return
@@ -72,6 +76,8 @@ def cmd_query(args: argparse.Namespace) -> None:
     for hit in hits:
         print(f"{hit.rank:>4}  {hit.score:>7.4f}  {printable(hit.id):<28} {printable(hit.title)}")
         print(f"{'':>43}{printable(hit.snippet)}")
+        if hit.metadata:
+            print(f"{'':>43}{printable(json.dumps(hit.metadata, ensure_ascii=False))}")
 
 
 def printable(text: str) -> str:
@@ -175,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=SEARCH_MODES, help=f"{', '.join(SEARCH_MODES)} (default: search.mode)")
     p.add_argument("--config", help="check this configuration's encoder against the index and use its search settings")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\' (README "Metadata")')
     p.add_argument("--server", help="URL of a running `htp serve` to ask instead (API key from HTP_API_KEY)")
     p.set_defaults(run=cmd_query)
 

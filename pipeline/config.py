@@ -28,6 +28,14 @@ class DataConfig:
     id_field: str = "_id"
     title_field: str | None = "title"
     text_field: str = "text"
+    metadata_fields: tuple[str, ...] | str = ()  # fields kept beside the text for filters and hits, or "all"
+
+    def __post_init__(self) -> None:
+        fields = self.metadata_fields
+        if isinstance(fields, list):
+            object.__setattr__(self, "metadata_fields", tuple(fields))
+        elif fields != "all" and not isinstance(fields, tuple):
+            raise PipelineValueError(f"data.metadata_fields must be a list of field names or all, got {fields!r}")
 
 
 @dataclass(frozen=True)
@@ -236,9 +244,11 @@ class Config:
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain mapping (the encoder section as EncoderConfig.to_dict gives it)."""
+        """Plain mapping, as config.yaml spells it (the encoder section as EncoderConfig.to_dict gives it)."""
         out = asdict(self)
         out["encoder"] = self.encoder.to_dict()
+        if isinstance(self.data.metadata_fields, tuple):  # as YAML writes it: a list
+            out["data"]["metadata_fields"] = list(self.data.metadata_fields)
         return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from htp import HTPEncoder
@@ -33,6 +34,7 @@ class BuildContext:
     where: Located
     encoder: Callable[[], HTPEncoder]
     built_with: dict
+    metadata: tuple[pa.Table, dict[str, str]] | None = None  # the documents' metadata columns and their types
 
     def relocate(self) -> None:
         """Re-read where every stored document is (after shards were written)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -14,6 +14,7 @@ class Hit:
     score: float
     title: str
     snippet: str
+    metadata: dict = field(default_factory=dict)  # the document's metadata fields (data.metadata_fields)
 
 
 def snippet(text: str, width: int = 160) -> str:

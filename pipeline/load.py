@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -14,6 +14,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 
 from pipeline.errors import InputMissingError, PipelineValueError
+from pipeline.metadata import metadata_json
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 TEXT_FORMATS = {".jsonl", ".json", ".csv"}
@@ -37,6 +38,7 @@ class FieldNames:
     id_field: str = "id"
     title_field: str | None = "title"
     text_field: str = "text"
+    metadata: tuple[str, ...] | str = ()  # fields kept beside the text, or "all" (every field but id, title, text)
 
 
 BEIR_FIELDS = FieldNames(id_field="_id", title_field="title", text_field="text")
@@ -44,11 +46,13 @@ BEIR_FIELDS = FieldNames(id_field="_id", title_field="title", text_field="text")
 
 @dataclass
 class LoadResult:
-    """Validated documents (columns id, title, text: all strings), how many empty texts were skipped, and where from."""
+    """Validated documents (columns id, title, text: all strings, and `metadata`, one JSON object per document, when
+    metadata fields were asked for), how many empty texts were skipped, where from, and the metadata fields kept."""
 
     dataset: datasets.Dataset
     skipped_empty: int
     source: str
+    metadata_fields: tuple[str, ...] = ()
 
 
 def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None) -> LoadResult:
@@ -58,18 +62,38 @@ def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None
     raw = _read(file, fields, cache_dir)
     _check_fields(raw, file, fields)
     _check_utf8(raw, file)
+    kept = metadata_fields(fields, raw.column_names, file)
+    fields = replace(fields, metadata=kept)
     normalised = raw.map(
         normaliser(fields, file),
         batched=True,
         with_indices=True,
         remove_columns=raw.column_names,
-        features=OUTPUT,
+        features=datasets.Features({**OUTPUT, "metadata": datasets.Value("string")}) if kept else OUTPUT,
         cache_file_name=str(_cache_file(file, fields, cache_dir)),
         load_from_cache_file=False,
         desc="normalise",
     )
     _check_duplicates(normalised, file)
-    return LoadResult(normalised, len(raw) - len(normalised), source)
+    return LoadResult(normalised, len(raw) - len(normalised), source, kept)
+
+
+def metadata_fields(fields: FieldNames, columns: list[str], file: Path) -> tuple[str, ...]:
+    """The metadata fields to keep: those named (each must occur in the input), or with "all" every field but the
+    id, title and text fields."""
+    own = {fields.id_field, fields.title_field, fields.text_field}
+    if fields.metadata == "all":
+        return tuple(name for name in columns if name not in own)
+    named = tuple(fields.metadata)
+    clash = [name for name in named if name in own]
+    if clash:
+        raise DocumentError(f"data.metadata_fields names {clash}, which are the id, title or text fields")
+    missing = [name for name in named if name not in columns]
+    if missing:
+        raise DocumentError(
+            f"{file}: no record has the metadata field(s) {missing} (the records' fields: {', '.join(columns)})"
+        )
+    return named
 
 
 def iter_batches(dataset: datasets.Dataset, batch_size: int, start: int = 0) -> Iterator[dict[str, list]]:
@@ -217,8 +241,10 @@ def normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], lis
 
     def normalise(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         titles = batch[fields.title_field] if fields.title_field in batch else [None] * len(indices)
-        out: dict[str, list] = {"id": [], "title": [], "text": []}
-        for row, raw_id, title, text in zip(indices, batch[fields.id_field], titles, batch[fields.text_field]):
+        out: dict[str, list] = {"id": [], "title": [], "text": [], **({"metadata": []} if fields.metadata else {})}
+        for at, (row, raw_id, title, text) in enumerate(
+            zip(indices, batch[fields.id_field], titles, batch[fields.text_field])
+        ):
             doc_id = _doc_id(raw_id, row, file, fields)
             if text is None:
                 raise DocumentError(
@@ -234,6 +260,9 @@ def normaliser(fields: FieldNames, file: Path) -> Callable[[dict[str, list], lis
                 out["id"].append(doc_id)
                 out["title"].append("" if title is None else str(title))
                 out["text"].append(text)
+                if fields.metadata:
+                    values = {name: batch[name][at] for name in fields.metadata}
+                    out["metadata"].append(metadata_json(values, f"{file}: record {row + 1} (id {doc_id!r})"))
         return out
 
     return normalise

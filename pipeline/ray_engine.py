@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class ShardEncoder:
 def _keyed(fields: FieldNames, file: Path):
     """A Ray Data batch function: records to id/title/text strings (as `htp build` loads them), empty texts
     dropped, with each document's key."""
-    normalise = normaliser(fields, file)
+    normalise = normaliser(replace(fields, metadata=()), file)  # the workers encode; metadata stays with the build
 
     def keyed(batch: pa.Table) -> pa.Table:
         rows = normalise(batch.to_pydict(), list(range(batch.num_rows)))

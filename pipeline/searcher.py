@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from htp import EncoderConfig, HTPEncoder
 from htp.config import OPTIONAL_KEYS
+from indexes.store import Hits as Rankings
 from indexes.store import OpenIndex, open_index
+from pipeline import filters
 from pipeline.calibrated import Calibration
 from pipeline.config import Config, SearchConfig
 from pipeline.errors import PipelineValueError
@@ -71,28 +75,38 @@ class Searcher:
             self._encoder = HTPEncoder(self._encoder_config)
         return self._encoder
 
-    def dense(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        """Dense ranking: queries through the index's encoder, centering and calibration, then FAISS."""
+    def dense(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Rankings:
+        """Dense ranking: queries through the index's encoder, centering and calibration, then FAISS (among the
+        `allowed` documents when given)."""
         vectors = prepare(self.encoder.encode(queries, kind="query"), self.index.center)
         if self.calibration is not None:
             vectors = self.calibration.queries(vectors)
-        return self.index.search(vectors, k, nprobe=self.settings.nprobe, ef_search=self.settings.ef_search)
+        return self.index.search(vectors, k, self.settings.nprobe, self.settings.ef_search, allowed)
 
-    def lexical(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+    def lexical(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Rankings:
         """BM25 ranking over the index's own BM25 part."""
-        return self.index.search_bm25(queries, k)
+        return self.index.search_bm25(queries, k, allowed)
 
-    def hybrid(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        """Dense and BM25 candidates fused with `self.fusion`."""
+    def hybrid(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Rankings:
+        """Dense and BM25 candidates, each filtered the same way, fused with `self.fusion`."""
         depth = max(k, self.settings.candidates)
-        dense, lexical = self.dense(queries, depth), self.lexical(queries, depth)
+        dense, lexical = self.dense(queries, depth, allowed), self.lexical(queries, depth, allowed)
         return [
             fuse(d, b, self.fusion, k, self.settings.rrf_k, self.settings.bm25_weight) for d, b in zip(dense, lexical)
         ]
 
-    def rankings(self, queries: list[str], k: int, mode: str | None = None) -> list[list[tuple[str, float]]]:
-        """(id, score) lists per query in a mode of pipeline.modes (default: search.mode)."""
-        return getattr(self, search_mode(mode or self.settings.mode).ranker)(queries, k)
+    def allowed(self, where: dict | None) -> np.ndarray | None:
+        """The documents a `where` filter allows (pipeline.filters), or None for no filter."""
+        if where is None:
+            return None
+        return filters.allowed(where, self.index.metadata, self.index.manifest.metadata)
+
+    def rankings(self, queries: list[str], k: int, mode: str | None = None, where: dict | None = None) -> Rankings:
+        """(id, score) lists per query in a mode of pipeline.modes (default: search.mode), among the documents
+        `where` allows; filtering happens inside each ranker, before ranking, so k hits come back whenever k
+        documents match."""
+        ranker = getattr(self, search_mode(mode or self.settings.mode).ranker)
+        return ranker(queries, k, self.allowed(where))
 
     def modes(self) -> list[SearchMode]:
         """The modes this index can answer (those needing BM25 only when it has the part)."""
@@ -106,8 +120,8 @@ class Searcher:
             fresh._encoder = self._encoder
         return fresh
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
-        """Ranked hits with title and snippet for one query."""
+    def search(self, query: str, k: int | None = None, mode: str | None = None, where: dict | None = None) -> list[Hit]:
+        """Ranked hits with title, snippet and metadata for one query, among the documents `where` allows."""
         if not query.strip():
             raise PipelineValueError("the query is empty: give some words to search for")
         k = self.settings.k if k is None else k
@@ -115,14 +129,16 @@ class Searcher:
             raise PipelineValueError(f"k must be a whole number >= 1, got {k!r}")
         if mode is not None:
             search_mode(mode)
-        return self.hits(self.rankings([query], k, mode))[0]
+        return self.hits(self.rankings([query], k, mode, where))[0]
 
-    def hits(self, rankings: list[list[tuple[str, float]]]) -> list[list[Hit]]:
-        """Rankings -> hits with title and snippet, every ranking's documents read in one call."""
-        docs = {doc["id"]: doc for doc in self.index.documents(sorted({i for ranked in rankings for i, _ in ranked}))}
+    def hits(self, rankings: Rankings) -> list[list[Hit]]:
+        """Rankings -> hits with title, snippet and metadata, every ranking's documents read in one call."""
+        wanted = sorted({i for ranked in rankings for i, _ in ranked})
+        docs = {doc["id"]: doc for doc in self.index.documents(wanted)}
+        metadata = dict(zip(wanted, self.index.metadata_of(wanted)))
         return [
             [
-                Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"]))
+                Hit(rank, i, float(score), docs[i]["title"], snippet(docs[i]["text"]), metadata[i])
                 for rank, (i, score) in enumerate(ranked, 1)
             ]
             for ranked in rankings
@@ -130,7 +146,12 @@ class Searcher:
 
 
 def search(
-    index_dir: Path, query: str, k: int | None = None, mode: str | None = None, config: Config | None = None
+    index_dir: Path,
+    query: str,
+    k: int | None = None,
+    mode: str | None = None,
+    config: Config | None = None,
+    where: dict | None = None,
 ) -> list[Hit]:
-    """One-shot Python API: open, search, return hits."""
-    return Searcher(index_dir, config).search(query, k, mode)
+    """One-shot Python API: open, search, return hits (among the documents `where` allows, pipeline.filters)."""
+    return Searcher(index_dir, config).search(query, k, mode, where)

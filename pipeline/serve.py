@@ -4,6 +4,7 @@ arrive together encoded in one forward pass (micro-batching) and a hot swap to e
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Collection
@@ -20,6 +21,7 @@ from indexes.errors import IndexStoreError
 from indexes.store import current_version
 from pipeline.config import Config, ServeConfig
 from pipeline.errors import PipelineError
+from pipeline.filters import parse_where
 from pipeline.guard import Guard
 from pipeline.modes import MODES
 from pipeline.searcher import Searcher
@@ -31,6 +33,7 @@ class BatchRequest(BaseModel):
     queries: list[str] = Field(min_length=1)
     k: StrictInt | None = None  # `"k": true` or `"k": "3"` is refused, not read as a number
     mode: str | None = None
+    where: dict | None = None  # a metadata filter (pipeline.filters), the same for every query of the batch
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Job:
     query: str
     k: int
     mode: str
+    where: dict | None
     future: asyncio.Future
 
 
@@ -74,14 +78,14 @@ class MicroBatcher:
         self.worker: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def submit(self, searcher: Searcher, query: str, k: int, mode: str) -> list[dict]:
+    async def submit(self, searcher: Searcher, query: str, k: int, mode: str, where: dict | None) -> list[dict]:
         loop = asyncio.get_running_loop()
         queue = self.queue if self.loop is loop else None
         if queue is None:  # a queue and its worker belong to one event loop (a test client may start several)
             queue = asyncio.Queue()
             self.queue, self.loop = queue, loop
             self.worker = loop.create_task(self._run(queue))
-        job = Job(searcher, query, k, mode, loop.create_future())
+        job = Job(searcher, query, k, mode, where, loop.create_future())
         await queue.put(job)
         return await job.future
 
@@ -95,9 +99,10 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), left))
                 except TimeoutError:
                     break
-            groups: dict[tuple[int, str], list[Job]] = {}
-            for job in batch:  # one pass per (version, mode)
-                groups.setdefault((id(job.searcher), job.mode), []).append(job)
+            groups: dict[tuple[int, str, str], list[Job]] = {}
+            for job in batch:  # one pass per (version, mode, filter)
+                key = (id(job.searcher), job.mode, json.dumps(job.where, sort_keys=True))
+                groups.setdefault(key, []).append(job)
             for jobs in groups.values():
                 try:
                     ranked = await loop.run_in_executor(None, _rank, jobs)
@@ -114,9 +119,8 @@ def _rank(jobs: list[Job]) -> list[list[dict]]:
     never waits on the model, the indexes or docs.parquet."""
     searcher = jobs[0].searcher
     depth = max(job.k for job in jobs)
-    ranked = [
-        hits[: job.k] for job, hits in zip(jobs, searcher.rankings([job.query for job in jobs], depth, jobs[0].mode))
-    ]
+    rankings = searcher.rankings([job.query for job in jobs], depth, jobs[0].mode, jobs[0].where)
+    ranked = [hits[: job.k] for job, hits in zip(jobs, rankings)]
     return [[asdict(hit) for hit in hits] for hits in searcher.hits(ranked)]
 
 
@@ -168,12 +172,13 @@ def create_app(
     async def user_error(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, 400)
 
-    async def answer(queries: list[str], k: int | None, mode: str | None) -> dict:
+    async def answer(queries: list[str], k: int | None, mode: str | None, where: dict | None) -> dict:
         searcher = index.current()
         k, mode = k if k is not None else searcher.settings.k, mode or searcher.settings.mode
         _check(settings, queries, k, mode)
+        searcher.allowed(where)  # a bad filter is a 400 before any query is encoded
         began = time.perf_counter()
-        ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode) for q in queries))
+        ranked = await asyncio.gather(*(batcher.submit(searcher, q, k, mode, where) for q in queries))
         return {
             "version": searcher.index.path.name,
             "mode": mode,
@@ -183,15 +188,15 @@ def create_app(
         }
 
     @app.get("/search")
-    async def search_one(q: str, k: int | None = None, mode: str | None = None) -> dict:
-        """Ranked hits for one query."""
-        out = await answer([q], k, mode)
+    async def search_one(q: str, k: int | None = None, mode: str | None = None, where: str | None = None) -> dict:
+        """Ranked hits for one query (`where`: a metadata filter as JSON)."""
+        out = await answer([q], k, mode, parse_where(where))
         return {**{key: out[key] for key in ("version", "mode", "k", "took_ms")}, **out["results"][0]}
 
     @app.post("/search")
     async def search_many(body: BatchRequest) -> dict:
         """Ranked hits for each query of a batch."""
-        return await answer(body.queries, body.k, body.mode)
+        return await answer(body.queries, body.k, body.mode, body.where)
 
     @app.get("/documents/{doc_id:path}")  # ids may hold "/"
     def document(doc_id: str) -> dict:
