@@ -19,6 +19,7 @@ from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
 from htp.models import dtype_name, load_model, pick_device, pick_dtype
+from htp.outputs import converted, quantised
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
@@ -233,13 +234,63 @@ class HTPEncoder:
 
     def encode(
         self,
-        texts: Sequence[str],
-        kind: str = "document",
+        texts: str | Sequence[str],
+        kind: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
-    ) -> np.ndarray:
-        """Embed texts as [n, dimension] float32, L2-normalised, in input order."""
-        return self.encode_layers(texts, [self.exit_layer], kind, batch_size, show_progress)[0]
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        precision: str = "float32",
+        output_value: str | None = "sentence_embedding",
+        device: str | None = None,
+        truncate_dim: int | None = None,
+    ) -> Any:
+        """Embed texts as [n, dimension] float32, L2-normalised, in input order; `kind` "document" (default) or
+        "query" (the query prompt).
+
+        The keyword arguments are sentence-transformers' `encode` ones with the same meaning: `prompt_name`
+        ("query" or "document") is `kind` by its name there; a single string gives a 1-D result;
+        `convert_to_tensor`, `convert_to_numpy` and `precision` (float32, int8, uint8, binary, ubinary) shape
+        the output; vectors are always unit length, so `normalize_embeddings` changes nothing (as for a
+        sentence-transformers model ending in Normalize). What cannot apply is refused: a free `prompt` (HTP's
+        prompts are vector settings of an index), another `device` than the loaded model's, `truncate_dim`,
+        an `output_value` other than sentence embeddings."""
+        if prompt is not None:
+            raise EncoderValueError(
+                "prompt= is not taken: the query and document prompts are vector settings "
+                "(encoder.query_prompt, encoder.document_prompt); pass prompt_name instead"
+            )
+        if device is not None and torch.device(device) != self.device:
+            raise EncoderValueError(f"the model is loaded on {self.device}; choose the device in EncoderConfig")
+        if truncate_dim is not None:
+            raise EncoderValueError("truncate_dim is not taken: HTP vectors are not trained to be cut short")
+        if output_value != "sentence_embedding":
+            raise EncoderValueError(f"output_value {output_value!r} is not offered: only sentence_embedding")
+        if prompt_name is not None and kind is not None and prompt_name != kind:
+            raise EncoderValueError(f"kind {kind!r} and prompt_name {prompt_name!r} disagree; give one of them")
+        chosen = prompt_name or kind or "document"
+        single = isinstance(texts, str)
+        progress = show_progress if show_progress_bar is None else show_progress_bar
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        vectors = self.encode_layers(batch, [self.exit_layer], chosen, batch_size, progress)[0]
+        return converted(quantised(vectors, precision), single, convert_to_tensor, convert_to_numpy)
+
+    def encode_query(self, sentences: str | Sequence[str], **options: Any) -> Any:
+        """`encode` with the query prompt (sentence-transformers' encode_query)."""
+        return self.encode(sentences, prompt_name="query", **options)
+
+    def encode_document(self, sentences: str | Sequence[str], **options: Any) -> Any:
+        """`encode` as a document (sentence-transformers' encode_document)."""
+        return self.encode(sentences, prompt_name="document", **options)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The vectors' dimension (the decoder's hidden size)."""
+        return self.dimension
 
     def encode_layers(
         self,

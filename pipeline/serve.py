@@ -24,6 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.filters import parse_where
 from pipeline.guard import Guard
 from pipeline.modes import MODES
+from pipeline.openai_api import embeddings_router
 from pipeline.searcher import Searcher
 
 
@@ -216,6 +217,8 @@ def create_app(
             "modes": [{"name": m.name, "description": m.description} for m in live.modes()],
             "default_mode": live.settings.mode,
         }
+
+    app.include_router(embeddings_router(index.current, settings))
 
     @app.get("/health")
     def health() -> dict:

@@ -21,14 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from conftest import write_corpus
+from indexes.store import open_index
 from pipeline import serve
 from pipeline.build import build
 from pipeline.config import Config
 from pipeline.guard import Guard
+from pipeline.searcher import Searcher
 from pipeline.serve import create_app
 
 
@@ -403,3 +406,25 @@ def test_the_search_page_in_a_real_browser_shows_ranked_results(served, tmp_path
         assert not any("s3cret" in address for address, _ in asked)
         assert all(sent == "s3cret" for address, sent in asked if "/search" in address or "/documents/" in address)
         browser.close()
+
+
+def test_the_openai_client_gets_the_encoder_s_vectors_from_v1_embeddings(served):
+    from openai import OpenAI
+
+    config, index_dir = served
+    texts = ["protein market report", "the cat sat on the mat"]
+    encoder = Searcher(index_dir, config).encoder
+    with serving(index_dir) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="unused on loopback without a key")
+        answer = client.embeddings.create(input=texts, model="anything")  # the client asks for base64
+        got = np.array([item.embedding for item in answer.data], dtype=np.float32)
+        assert np.allclose(got, encoder.encode(texts, kind="document"), atol=1e-4)
+        assert answer.model == open_index(index_dir).manifest.model and answer.usage.prompt_tokens > 0
+        query = client.embeddings.create(
+            input=texts[0], model="htp", encoding_format="float", extra_body={"input_type": "query"}
+        )
+        assert np.allclose(query.data[0].embedding, encoder.encode(texts[0], kind="query"), atol=1e-4)
+        wrong = httpx.post(f"{url}/v1/embeddings", json={"input": "x", "dimensions": 3}, timeout=30)
+        assert wrong.status_code == 400 and "dimensions must be" in wrong.json()["detail"]
+        tokens = httpx.post(f"{url}/v1/embeddings", json={"input": [[1, 2, 3]]}, timeout=30)
+        assert tokens.status_code == 422  # token arrays are refused
