@@ -13,6 +13,7 @@ from indexes.factory import faiss_reason
 from indexes.params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 
 EF_CONSTRUCTION = 80
+EXACT_ROWS = 4096  # an HNSW search filtered to at most this many rows scores them all instead (exact, and faster)
 
 
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:
@@ -83,7 +84,8 @@ def search_faiss(
 
     nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW. `allowed`
     (a bool per row) restricts the search to those rows inside FAISS (an IDSelector), so k hits come back whenever
-    k rows are allowed: a query that finds fewer is searched again exhaustively (every IVF list, HNSW's whole graph).
+    k rows are allowed: a query that finds fewer is searched again exhaustively (every IVF list, HNSW's whole graph),
+    and an HNSW search allowed at most EXACT_ROWS rows scores those rows exactly instead.
     """
     if k < 1:
         raise IndexValueError(f"k must be at least 1, got {k}")
@@ -102,7 +104,10 @@ def search_faiss(
         if hnsw:
             space.set_index_parameter(index, "efSearch", ef)
         return index.search(queries, k)
-    bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+    allowed = np.asarray(allowed, dtype=bool)
+    if hnsw and np.count_nonzero(allowed) <= EXACT_ROWS:  # few matches: exact over them beats walking the graph
+        return _exact(index, queries, k, np.flatnonzero(allowed))
+    bitmap = np.packbits(allowed, bitorder="little")
     selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
     scores, rows = index.search(queries, k, params=_params(index, selector, probes, ef, hnsw))
     wanted = min(k, int(np.count_nonzero(allowed)))
@@ -111,6 +116,18 @@ def search_faiss(
         exhaustive = _params(index, selector, ivf.nlist if ivf is not None else 0, index.ntotal, hnsw)
         scores[short], rows[short] = index.search(queries[short], k, params=exhaustive)
     return scores, rows
+
+
+def _exact(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k over the given rows by their stored vectors (reconstructed from the index), padded with -1."""
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if len(rows):
+        products = queries @ index.reconstruct_batch(rows).T
+        top = np.argsort(-products, axis=1, kind="stable")[:, :k]
+        scores[:, : top.shape[1]] = np.take_along_axis(products, top, axis=1)
+        found[:, : top.shape[1]] = rows[top]
+    return scores, found
 
 
 def _params(index: faiss.Index, selector: faiss.IDSelector, nprobe: int, ef: int, hnsw: bool) -> Any:

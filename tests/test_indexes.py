@@ -274,3 +274,21 @@ def test_older_manifest_formats_are_read_through_one_upgrade():
     assert upgrade_manifest({"format": FORMAT, "parts": ["faiss"]}) == {"format": FORMAT, "parts": ["faiss"]}
     with pytest.raises(ValueError, match=f"manifest format {FORMAT + 1} is not one this version of htp-index reads"):
         upgrade_manifest({"format": FORMAT + 1})
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF32,Flat", "IVF32,PQ8", "HNSW16", "OPQ8,IVF32,PQ8"])
+@pytest.mark.parametrize("exact_rows", [0, 4096])  # HNSW walking its graph with the selector, or scoring the rows
+def test_a_filtered_faiss_search_returns_k_allowed_rows(factory, exact_rows, monkeypatch):
+    import indexes.faiss_index as faiss_index
+
+    monkeypatch.setattr(faiss_index, "EXACT_ROWS", exact_rows)
+    vectors, queries = clustered(3000), clustered(8, seed=5)
+    index = build_faiss(factory, DIM, [vectors], vectors)
+    for share in (0.005, 0.1, 0.6):
+        allowed = np.random.default_rng(1).random(3000) < share
+        scores, rows = search_faiss(index, queries, 10, nprobe=1, ef_search=16, allowed=allowed)
+        assert (rows >= 0).sum(axis=1).tolist() == [min(10, int(allowed.sum()))] * 8, (factory, share)
+        assert allowed[rows[rows >= 0]].all()
+        if factory == "Flat" or (factory == "HNSW16" and exact_rows and share < 0.1):  # exact: the best, in order
+            truth = np.flatnonzero(allowed)[np.argsort(-(vectors[allowed] @ queries.T), axis=0)[:10].T]
+            assert np.array_equal(rows, truth)
