@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class EncodeStats:
     sequence_tokens: int = 0
     computed_positions: int = 0
     truncated: int = 0
+    seconds: float = 0.0  # in forward passes
 
 
 _LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
@@ -316,8 +318,10 @@ class HTPEncoder:
         desc = "encode queries" if kind == "query" else "encode documents"
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
             for batch in batches:
+                began = time.perf_counter()
                 vectors = self.forward([layouts[i] for i in batch], counts)
                 out[:, batch] = vectors.cpu().numpy()
+                self.stats.seconds += time.perf_counter() - began
                 bar.update(len(batch))
         self.stats.texts += len(texts)
         self.stats.truncated += sum(layout.truncated for layout in layouts)

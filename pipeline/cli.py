@@ -121,6 +121,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # app's guard (serve.max_concurrency), not by uvicorn, whose limit counts idle connections too.
     hosts = LOOPBACK_HOSTS if api_key is None and host_name(args.host) in LOOPBACK_HOSTS else None
     app = create_app(Path(args.index_dir), config, api_key, hosts)
+    if config is not None and config.serve.access_log:  # the access lines alone, bare, on stderr
+        lines = logging.StreamHandler(sys.stderr)
+        lines.setFormatter(logging.Formatter("%(message)s"))
+        access = logging.getLogger("htp.access")
+        access.setLevel(logging.INFO)
+        access.addHandler(lines)
+        access.propagate = False
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
 
 

@@ -115,6 +115,7 @@ class ServeConfig:
     max_concurrency: int = 64
     batch_wait_ms: float = 5.0
     batch_size: int = 32
+    access_log: bool = False  # one JSON line per request on the htp.access logger (stderr)
 
     def __post_init__(self) -> None:
         if (

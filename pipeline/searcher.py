@@ -83,6 +83,10 @@ class Searcher:
             vectors = self.calibration.queries(vectors)
         return self.index.search(vectors, k, self.settings.nprobe, self.settings.ef_search, allowed)
 
+    def encoder_seconds(self) -> float:
+        """Forward-pass seconds this searcher's encoder has spent so far (0 before it is loaded)."""
+        return self._encoder.stats.seconds if self._encoder is not None else 0.0
+
     def lexical(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Rankings:
         """BM25 ranking over the index's own BM25 part."""
         return self.index.search_bm25(queries, k, allowed)

@@ -13,8 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from pydantic import BaseModel, Field, StrictInt
+from starlette.types import ASGIApp
 
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
@@ -24,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.filters import parse_where
 from pipeline.guard import Guard
 from pipeline.modes import MODES
+from pipeline.observe import Observer
 from pipeline.openai_api import embeddings_router
 from pipeline.searcher import Searcher
 
@@ -73,8 +76,8 @@ class MicroBatcher:
     """Queries that arrive within `wait_ms` of the first are searched together, at most `size` at a time, so
     concurrent clients share forward passes instead of queueing one pass each."""
 
-    def __init__(self, wait_ms: float, size: int) -> None:
-        self.wait, self.size = wait_ms / 1000, size
+    def __init__(self, wait_ms: float, size: int, observer: Observer) -> None:
+        self.wait, self.size, self.observer = wait_ms / 1000, size, observer
         self.queue: asyncio.Queue[Job] | None = None
         self.worker: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -106,7 +109,8 @@ class MicroBatcher:
                 groups.setdefault(key, []).append(job)
             for jobs in groups.values():
                 try:
-                    ranked = await loop.run_in_executor(None, _rank, jobs)
+                    self.observer.batch.observe(len(jobs))
+                    ranked = await loop.run_in_executor(None, _rank, jobs, self.observer)
                 except Exception as err:  # noqa: BLE001 - handed to every waiting request, which reports it
                     for job in jobs:
                         job.future.set_exception(err)
@@ -115,12 +119,15 @@ class MicroBatcher:
                     job.future.set_result(hits)
 
 
-def _rank(jobs: list[Job]) -> list[list[dict]]:
+def _rank(jobs: list[Job], observer: Observer) -> list[list[dict]]:
     """One batch's hits with their documents, read in one call: run in a worker thread, so the event loop
     never waits on the model, the indexes or docs.parquet."""
     searcher = jobs[0].searcher
     depth = max(job.k for job in jobs)
+    forward = searcher.encoder_seconds()
     rankings = searcher.rankings([job.query for job in jobs], depth, jobs[0].mode, jobs[0].where)
+    if searcher.encoder_seconds() > forward:  # BM25-only batches run no forward pass
+        observer.forward.observe(searcher.encoder_seconds() - forward)
     ranked = [hits[: job.k] for job, hits in zip(jobs, rankings)]
     return [[asdict(hit) for hit in hits] for hits in searcher.hits(ranked)]
 
@@ -152,13 +159,14 @@ def create_app(
     config: Config | None = None,
     api_key: str | None = None,
     allowed_hosts: Collection[str] | None = None,
-) -> Guard:
+) -> ASGIApp:
     """The service over the index at `index_dir`, inside its Guard: every endpoint but the page needs `api_key`
     (header X-API-Key) when one is given, and only `allowed_hosts`
     are served when given (None: any Host)."""
     settings = (config or Config()).serve
     index = Index(Path(index_dir), config)
-    batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size)
+    observer = Observer(settings.access_log)
+    batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size, observer)
     # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
     app = FastAPI(
         title="htp-index",
@@ -234,6 +242,14 @@ def create_app(
         """The search page."""
         return resources.files("pipeline").joinpath("search.html").read_text(encoding="utf-8")
 
-    return Guard(
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus metrics: requests by endpoint and status, latencies, batch sizes, forward-pass time, the
+        live version and its documents."""
+        live = index.current()
+        return Response(observer.render(live.index.path.name, len(live.index.doc_ids)), media_type=METRICS_TYPE)
+
+    guarded = Guard(
         app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts, settings.max_body_seconds
     )
+    return observer.around(guarded)

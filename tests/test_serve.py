@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import select
@@ -428,3 +429,30 @@ def test_the_openai_client_gets_the_encoder_s_vectors_from_v1_embeddings(served)
         assert wrong.status_code == 400 and "dimensions must be" in wrong.json()["detail"]
         tokens = httpx.post(f"{url}/v1/embeddings", json={"input": [[1, 2, 3]]}, timeout=30)
         assert tokens.status_code == 422  # token arrays are refused
+
+
+def test_metrics_count_requests_batches_and_forward_passes(served, caplog):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config, index_dir = served
+    logged = replace(config, serve=replace(config.serve, access_log=True))
+    caplog.set_level(logging.INFO, logger="htp.access")
+    with TestClient(create_app(index_dir, logged)) as client:
+        for mode in ("dense", "bm25", "dense"):
+            assert client.get("/search", params={"q": "secret words", "mode": mode}).status_code == 200
+        assert client.get("/search", params={"q": "x", "mode": "nope"}).status_code == 400
+        assert client.get("/documents/no/such/doc").status_code == 404
+        text = client.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("htp_requests_total", (("endpoint", "/search"), ("status", "200")))] == 3
+    assert samples[("htp_requests_total", (("endpoint", "/search"), ("status", "400")))] == 1
+    assert samples[("htp_requests_total", (("endpoint", "/documents"), ("status", "404")))] == 1
+    assert samples[("htp_request_seconds_count", (("endpoint", "/search"),))] == 4
+    assert samples[("htp_batch_queries_count", ())] == 3 and samples[("htp_forward_seconds_count", ())] == 2
+    assert samples[("htp_index_documents", ())] == 20
+    version = open_index(index_dir).path.name
+    assert samples[("htp_index_version", (("version", version),))] == 1
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "htp.access"]
+    assert [line["status"] for line in lines[:5]] == [200, 200, 200, 400, 404]
+    assert lines[0]["path"] == "/search" and not any("secret" in json.dumps(line) for line in lines)
