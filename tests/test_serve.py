@@ -443,8 +443,11 @@ def test_metrics_count_requests_batches_and_forward_passes(served, caplog):
         assert client.get("/search", params={"q": "x", "mode": "nope"}).status_code == 400
         assert client.get("/documents/no/such/doc").status_code == 404
         text = client.get("/metrics").text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("htp_requests_total", (("endpoint", "/search"), ("status", "200")))] == 3
     assert samples[("htp_requests_total", (("endpoint", "/search"), ("status", "400")))] == 1
     assert samples[("htp_requests_total", (("endpoint", "/documents"), ("status", "404")))] == 1
