@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     queries = vectors[picks] + rng.normal(0, 0.05, size=(args.queries, vectors.shape[1])).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     texts = [doc["title"] or doc["text"][:60] for doc in index.documents([index.ids[p] for p in picks])]
-    indexes = {"Flat": build_faiss("Flat", vectors.shape[1], [vectors], None), index.manifest.factory: index.faiss}
+    indexes = {
+        "Flat": build_faiss("Flat", vectors.shape[1], [vectors], None),
+        "IVF1024,Flat": build_faiss("IVF1024,Flat", vectors.shape[1], [vectors], vectors[::2]),
+        index.manifest.factory: index.faiss,
+    }
     rows = []
     for factory, faiss_index in indexes.items():
         for share, where in {"none": None, **FILTERS}.items():
