@@ -1,0 +1,1 @@
+"""Adapters to other tools' interfaces (each imports its tool only when used)."""
