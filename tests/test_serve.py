@@ -199,9 +199,9 @@ def test_concurrent_queries_share_forward_passes(served, monkeypatch):
     batches: list[int] = []
     rank = serve._rank
 
-    def counting(jobs):
+    def counting(jobs, *rest):
         batches.append(len(jobs))
-        return rank(jobs)
+        return rank(jobs, *rest)
 
     monkeypatch.setattr(serve, "_rank", counting)
     with TestClient(create_app(index_dir, slow)) as client:
