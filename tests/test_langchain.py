@@ -16,11 +16,19 @@ from pipeline.searcher import Searcher
 
 @pytest.fixture
 def indexed(config, tmp_path):
-    rows = [{"_id": f"man/{i}", "title": f"Page {i}", "text": f"Protein market report number {i}. The cat sat.",
-             "section": i % 3} for i in range(12)]
+    rows = [
+        {
+            "_id": f"man/{i}",
+            "title": f"Page {i}",
+            "text": f"Protein market report number {i}. The cat sat.",
+            "section": i % 3,
+        }
+        for i in range(12)
+    ]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    chosen = replace(config, index=replace(config.index, calibrate=False),
-                     data=replace(config.data, metadata_fields=("section",)))
+    chosen = replace(
+        config, index=replace(config.index, calibrate=False), data=replace(config.data, metadata_fields=("section",))
+    )
     build(chosen, tmp_path / "corpus.jsonl", tmp_path / "index")
     return chosen, tmp_path / "index"
 
