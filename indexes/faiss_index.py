@@ -16,6 +16,7 @@ EF_CONSTRUCTION = 80
 # An HNSW search filtered to at most this many rows scores them all instead: exact, and faster (benchmarks/filters:
 # at 100k documents, 30,000 matching rows take 4.3 ms exactly; the filtered graph walk lost recall below 30%).
 EXACT_ROWS = 32_768
+MAX_EF = 4096  # the most a filter may widen HNSW's efSearch to: a client's filter cannot buy unbounded work
 
 
 def build_faiss(factory: str, dim: int, batches: Iterable[np.ndarray], train_sample: np.ndarray | None) -> faiss.Index:
@@ -87,8 +88,9 @@ def search_faiss(
     nprobe defaults to 16 (capped at the list count) for IVF indexes, efSearch to max(128, k) for HNSW. `allowed`
     (a bool per row) restricts the search to those rows inside FAISS (an IDSelector), so k hits come back whenever
     k rows are allowed: nprobe and efSearch grow as the filter thins the index out, a query that still finds fewer
-    is searched again exhaustively (every IVF list, HNSW's whole graph), and an HNSW search allowed at most
-    EXACT_ROWS rows scores those rows exactly instead.
+    is searched again exhaustively (every IVF list; for HNSW, the matching rows scored exactly), an HNSW search
+    allowed at most EXACT_ROWS rows scores those rows exactly at once, and so does an index type whose search
+    takes no parameters (PQ, refine).
     """
     if k < 1:
         raise IndexValueError(f"k must be at least 1, got {k}")
@@ -108,34 +110,45 @@ def search_faiss(
             space.set_index_parameter(index, "efSearch", ef)
         return index.search(queries, k)
     allowed = np.asarray(allowed, dtype=bool)
+    if allowed.shape != (index.ntotal,):
+        raise IndexValueError(f"the filter mask has {allowed.size} entries for an index of {index.ntotal} rows")
     matching = int(np.count_nonzero(allowed))
     if hnsw and matching <= EXACT_ROWS:  # scoring the matches beats walking a graph that is mostly filtered out
         return _exact(index, queries, k, np.flatnonzero(allowed))
-    # A filter leaves a share of each list or neighbourhood: search as many more of them as it thins out.
+    # A filter leaves a share of each list or neighbourhood: search as many more of them as it thins out (bounded).
     thinning = index.ntotal / max(matching, 1)
     probes = min(ivf.nlist, int(np.ceil(probes * thinning))) if ivf is not None else 0
-    ef = min(index.ntotal, int(np.ceil(ef * thinning)))
+    ef = min(index.ntotal, MAX_EF, max(ef, int(np.ceil(ef * thinning))))
     bitmap = np.packbits(allowed, bitorder="little")
-    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
-    scores, rows = index.search(queries, k, params=_params(index, selector, probes, ef, hnsw))
-    wanted = min(k, int(np.count_nonzero(allowed)))
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # its size is in bytes
+    try:
+        scores, rows = index.search(queries, k, params=_params(index, selector, probes, ef, hnsw))
+    except RuntimeError:  # an index type whose search takes no parameters (PQ, refine): score the matches
+        return _exact(index, queries, k, np.flatnonzero(allowed))
+    wanted = min(k, matching)
     short = np.flatnonzero((rows >= 0).sum(axis=1) < wanted)
-    if len(short) and (ivf is not None or hnsw):
-        exhaustive = _params(index, selector, ivf.nlist if ivf is not None else 0, index.ntotal, hnsw)
+    if len(short) and ivf is not None:
+        exhaustive = _params(index, selector, ivf.nlist, 0, False)
         scores[short], rows[short] = index.search(queries[short], k, params=exhaustive)
+    elif len(short) and hnsw:  # the graph walk came back short: score the matching rows, a bounded amount of work
+        scores[short], rows[short] = _exact(index, queries[short], k, np.flatnonzero(allowed))
     return scores, rows
 
 
 def _exact(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k over the given rows by their stored vectors (reconstructed from the index), padded with -1."""
+    """Top-k over the given rows by their stored vectors (reconstructed from the index EXACT_ROWS at a time, so
+    memory stays bounded), padded with -1."""
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     found = np.full((len(queries), k), -1, dtype=np.int64)
-    if len(rows):
-        products = queries @ index.reconstruct_batch(rows).T
-        top = np.argsort(-products, axis=1, kind="stable")[:, :k]
-        scores[:, : top.shape[1]] = np.take_along_axis(products, top, axis=1)
-        found[:, : top.shape[1]] = rows[top]
-    return scores, found
+    for start in range(0, len(rows), EXACT_ROWS):
+        chunk = rows[start : start + EXACT_ROWS]
+        products = queries @ index.reconstruct_batch(chunk).T
+        merged_scores = np.concatenate([scores, products], axis=1)
+        merged_rows = np.concatenate([found, np.broadcast_to(chunk, products.shape)], axis=1)
+        top = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        scores, found = np.take_along_axis(merged_scores, top, axis=1), np.take_along_axis(merged_rows, top, axis=1)
+    found[~np.isfinite(scores)] = -1
+    return scores.astype(np.float32), found
 
 
 def _params(index: faiss.Index, selector: faiss.IDSelector, nprobe: int, ef: int, hnsw: bool) -> Any:
