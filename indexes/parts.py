@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexes.errors import IndexValueError
+from indexes.errors import damaged, one_line
 from indexes.lexical import load_bm25, save_bm25
 from indexes.ondisk import IVF_DATA, read_index
 
@@ -46,10 +46,6 @@ class Part(Protocol):
         """Read it back, refusing (IndexValueError) a value that does not fit `shape`."""
 
 
-def _refused(path: Path, why: str) -> IndexValueError:
-    return IndexValueError(f"{path} is damaged ({why}): rebuild the index with `htp build`")
-
-
 class DenseIndex:
     """The FAISS index; the value is (index, lists file or None): an on-disk IVF index's lists are moved in."""
 
@@ -66,7 +62,7 @@ class DenseIndex:
     def load(self, folder: Path, shape: Shape) -> faiss.Index:
         index = read_index(folder / self.path, on_disk=(folder / IVF_DATA).is_file())
         if (index.ntotal, index.d) != (shape.count, shape.dimension):
-            raise _refused(
+            raise damaged(
                 folder / "manifest.json",
                 f"it says {shape.count} vectors of dimension {shape.dimension}, "
                 f"index.faiss holds {index.ntotal} of dimension {index.d}",
@@ -87,7 +83,7 @@ class Center:
     def load(self, folder: Path, shape: Shape) -> np.ndarray:
         center = np.load(folder / self.path)
         if center.shape != (shape.dimension,):
-            raise _refused(folder / self.path, f"shape {center.shape}, the index has dimension {shape.dimension}")
+            raise damaged(folder / self.path, f"shape {center.shape}, the index has dimension {shape.dimension}")
         return center
 
 
@@ -104,7 +100,7 @@ class Lexical:
     def load(self, folder: Path, shape: Shape) -> Any:
         model = load_bm25(folder / self.path)
         if int(model.scores["num_docs"]) != shape.documents:
-            raise _refused(
+            raise damaged(
                 folder / self.path, f"it holds {int(model.scores['num_docs'])} documents, the index {shape.documents}"
             )
         return model
@@ -125,7 +121,7 @@ class CalibrationArrays:
             arrays = {name: stored[name] for name in stored.files}
         wrong = {name: a.shape for name, a in arrays.items() if set(a.shape) != {shape.dimension}}
         if wrong:
-            raise _refused(folder / self.path, f"arrays of shape {wrong}, the index has dimension {shape.dimension}")
+            raise damaged(folder / self.path, f"arrays of shape {wrong}, the index has dimension {shape.dimension}")
         return arrays
 
 
@@ -143,9 +139,9 @@ class MetadataColumns:
         try:
             table = pq.read_table(folder / self.path, page_checksum_verification=True)
         except (OSError, pa.ArrowException) as err:
-            raise _refused(folder / self.path, " ".join(str(err).split())[:200]) from err
+            raise damaged(folder / self.path, one_line(err)) from err
         if table.num_rows != shape.documents:
-            raise _refused(folder / self.path, f"{table.num_rows} rows for {shape.documents} documents")
+            raise damaged(folder / self.path, f"{table.num_rows} rows for {shape.documents} documents")
         return table
 
 

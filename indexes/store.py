@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexes.durable import fsync, write_atomically
-from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError
+from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError, damaged, one_line
 from indexes.faiss_index import search_faiss
 from indexes.lexical import search_bm25
 from indexes.owned import OWNED, mark_owned, remove_owned, written_here
@@ -312,11 +312,11 @@ class OpenIndex:
         self.manifest = manifest
         unknown = [name for name in manifest.parts if name not in PARTS]
         if unknown or "faiss" not in manifest.parts:
-            raise _damaged(path / MANIFEST, f"its parts {manifest.parts} are not ones this version of indexes/ reads")
+            raise damaged(path / MANIFEST, f"its parts {manifest.parts} are not ones this version of indexes/ reads")
         parts = [PARTS[name] for name in manifest.parts]
         unlisted = [part.path for part in parts if not any(_under(rel, part.path) for rel in manifest.checksums)]
         if unlisted:
-            raise _damaged(path / MANIFEST, f"it names {', '.join(unlisted)} but lists no checksum for it")
+            raise damaged(path / MANIFEST, f"it names {', '.join(unlisted)} but lists no checksum for it")
         for rel in manifest.checksums:  # docs.parquet is checked page by page as it is read
             if rel != "docs.parquet":
                 self._checked(rel)
@@ -328,7 +328,7 @@ class OpenIndex:
         try:
             ids = pq.read_table(path / "ids.parquet")
         except (OSError, pa.ArrowException) as err:
-            raise _damaged(path / "ids.parquet", " ".join(str(err).split())[:200]) from err
+            raise damaged(path / "ids.parquet", one_line(err)) from err
         self.ids: list[str] = ids.column("id").to_pylist()
         self.doc_ids = row_documents(self.ids) if manifest.window_tokens is not None else self.ids
         self.parts: dict[str, Any] = {
@@ -336,7 +336,7 @@ class OpenIndex:
         }
         self.faiss: faiss.Index = self.parts["faiss"]
         if len(self.ids) != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
-            raise _damaged(
+            raise damaged(
                 path / "ids.parquet",
                 f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) for {self.faiss.ntotal} vectors",
             )
@@ -345,7 +345,7 @@ class OpenIndex:
         self.calibration_arrays: dict[str, np.ndarray] = self.parts.get("calibration", {})
         self._docs = pq.ParquetFile(path / "docs.parquet", memory_map=True, page_checksum_verification=True)
         if self._docs.metadata.num_rows != len(self.doc_ids):
-            raise _damaged(
+            raise damaged(
                 path / "docs.parquet", f"{self._docs.metadata.num_rows} documents for {len(self.doc_ids)} ids"
             )
 
@@ -355,7 +355,7 @@ class OpenIndex:
         for rel, opened in self._mapped.items():
             now = _identity(self.path / rel)
             if now is not None and opened is not None and now[0] == opened[0] and now[1] != opened[1]:
-                raise _damaged(self.path / rel, f"{now[1]} bytes now, {opened[1]} when it was opened")
+                raise damaged(self.path / rel, f"{now[1]} bytes now, {opened[1]} when it was opened")
 
     def _checked(self, rel: str) -> Path:
         """A file that is loaded whole, after checking its SHA-256 against the manifest; a file this process already
@@ -366,7 +366,7 @@ class OpenIndex:
         key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
         if expected is not None and _VERIFIED.get(key) != expected:
             if _sha256(path) != expected:
-                raise _damaged(path, "checksum mismatch")
+                raise damaged(path, "checksum mismatch")
             _VERIFIED[key] = expected
         return path
 
@@ -457,7 +457,7 @@ class OpenIndex:
         try:
             table = self._docs.read_row_groups(wanted.tolist(), columns=DOC_COLUMNS)
         except (OSError, pa.ArrowException) as err:
-            raise _damaged(self.path / "docs.parquet", " ".join(str(err).split())[:200]) from err
+            raise damaged(self.path / "docs.parquet", one_line(err)) from err
         return table.take(wanted_starts[np.searchsorted(wanted, groups)] + rows - starts[groups]).to_pylist()
 
 
@@ -480,10 +480,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_size
 
 
-def _damaged(path: Path, why: str) -> IndexValueError:
-    return IndexValueError(f"{path} is damaged ({why}): rebuild the index with `htp build`")
-
-
 def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
     """Open the current version read-only, checking it on the way (see OpenIndex); `verify` also re-hashes every
     file against its manifest checksum, BM25 arrays and docs included (what `htp verify` does)."""
@@ -499,18 +495,18 @@ def open_index(index_dir: Path, verify: bool = False) -> OpenIndex:
             "rebuild the index with `htp build`"
         )
     if manifest_sha256 is not None and _sha256(path / MANIFEST) != manifest_sha256:
-        raise _damaged(path / MANIFEST, "it changed after the build; its checksum is in CURRENT")
+        raise damaged(path / MANIFEST, "it changed after the build; its checksum is in CURRENT")
     try:
         manifest = Manifest.from_json((path / MANIFEST).read_text())
     except json.JSONDecodeError as err:
-        raise _damaged(path / MANIFEST, f"not JSON: {err}") from err
+        raise damaged(path / MANIFEST, f"not JSON: {err}") from err
     for rel in manifest.checksums:
         if not (path / rel).is_file():
             raise IndexMissingError(f"{path / rel} is missing from the index: rebuild it with `htp build`")
         if rel in manifest.sizes and (path / rel).stat().st_size != manifest.sizes[rel]:
-            raise _damaged(path / rel, f"{(path / rel).stat().st_size} bytes, the build wrote {manifest.sizes[rel]}")
+            raise damaged(path / rel, f"{(path / rel).stat().st_size} bytes, the build wrote {manifest.sizes[rel]}")
     if verify:
         for rel, expected in manifest.checksums.items():
             if _sha256(path / rel) != expected:
-                raise _damaged(path / rel, "checksum mismatch")
+                raise damaged(path / rel, "checksum mismatch")
     return OpenIndex(path, manifest)

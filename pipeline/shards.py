@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexes.durable import TEMP_SUFFIX, write_atomically
+from indexes.errors import one_line
 from indexes.owned import mark_owned
 from indexes.store import row_documents
 from pipeline.errors import PipelineValueError
@@ -244,8 +245,7 @@ def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as err:
         raise ShardError(
-            f"{path} is damaged ({' '.join(str(err).split())[:200]}); delete it and run the build again "
-            "to re-encode its documents"
+            f"{path} is damaged ({one_line(err)}); delete it and run the build again to re-encode its documents"
         ) from err
 
 
