@@ -20,7 +20,7 @@ from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
 from htp.models import dtype_name, load_model, pick_device, pick_dtype
-from htp.outputs import converted, quantised
+from htp.outputs import PRECISIONS, converted, quantised
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
@@ -267,8 +267,10 @@ class HTPEncoder:
                 "prompt= is not taken: the query and document prompts are vector settings "
                 "(encoder.query_prompt, encoder.document_prompt); pass prompt_name instead"
             )
-        if device is not None and torch.device(device) != self.device:
+        if device is not None and not _same_device(torch.device(device), self.device):
             raise EncoderValueError(f"the model is loaded on {self.device}; choose the device in EncoderConfig")
+        if precision not in PRECISIONS:  # before the forward pass, not after it
+            raise EncoderValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if truncate_dim is not None:
             raise EncoderValueError("truncate_dim is not taken: HTP vectors are not trained to be cut short")
         if output_value != "sentence_embedding":
@@ -431,3 +433,8 @@ class HTPEncoder:
             tensor(bpst, offset),
             tensor(b_src, offset),
         )
+
+
+def _same_device(asked: torch.device, loaded: torch.device) -> bool:
+    """ "cuda" names whichever CUDA device the model is on; "cuda:1" only that one."""
+    return asked.type == loaded.type and (asked.index is None or asked.index == (loaded.index or 0))

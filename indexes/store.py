@@ -39,6 +39,7 @@ from indexes.upgrade import (
     FORMAT,
     made_before_the_marker,
     read_pointer,
+    temp_before_the_marker,
     upgrade_manifest,
 )
 
@@ -258,7 +259,11 @@ def locked_for_writing(index_dir: Path, allow_foreign: bool = False) -> Iterator
             ) from None
         (index_dir / MARKER).touch()
         leftovers = (
-            sorted(path for path in (index_dir / VERSIONS).glob(f"{TMP_PREFIX}*") if written_here(path))
+            sorted(
+                path
+                for path in (index_dir / VERSIONS).glob(f"{TMP_PREFIX}*")
+                if written_here(path) or temp_before_the_marker(path)
+            )
             if (index_dir / VERSIONS).is_dir()
             else []
         )

@@ -5,6 +5,7 @@ before their current form are recognised here too."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from indexes.errors import IndexValueError
@@ -12,6 +13,7 @@ from indexes.errors import IndexValueError
 FORMAT = 2  # 2: the manifest lists its `parts`; 1 (no `format` field): flags `bm25` and `centered` instead
 FORMAT_1_COPIES = ("model", "method", "exit_layer", "window")  # format 1 copied these beside `encoder` early on
 BEFORE_THE_MARKER = {"manifest.json": "encoder", "meta.json": "config_hash"}  # file -> a field only this package writes
+TEMP_BEFORE_THE_MARKER = re.compile(r"\.tmp-[a-z0-9_]{8}")  # tempfile.mkdtemp's names, as builds made them in versions/
 
 
 def upgrade_manifest(data: dict) -> dict:
@@ -58,3 +60,11 @@ def owned_before_the_marker(folder: Path) -> bool:
         if isinstance(data, dict) and field in data:
             return True
     return False
+
+
+def temp_before_the_marker(folder: Path) -> bool:
+    """A killed build's temp folder in versions/ from before the marker: named as tempfile.mkdtemp names them,
+    holding no folder of its own but bm25 (what a version holds)."""
+    return bool(TEMP_BEFORE_THE_MARKER.fullmatch(folder.name)) and all(
+        child.is_file() or child.name == "bm25" for child in folder.iterdir()
+    )

@@ -112,6 +112,7 @@ class ServeConfig:
     max_request_chars: int = 8000  # all queries of one request together: bounds the encoding work a request causes
     max_body_bytes: int = 1_000_000
     max_body_seconds: float = 10.0  # a body still arriving after this gets a 408: slow senders cannot hold memory
+    max_buffered_bytes: int = 64_000_000  # request bodies held at once, all requests together; past it a 503
     max_concurrency: int = 64
     batch_wait_ms: float = 5.0
     batch_size: int = 32
@@ -125,6 +126,7 @@ class ServeConfig:
                 self.max_batch_queries,
                 self.max_request_chars,
                 self.max_body_bytes,
+                self.max_buffered_bytes,
                 self.max_concurrency,
                 self.batch_size,
             )

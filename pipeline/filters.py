@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import PipelineValueError
+from pipeline.metadata import INT64
 
 COMPARE = {
     "$eq": pc.equal,
@@ -97,7 +98,7 @@ def _compare(name: str, op: str, value: Any, column: pa.ChunkedArray, kind: str)
     if op not in COMPARE and op not in MEMBERSHIP:
         raise FilterError(f"unknown operator {op!r} on {name!r}; use one of {', '.join([*COMPARE, *MEMBERSHIP])}")
     if op in ORDERED and kind in ("boolean", "list"):
-        raise FilterError(f"{op} cannot compare {name!r}, a {kind} field; use $eq, $ne, $in or $nin")
+        raise FilterError(f"{op} cannot compare {name!r}, {_a(kind)} field; use $eq, $ne, $in or $nin")
     if op in MEMBERSHIP:
         if not isinstance(value, list) or not value:
             raise FilterError(f"{op} on {name!r} takes a non-empty list of values, got {json.dumps(value)[:80]}")
@@ -125,17 +126,25 @@ def _typed(name: str, value: Any, kind: str) -> Any:
     """A filter value checked against its field's type (a date parsed from its ISO form)."""
     if kind == "date":
         try:
-            return dt.datetime.fromisoformat(value)
+            moment = dt.datetime.fromisoformat(value)
         except (TypeError, ValueError):
             raise FilterError(
                 f'{name!r} is a date field: compare it with an ISO date such as "2020-01-31", got '
                 f"{json.dumps(value)[:80]}"
             ) from None
+        # the index keeps dates as UTC without a zone (pipeline.metadata): a zoned filter date is moved to UTC
+        return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+    if kind == "integer" and isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        raise FilterError(f"{name!r} is an integer field holding 64-bit integers; {value} is beyond that range")
     if kind in ("integer", "float"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
         ok = isinstance(value, bool if kind == "boolean" else str)
     if not ok:
-        shown = "a string" if kind == "list" else f"a {kind}"
-        raise FilterError(f"{name!r} is a {kind} field: compare it with {shown}, got {json.dumps(value)[:80]}")
+        shown = "a string" if kind == "list" else _a(kind)
+        raise FilterError(f"{name!r} is {_a(kind)} field: compare it with {shown}, got {json.dumps(value)[:80]}")
     return value
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

@@ -1,7 +1,7 @@
 """What `htp serve` refuses before any route runs, as one ASGI layer around the app: a wrong API key, a Host it does
 not serve (DNS rebinding), a cross-site form POST, a body over the limit however it is sent (chunked too), and more
 requests in flight than allowed (idle connections and bodies still arriving are not requests; a body has
-a time limit to arrive); every response carries security headers."""
+a time limit to arrive, and all bodies held at once a byte limit); every response carries security headers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def host_name(host: str) -> str:
 class Guard:
     """Wraps the service's app. `allowed_hosts` None accepts any Host (the service was bound beyond loopback on
     purpose, or an API key guards it); `max_body_bytes` bounds what a request may send, read as it arrives within
-    `max_body_seconds`."""
+    `max_body_seconds`, and all requests together hold at most `max_buffered_bytes` of body at once."""
 
     def __init__(
         self,
@@ -48,9 +48,11 @@ class Guard:
         max_in_flight: int,
         allowed_hosts: Collection[str] | None = None,
         max_body_seconds: float = 10.0,
+        max_buffered_bytes: int = 64_000_000,
     ) -> None:
         self.app, self.api_key, self.max_body, self.max_in_flight = app, api_key, max_body_bytes, max_in_flight
         self.allowed_hosts, self.max_body_seconds = allowed_hosts, max_body_seconds
+        self.max_buffered, self.buffered = max_buffered_bytes, 0
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,22 +65,25 @@ class Guard:
         if refusal is not None:
             await _reply(send, *refusal)
             return
+        held = [0]  # bytes of this request's body counted in self.buffered, released when it is answered
         try:
-            body, too_large = await asyncio.wait_for(self._read_body(receive), self.max_body_seconds)
-        except TimeoutError:
-            await _reply(send, 408, f"the request body did not arrive within {self.max_body_seconds:g} s")
-            return
-        if too_large:
-            await _reply(send, 413, f"request body over {self.max_body} bytes")
-            return
-        if scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
-            await _reply(send, 503, f"more than {self.max_in_flight} requests in flight; try again shortly")
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, _replay(body, receive), send)
+            try:
+                body, refusal = await asyncio.wait_for(self._read_body(receive, held), self.max_body_seconds)
+            except TimeoutError:
+                await _reply(send, 408, f"the request body did not arrive within {self.max_body_seconds:g} s")
+                return
+            if refusal is None and scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
+                refusal = 503, f"more than {self.max_in_flight} requests in flight; try again shortly"
+            if refusal is not None:
+                await _reply(send, *refusal)
+                return
+            self.in_flight += 1
+            try:
+                await self.app(scope, _replay(body, receive), send)
+            finally:
+                self.in_flight -= 1
         finally:
-            self.in_flight -= 1
+            self.buffered -= held[0]
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
@@ -96,21 +101,25 @@ class Guard:
             return 413, f"request body over {self.max_body} bytes"
         return None
 
-    async def _read_body(self, receive: Receive) -> tuple[list[Message], bool]:
-        """The request's body messages, read until the end or until they pass the limit (chunked bodies have no
-        Content-Length to check beforehand)."""
+    async def _read_body(self, receive: Receive, held: list[int]) -> tuple[list[Message], tuple[int, str] | None]:
+        """The request's body messages, read until the end or until they pass a limit (chunked bodies have no
+        Content-Length to check beforehand), with the refusal a passed limit earns; `held[0]` counts the bytes
+        this request adds to what all requests hold."""
         messages: list[Message] = []
-        size = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
-                return messages, False
-            size += len(message.get("body", b""))
-            if size > self.max_body:
-                return messages, True
+                return messages, None
+            size = len(message.get("body", b""))
+            if held[0] + size > self.max_body:
+                return messages, (413, f"request body over {self.max_body} bytes")
+            if self.buffered + size > self.max_buffered:
+                return messages, (503, "too many request bodies arriving at once; try again shortly")
+            held[0] += size
+            self.buffered += size
             if not message.get("more_body", False):
-                return messages, False
+                return messages, None
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -24,6 +24,7 @@ ARROW_TYPES = {
     "list": pa.list_(pa.string()),
 }
 DATE = "$date"  # how a date travels in a record's JSON: {"$date": "2020-01-31T00:00:00"}
+INT64 = range(-(2**63), 2**63)  # what an integer column holds
 
 
 class MetadataError(PipelineValueError):
@@ -36,12 +37,18 @@ def metadata_json(values: dict[str, Any], record: str) -> str:
 
 
 def _plain(value: Any, name: str, record: str) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if value not in INT64:
+            raise MetadataError(f"{record}: metadata field {name!r} holds {value}, beyond a 64-bit integer")
         return value
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, dt.date):  # datetime is a date too
         moment = value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+        if moment.tzinfo is not None:  # stored as UTC without a zone, so moments from any zone compare right
+            moment = moment.astimezone(dt.UTC)
         return {DATE: moment.replace(tzinfo=None).isoformat()}
     if isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
@@ -84,10 +91,12 @@ def metadata_table(fields: Sequence[str], rows: Sequence[str], ids: Sequence[str
                 seen.setdefault(_kind(value), at)
         kinds = set(seen) - ({"integer"} if seen.keys() >= {"integer", "float"} else set())
         if len(kinds) > 1:
-            first, other = sorted(seen, key=lambda kind: seen[kind])[:2]
+            order = sorted(seen, key=lambda kind: seen[kind])
+            first = order[0]
+            other = next(kind for kind in order[1:] if {first, kind} != {"integer", "float"})
             raise MetadataError(
-                f"metadata field {name!r} mixes types: document {ids[seen[first]]!r} has a {first}, document "
-                f"{ids[seen[other]]!r} a {other}; give the field one type"
+                f"metadata field {name!r} mixes types: document {ids[seen[first]]!r} has {_a(first)}, document "
+                f"{ids[seen[other]]!r} {_a(other)}; give the field one type"
             )
         types[name] = kinds.pop() if kinds else "string"
         if types[name] == "date":
@@ -96,3 +105,7 @@ def metadata_table(fields: Sequence[str], rows: Sequence[str], ids: Sequence[str
             values[name] = [None if v is None else float(v) for v in column]
     table = pa.table({name: pa.array(values[name], ARROW_TYPES[types[name]]) for name in fields})
     return table, types
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

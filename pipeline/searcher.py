@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ class Searcher:
         self.settings: SearchConfig = config.search if config else SearchConfig()
         runtime = {} if config is None else config.encoder.runtime()
         self._encoder = encoder
+        self._loading = threading.Lock()
         # A vector setting missing from a manifest had the value at which vector_settings leaves it out (older
         # indexes predate the key): take that value, not today's default.
         self._encoder_config = EncoderConfig.from_dict({**OPTIONAL_KEYS, **self.index.manifest.encoder, **runtime})
@@ -70,9 +72,10 @@ class Searcher:
 
     @property
     def encoder(self) -> HTPEncoder:
-        """Loaded on first dense query, so BM25-only search needs no model."""
-        if self._encoder is None:
-            self._encoder = HTPEncoder(self._encoder_config)
+        """Loaded on first dense query, so BM25-only search needs no model; once, however many threads ask."""
+        with self._loading:
+            if self._encoder is None:
+                self._encoder = HTPEncoder(self._encoder_config)
         return self._encoder
 
     def dense(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Rankings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Collection
@@ -30,6 +31,8 @@ from pipeline.observe import Observer
 from pipeline.openai_api import embeddings_router
 from pipeline.searcher import Searcher
 
+LOG = logging.getLogger("htp.serve")
+
 
 class BatchRequest(BaseModel):
     """POST /search: several queries answered in one call."""
@@ -53,23 +56,50 @@ class Job:
 
 
 class Index:
-    """The live Searcher, replaced when CURRENT names another version; readers keep the one they took."""
+    """The live Searcher, replaced when CURRENT names another version; readers keep the one they took. A new
+    version is opened in a background thread while the old one keeps answering, and a version that fails to
+    open is not tried again until CURRENT changes or /reload asks."""
 
     def __init__(self, index_dir: Path, config: Config | None) -> None:
         self.index_dir, self.config = index_dir, config
         self._lock = threading.Lock()
         self.searcher = Searcher(index_dir, config)
         self.version = self.searcher.index.path.name
+        self._opening: str | None = None  # the version a background thread is opening now
+        self.failed: dict[str, str] = {}  # version -> why it could not be opened
 
     def current(self) -> Searcher:
-        """The searcher of the version CURRENT names now, opening it (reusing the loaded model) if it changed."""
+        """The searcher loaded now; when CURRENT names another version, its opening starts in the background."""
         name = current_version(self.index_dir)
-        if name != self.version:
-            with self._lock:
-                if name != self.version:
-                    fresh = self.searcher.reopened()
-                    self.searcher, self.version = fresh, fresh.index.path.name
+        with self._lock:
+            if name is None or name in (self.version, self._opening) or name in self.failed:
+                return self.searcher
+            self._opening = name
+        threading.Thread(target=self._open, args=(name,), daemon=True, name=f"htp-open-{name}").start()
         return self.searcher
+
+    def reload(self) -> Searcher:
+        """Open the version CURRENT names now, in the calling thread, raising what stops it (POST /reload)."""
+        name = current_version(self.index_dir)
+        if name is not None and name != self.version:
+            self.failed.pop(name, None)
+            self._open(name, raise_errors=True)
+        return self.searcher
+
+    def _open(self, name: str, raise_errors: bool = False) -> None:
+        try:
+            fresh = self.searcher.reopened()  # reuses the loaded model when the encoder is the same
+        except Exception as err:  # noqa: BLE001 - whatever stops the new version, the old one keeps answering
+            with self._lock:
+                self.failed[name] = str(err)
+                self._opening = None
+            LOG.error("version %s could not be opened; still serving %s: %s", name, self.version, err)
+            if raise_errors:
+                raise
+            return
+        with self._lock:
+            self.searcher, self.version = fresh, fresh.index.path.name
+            self._opening = None
 
 
 class MicroBatcher:
@@ -207,6 +237,12 @@ def create_app(
         """Ranked hits for each query of a batch."""
         return await answer(body.queries, body.k, body.mode, body.where)
 
+    @app.get("/documents")
+    def document_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name
+        """One stored document, its id in the query string: any id, "." and ".." segments too, which clients
+        and browsers rewrite in a path."""
+        return document(id)
+
     @app.get("/documents/{doc_id:path}")  # ids may hold "/"
     def document(doc_id: str) -> dict:
         """One stored document."""
@@ -234,8 +270,8 @@ def create_app(
 
     @app.post("/reload")
     def reload() -> dict:
-        """Switch to the version CURRENT names now (also done on every request)."""
-        return {"version": index.current().index.path.name}
+        """Switch to the version CURRENT names now (every request also starts that switch in the background)."""
+        return {"version": index.reload().index.path.name}
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -250,6 +286,12 @@ def create_app(
         return Response(observer.render(live.index.path.name, len(live.index.doc_ids)), media_type=METRICS_TYPE)
 
     guarded = Guard(
-        app, api_key, settings.max_body_bytes, settings.max_concurrency, allowed_hosts, settings.max_body_seconds
+        app,
+        api_key,
+        settings.max_body_bytes,
+        settings.max_concurrency,
+        allowed_hosts,
+        settings.max_body_seconds,
+        settings.max_buffered_bytes,
     )
     return observer.around(guarded)

@@ -31,7 +31,7 @@ from pipeline.errors import PipelineValueError
 
 META = "meta.json"
 PATTERN = "shard-*.parquet"
-FORMAT = 3  # 3: shards carry DIGEST; 2: without it (still read); 1 (positional shards): builds remove those
+FORMAT = 3  # 3: shards carry DIGEST; 2: without it (upgraded on open); 1 (positional shards): builds remove those
 DIGEST = b"htp.rows_sha256"
 OPEN_SHARDS = 8  # shards kept decoded while vectors are gathered in input order
 GATHER_BATCH = 1024  # documents per batch that gather yields
@@ -80,11 +80,19 @@ class ShardStore:
                     f"this build {config_hash}); delete it or use a new out dir"
                 )
             self.dim = meta.get("dim")
-            self.format = meta.get("format", FORMAT)
+            self.undigested = set(meta.get("undigested", []))
+            if meta.get("format", FORMAT) < FORMAT:
+                self._upgrade()
         else:
-            self.dim, self.format = None, FORMAT
+            self.dim, self.undigested = None, set()
             self._write_meta()
         self._table = functools.lru_cache(maxsize=OPEN_SHARDS)(self._read_table)
+
+    def _upgrade(self) -> None:
+        """A format-2 folder becomes format 3: the shards it holds now without a digest are listed by name, and
+        only those are ever read without one, so a digestless file put in later is refused."""
+        self.undigested |= {path.name for path in self.shards() if DIGEST not in (_schema(path).metadata or {})}
+        self._write_meta()
 
     def remove_leftovers(self) -> int:
         """Delete temp files of interrupted writes (call while no writer runs); returns how many."""
@@ -197,10 +205,11 @@ class ShardStore:
         return len(dropped)
 
     def _read_verified(self, path: Path) -> pa.Table:
-        """A whole shard, its rows checked against the digest written with them (shards of format 2 have none)."""
+        """A whole shard, its rows checked against the digest written with them (the format-2 shards listed as
+        undigested have none)."""
         table = _read_checked(path)
         stored = (table.schema.metadata or {}).get(DIGEST)
-        if stored is None and self.format < FORMAT:
+        if stored is None and path.name in self.undigested:
             return table
         if stored is None or stored.decode() != _rows_digest(
             table.column("id").to_pylist(), table.column("key").to_pylist(), _vectors(table)
@@ -222,7 +231,9 @@ class ShardStore:
 
     def _write_meta(self) -> None:
         """meta.json, written atomically like the shards."""
-        meta = {"dim": self.dim, "config_hash": self.config_hash, "format": self.format}
+        meta = {"dim": self.dim, "config_hash": self.config_hash, "format": FORMAT}
+        if self.undigested:
+            meta["undigested"] = sorted(self.undigested)
         write_atomically(self.folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
@@ -238,15 +249,26 @@ def _vectors(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy().reshape(-1, column.type.list_size)
 
 
+def _schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        raise _damaged(path, err) from err
+
+
 def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read a shard verifying its page checksums (CRC32, written with every shard), so flipped bytes are caught
     before they reach an index; a damaged shard is named with what to do."""
     try:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as err:
-        raise ShardError(
-            f"{path} is damaged ({one_line(err)}); delete it and run the build again to re-encode its documents"
-        ) from err
+        raise _damaged(path, err) from err
+
+
+def _damaged(path: Path, err: Exception) -> ShardError:
+    return ShardError(
+        f"{path} is damaged ({one_line(err)}); delete it and run the build again to re-encode its documents"
+    )
 
 
 def read_shards(folder: Path) -> Iterator[tuple[list[str], np.ndarray]]:

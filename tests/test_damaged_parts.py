@@ -3,6 +3,8 @@ vocabulary, NaN vectors) are refused with one line naming the file, never a trac
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,3 +78,22 @@ def test_a_shard_rewritten_without_checksums_or_replaced_by_another_is_caught(tm
     assert fresh.write(first, first_keys, vectors) == one
     ids, got = next(fresh.gather(first_keys, fresh.locate()))
     assert ids == first and np.array_equal(got, vectors)
+
+
+def test_a_format_2_shard_folder_reads_its_own_digestless_shards_and_refuses_a_new_one(tmp_path):
+    folder = tmp_path / "shards"
+    store = ShardStore(folder, "cfg")
+    keys = document_keys(["a", "b"], ["", ""], ["x", "y"])
+    path = store.write(["a", "b"], keys, np.ones((2, 4), dtype=np.float32))
+    old = pq.read_table(path).replace_schema_metadata(None)  # what format 2 wrote: no digest
+    pq.write_table(old, path, write_page_checksum=True)
+    (folder / "meta.json").write_text('{"dim": 4, "config_hash": "cfg", "format": 2}')
+    upgraded = ShardStore(folder, "cfg")
+    assert list(upgraded.gather(keys, upgraded.locate()))[0][0] == ["a", "b"]  # its own shard, read as before
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["format"] == 3 and meta["undigested"] == [path.name]
+    later = upgraded.write(["c"], document_keys(["c"], [""], ["z"]), np.ones((1, 4), dtype=np.float32))
+    pq.write_table(pq.read_table(later).replace_schema_metadata(None), later, write_page_checksum=True)
+    again = ShardStore(folder, "cfg")
+    with pytest.raises(ShardError, match="rewritten without one"):
+        list(again.gather(document_keys(["c"], [""], ["z"]), again.locate()))

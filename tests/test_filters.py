@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from conftest import WORDS
 from pipeline.build import build
 from pipeline.cli import main as cli_main
-from pipeline.filters import FilterError
-from pipeline.metadata import MetadataError
+from pipeline.filters import FilterError, allowed
+from pipeline.metadata import MetadataError, metadata_json, metadata_table
 from pipeline.searcher import Searcher
 from pipeline.serve import create_app
 
@@ -153,7 +153,7 @@ def test_bad_filters_are_clear_errors_everywhere(built, capsys):
     searcher = Searcher(folder, config)
     cases = [
         ({"colour": "red"}, "unknown metadata field 'colour'; this index has kind, open, published"),
-        ({"year": "2020"}, "'year' is a integer field: compare it with a integer, got \"2020\""),
+        ({"year": "2020"}, "'year' is an integer field: compare it with an integer, got \"2020\""),
         ({"year": {"$around": 2020}}, "unknown operator '\\$around' on 'year'"),
         ({"tags": {"$gt": "a"}}, "\\$gt cannot compare 'tags', a list field"),
         ({"kind": {"$in": "memo"}}, "\\$in on 'kind' takes a non-empty list"),
@@ -169,7 +169,7 @@ def test_bad_filters_are_clear_errors_everywhere(built, capsys):
     assert "the filter is not valid JSON" in capsys.readouterr().err
     client = TestClient(create_app(folder, config))
     refused = client.post("/search", json={"queries": ["report"], "where": {"year": {"$gte": "x"}}})
-    assert refused.status_code == 400 and "'year' is a integer field" in refused.json()["detail"]
+    assert refused.status_code == 400 and "'year' is an integer field" in refused.json()["detail"]
     assert client.get("/search", params={"q": "report", "where": "[1]"}).status_code == 400
 
 
@@ -212,7 +212,7 @@ def test_metadata_mistakes_are_named_and_metadata_changes_reencode_nothing(tmp_p
     assert len(searcher.search("Text number", 10, "dense", {"year": {"$lt": 1950}})) == 6
     assert searcher.search("Text number", 10, "dense", {"year": 2003}) == []  # the old value is gone
     mixed = [*rows[:3], {**rows[3], "year": "MCMLXXX"}]
-    with pytest.raises(MetadataError, match="'year' mixes types: document 'd0' has a integer, document 'd3' a string"):
+    with pytest.raises(MetadataError, match="'year' mixes types: document 'd0' has an integer, document 'd3' a string"):
         build(chosen, write(tmp_path / "b.jsonl", mixed), tmp_path / "other")
     nested = [*rows[:2], {**rows[2], "year": {"value": 1}}]
     with pytest.raises(MetadataError, match="record 3 \\(id 'd2'\\): metadata field 'year' holds a nested object"):
@@ -255,3 +255,22 @@ def test_the_search_page_filters_with_its_field_box(built):
         page.wait_for_selector("#status:has-text('error')")  # (the page's CSP forbids eval, so no wait_for_function)
         assert "unknown metadata field 'colour'" in page.locator("#status").inner_text()
         browser.close()
+
+
+def test_metadata_types_name_the_real_conflict_and_refuse_what_a_column_cannot_hold():
+    rows = [metadata_json({"n": value}, f"record {i}") for i, value in enumerate([3, 2.5, "x"])]
+    with pytest.raises(MetadataError, match="document 'a' has an integer, document 'c' a string"):
+        metadata_table(["n"], rows, ["a", "b", "c"])  # integers and floats agree; the string breaks the field
+    with pytest.raises(MetadataError, match="record 7: metadata field 'n' holds 9223372036854775808, beyond"):
+        metadata_json({"n": 2**63}, "record 7")
+    zone = dt.timezone(dt.timedelta(hours=2))
+    rows = [metadata_json({"at": dt.datetime(2020, 1, 1, 1, 0, tzinfo=zone)}, "r0")]
+    rows.append(metadata_json({"at": dt.datetime(2019, 12, 31, 23, 30)}, "r1"))
+    table, types = metadata_table(["at"], rows, ["z", "u"])
+    assert types == {"at": "date"}
+    assert table.column("at").to_pylist() == [dt.datetime(2019, 12, 31, 23, 0), dt.datetime(2019, 12, 31, 23, 30)]
+    # a zoned filter date is moved to UTC the same way: 01:15+02:00 is 23:15 UTC, between the two
+    assert allowed({"at": {"$gt": "2020-01-01T01:15:00+02:00"}}, table, types).tolist() == [False, True]
+    numbers, kinds = metadata_table(["n"], [metadata_json({"n": 5}, "r")], ["d"])
+    with pytest.raises(FilterError, match=f"'n' is an integer field holding 64-bit integers; {10**30} is beyond"):
+        allowed({"n": {"$lt": 10**30}}, numbers, kinds)

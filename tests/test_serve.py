@@ -117,8 +117,8 @@ def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
     corpus = tmp_path / "slashes.jsonl"
     corpus.write_text(
         "".join(
-            json.dumps({"_id": f"man/3/page{i}", "title": f"Page {i}", "text": f"Text {i} here."}) + "\n"
-            for i in range(4)
+            json.dumps({"_id": doc_id, "title": f"Page {i}", "text": f"Text {i} here."}) + "\n"
+            for i, doc_id in enumerate(["man/3/page0", "..", "man/3/page2", "man/../3", "./page/."])
         )
     )
     quick = replace(config, index=replace(config.index, calibrate=False))
@@ -126,6 +126,9 @@ def test_documents_whose_id_holds_a_slash_can_be_fetched(config, tmp_path):
     client = TestClient(create_app(tmp_path / "index", quick))
     assert client.get("/documents/man/3/page2").json()["title"] == "Page 2"
     assert client.get("/documents/man/3/page9").status_code == 404
+    for doc_id in ("..", "man/../3", "./page/."):  # a path would lose these segments; the query string keeps them
+        assert client.get("/documents", params={"id": doc_id}).json()["id"] == doc_id
+    assert client.get("/documents", params={"id": "man/3"}).status_code == 404
 
 
 def test_info_lists_the_modes_the_index_can_answer(config, tmp_path):
@@ -193,6 +196,45 @@ def test_slow_bodies_get_a_408_and_hold_no_request_slot():
     assert answered == ["/search"] and time.monotonic() - began < 2
 
 
+def test_bodies_arriving_together_are_bounded_in_bytes_and_released_when_answered():
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def request(chunks: list[bytes], gate: asyncio.Event | None = None) -> int:
+        statuses: list[int] = []
+        pending = list(chunks)
+
+        async def receive():
+            chunk = pending.pop(0)
+            if not pending and gate is not None:
+                await gate.wait()  # the last chunk waits: the earlier ones are held meanwhile
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {"type": "http", "method": "POST", "path": "/search", "query_string": b"", "headers": []}
+        scope["headers"] = [(b"content-type", b"application/json")]
+        await guard(scope, receive, send)
+        return statuses[0]
+
+    async def scenario() -> list[int]:
+        gate = asyncio.Event()
+        slow = asyncio.create_task(request([b"x" * 600, b"y" * 10], gate))
+        await asyncio.sleep(0.05)
+        crowded = await request([b"z" * 600])  # 600 + 600 held would pass the 1,000-byte cap
+        gate.set()
+        return [crowded, await slow, await request([b"z" * 600])]
+
+    guard = Guard(app, None, max_body_bytes=800, max_in_flight=4, max_buffered_bytes=1000)
+    assert asyncio.run(scenario()) == [503, 200, 200]
+    assert guard.buffered == 0
+
+
 def test_concurrent_queries_share_forward_passes(served, monkeypatch):
     config, index_dir = served
     slow = replace(config, serve=replace(config.serve, batch_wait_ms=300.0))
@@ -244,6 +286,10 @@ def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served,
     for thread in threads:
         thread.start()
     build(config, write_corpus(tmp_path / "more.jsonl", 26, seed=3), index_dir)  # d20..d25 exist only in the new one
+    deadline = time.monotonic() + 60
+    while seen[-1][0] == first:  # the new version opens in the background while the old one answers
+        assert time.monotonic() < deadline, "the service never switched to the new version"
+        ask()
     for _ in range(10):
         ask()
     stop.set()
@@ -256,6 +302,26 @@ def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served,
         limit = 20 if version == first else 26
         assert ids and all(int(i[1:]) < limit for i in ids)
     assert any(int(i[1:]) >= 20 for version, ids in seen if version == second for i in ids)
+
+
+def test_a_version_that_fails_to_open_leaves_the_old_one_answering_and_is_not_retried(served, tmp_path, monkeypatch):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    first = client.get("/health").json()["version"]
+    build(config, write_corpus(tmp_path / "more.jsonl", 26, seed=3), index_dir)
+    second = (index_dir / "CURRENT").read_text().split()[0]
+    (index_dir / "versions" / second / "ids.parquet").write_bytes(b"damaged")
+    opened: list[str] = []
+    real = Searcher.reopened
+    monkeypatch.setattr(Searcher, "reopened", lambda self: opened.append("try") or real(self))
+    for _ in range(5):
+        body = client.get("/search", params={"q": "protein market", "k": 3, "mode": "bm25"})
+        assert body.status_code == 200 and body.json()["version"] == first
+        time.sleep(0.05)
+    assert opened == ["try"]  # one attempt in the background, not one per request
+    refused = client.post("/reload", json={})
+    assert refused.status_code == 400 and "ids.parquet" in refused.json()["detail"]
+    assert client.get("/health").json()["version"] == first
 
 
 @contextmanager

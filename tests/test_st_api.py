@@ -53,5 +53,16 @@ def test_outputs_are_shaped_and_quantised_as_sentence_transformers_does(make_enc
     ],
 )
 def test_what_cannot_apply_is_refused_with_a_reason(make_encoder, options, message):
+    encoder = make_encoder()
     with pytest.raises(ValueError, match=message):
-        make_encoder().encode(TEXTS, **options)
+        encoder.encode(TEXTS, **options)
+    assert encoder.stats.seconds == 0  # refused before any forward pass
+
+
+def test_a_device_is_compared_by_kind_and_index():
+    from htp.encoder import _same_device
+
+    cuda0, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert _same_device(torch.device("cuda"), cuda0) and _same_device(torch.device("cuda:0"), cuda0)
+    assert not _same_device(torch.device("cuda:1"), cuda0) and not _same_device(torch.device("cuda"), cpu)
+    assert _same_device(torch.device("cpu"), cpu)

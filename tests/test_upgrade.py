@@ -45,3 +45,17 @@ def test_today_s_encoder_makes_the_vectors_a_landed_index_holds(landed, tiny_mod
     searcher = Searcher(landed, encoder=encoder)
     assert searcher.calibration is not None
     assert len(searcher.search(rows[0]["text"], 5, mode="hybrid")) == 5
+
+
+def test_a_killed_build_s_temp_folder_from_before_the_marker_is_removed_and_nothing_else(landed):
+    from indexes.store import locked_for_writing
+
+    versions = landed / "versions"
+    killed = versions / ".tmp-k1lled_9"  # what a build killed before folders had markers left: no marker
+    (killed / "bm25").mkdir(parents=True)
+    (killed / "ids.parquet").write_bytes(b"partial")
+    theirs = versions / ".tmp-notes"  # not a name tempfile makes
+    theirs.mkdir()
+    with locked_for_writing(landed) as removed:
+        assert removed == [killed]
+    assert not killed.exists() and theirs.is_dir()

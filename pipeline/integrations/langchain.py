@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -58,8 +57,11 @@ class HTPRetriever(BaseRetriever):
             raise PipelineError(f"the service at {base} answered {answer.status_code}: {answer.text[:200]}")
         out = []
         for hit in answer.json()["results"][0]["hits"]:
-            path = quote(hit["id"], safe="/")  # ids may hold "/" (the route takes them) and other characters
-            text = httpx.get(f"{base}/documents/{path}", headers=headers, timeout=120).json()["text"]
+            # the id in the query string: a path would lose "." and ".." segments to URL normalisation
+            stored = httpx.get(f"{base}/documents", params={"id": hit["id"]}, headers=headers, timeout=120)
+            if stored.status_code != 200:
+                raise PipelineError(f"the service at {base} answered {stored.status_code}: {stored.text[:200]}")
+            text = stored.json()["text"]
             out.append(_document(hit["id"], hit["score"], hit["title"], text, hit.get("metadata", {})))
         return out
 
