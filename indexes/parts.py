@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexes.errors import damaged, one_line
-from indexes.lexical import load_bm25, save_bm25
+from indexes.lexical import Terms, load_bm25, load_terms, save_bm25, save_terms
 from indexes.ondisk import IVF_DATA, read_index
 
 CALIBRATION = "calibration.npz"
@@ -106,6 +106,23 @@ class Lexical:
         return model
 
 
+class LexicalTerms:
+    """Each document's BM25 token ids, memory-mapped: what a change re-scores BM25 from (indexes.lexical)."""
+
+    name: str = "terms"
+    path: str = "terms"
+    mapped: tuple[str, ...] = ("terms/",)
+
+    def save(self, value: Terms, folder: Path) -> None:
+        save_terms(value, folder / self.path)
+
+    def load(self, folder: Path, shape: Shape) -> Terms:
+        terms = load_terms(folder / self.path)
+        if len(terms) != shape.documents or terms.offsets[-1] != len(terms.tokens):
+            raise damaged(folder / self.path, f"terms of {len(terms)} documents for {shape.documents}")
+        return terms
+
+
 class CalibrationArrays:
     """The arrays a calibrated query needs (query mean, adapter): every axis has the vectors' dimension."""
 
@@ -154,5 +171,5 @@ def register(part: Part) -> Part:
     return part
 
 
-for _part in (DenseIndex(), Center(), Lexical(), CalibrationArrays(), MetadataColumns()):
+for _part in (DenseIndex(), Center(), Lexical(), LexicalTerms(), CalibrationArrays(), MetadataColumns()):
     register(_part)

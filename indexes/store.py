@@ -83,6 +83,9 @@ class Manifest:
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
     parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
     metadata: dict = field(default_factory=dict)  # metadata field -> type (string, integer, float, boolean, date, list)
+    changes: dict = field(
+        default_factory=dict
+    )  # live changes since the last full build (pipeline.changes); {} after one
     format: int = FORMAT
 
     @property
@@ -445,6 +448,13 @@ class OpenIndex:
     def _rows(self) -> dict[str, int]:
         """Row position of each id, built on the first documents() call."""
         return {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
+
+    def documents_table(self) -> pa.Table:
+        """Every document's id, title and text, in row order (what a live change carries over)."""
+        try:
+            return self._docs.read(columns=DOC_COLUMNS)
+        except (OSError, pa.ArrowException) as err:
+            raise damaged(self.path / "docs.parquet", one_line(err)) from err
 
     def documents(self, ids: list[str]) -> list[dict]:
         """{id, title, text} of these documents, in the order asked, decoding only the row groups that hold them."""

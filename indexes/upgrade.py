@@ -10,7 +10,8 @@ from pathlib import Path
 
 from indexes.errors import IndexValueError
 
-FORMAT = 2  # 2: the manifest lists its `parts`; 1 (no `format` field): flags `bm25` and `centered` instead
+FORMAT = 3  # 3: `metadata` types and `changes` since the last full build (from 2: none); 2: the manifest lists its
+# `parts`; 1 (no `format` field): flags `bm25` and `centered` instead
 FORMAT_1_COPIES = ("model", "method", "exit_layer", "window")  # format 1 copied these beside `encoder` early on
 BEFORE_THE_MARKER = {"manifest.json": "encoder", "meta.json": "config_hash"}  # file -> a field only this package writes
 TEMP_BEFORE_THE_MARKER = re.compile(r"\.tmp-[a-z0-9_]{8}")  # tempfile.mkdtemp's names, as builds made them in versions/
@@ -33,8 +34,7 @@ def upgrade_manifest(data: dict) -> dict:
             *(["bm25"] if old.get("bm25") else []),
             *(["calibration"] if old.get("calibration") else []),
         ]
-        data["format"] = FORMAT
-    return data
+    return {**data, "format": FORMAT}
 
 
 def read_pointer(text: str) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ from htp.models import dtype_name, pick_device, pick_dtype
 from htp.segment import Segmenter
 from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
-from indexes.lexical import build_bm25
+from indexes.lexical import Terms, build_bm25_terms
 from indexes.ondisk import IVF_DATA, is_ivf, merge_parts, trained_ivf
 from indexes.owned import mark_owned, remove_owned, written_here
 from indexes.store import (
@@ -91,7 +91,7 @@ def input_keys(dataset) -> list[str]:
     ]
 
 
-def _field_names(config: Config) -> FieldNames:
+def field_names(config: Config) -> FieldNames:
     return FieldNames(
         id_field=config.data.id_field,
         title_field=config.data.title_field,
@@ -100,7 +100,7 @@ def _field_names(config: Config) -> FieldNames:
     )
 
 
-def _sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
+def sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
     """At most `limit` of `count` rows, uniformly at random, sorted."""
     return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
 
@@ -175,7 +175,7 @@ def dense_index(
     on_disk = settings.on_disk is True or (
         settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim)
     )
-    sample = [ctx.keys[row] for row in _sample_rows(count, settings.train_sample, 0)]
+    sample = [ctx.keys[row] for row in sample_rows(count, settings.train_sample, 0)]
     train = _read_documents(ctx.store, ctx.where, sample, center) if needs_training(factory, dim) else None
     if not on_disk:
         return factory, build_faiss(factory, dim, ctx.vectors(center, f"index {factory}"), train), None
@@ -185,10 +185,10 @@ def dense_index(
     return factory, merge_parts(trained, parts, scratch), scratch / IVF_DATA
 
 
-def lexical_index(loaded: LoadResult) -> bm25s.BM25:
-    """BM25 over the same texts the encoder saw (title and body)."""
+def lexical_index(loaded: LoadResult) -> tuple[bm25s.BM25, Terms]:
+    """BM25 over the same texts the encoder saw (title and body), and its terms (what a change re-scores from)."""
     data = loaded.dataset
-    return build_bm25([full_text(t, x) for t, x in zip(data["title"], data["text"])])
+    return build_bm25_terms([full_text(t, x) for t, x in zip(data["title"], data["text"])])
 
 
 def manifest_for(
@@ -243,7 +243,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
     mark_owned(scratch)
     try:
         factory, index, ivf_data = dense_index(ctx, engine, len(mean), center, scratch)
-        bm25 = lexical_index(ctx.loaded) if config.index.bm25 else None
+        bm25, terms = lexical_index(ctx.loaded) if config.index.bm25 else (None, None)
         docs = ctx.loaded.dataset.data.table.select(["id", "title", "text"])
         manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, ctx.built_with)
         metadata, manifest.metadata = ctx.metadata if ctx.metadata is not None else (None, {})
@@ -255,6 +255,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
             manifest,
             ivf_data=ivf_data,
             bm25=bm25,
+            terms=terms,
             center=center,
             calibration=calibration.arrays() if calibration else None,
             metadata=metadata,
@@ -284,7 +285,7 @@ def build(
         if encoder is not None
         else {"device": str(device), "dtype": dtype_name(pick_dtype(config.encoder.dtype, device))}
     )
-    fields = _field_names(config)
+    fields = field_names(config)
     loaded = load_documents(input_path, fields)
     log.info(f"load: {len(loaded.dataset)} documents from {loaded.source}, {loaded.skipped_empty} empty skipped")
     if len(loaded.dataset) == 0:

@@ -1,4 +1,4 @@
-"""The `htp` command: build, query, info, eval, synth."""
+"""The `htp` command: build, add, delete, query, info, serve, verify, eval, synth."""
 
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ def cmd_build(args: argparse.Namespace) -> None:
     if args.ray_address:
         config = replace(config, engine="ray", ray=replace(config.ray, address=args.ray_address))
     build(config, args.input and Path(args.input), args.out and Path(args.out), allow_foreign=args.force)
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from pipeline.changes import add
+
+    add(Path(args.index_dir), Path(args.input), _config(args.config) if args.config else None)
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    from pipeline.changes import delete
+
+    ids = list(args.ids)
+    if args.ids_file:
+        try:
+            ids += [
+                line.strip() for line in Path(args.ids_file).read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        except OSError as err:
+            raise PipelineError(f"cannot read --ids-file {args.ids_file}: {err.strerror}") from err
+    delete(Path(args.index_dir), ids, _config(args.config) if args.config else None)
 
 
 def _remote_hits(args: argparse.Namespace) -> list[Hit]:
@@ -180,6 +200,19 @@ def parser() -> argparse.ArgumentParser:
         help="write into a non-empty folder that is not an index (nothing already there is deleted)",
     )
     p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("add", help="add or replace documents in a built index, encoding only those (no rebuild)")
+    p.add_argument("index_dir")
+    p.add_argument("input", help="records in any form `htp build --input` takes; an id already indexed is replaced")
+    p.add_argument("--config", help="field names and runtime settings (the encoder is the index's own)")
+    p.set_defaults(run=cmd_add)
+
+    p = sub.add_parser("delete", help="delete documents from a built index by id (no rebuild)")
+    p.add_argument("index_dir")
+    p.add_argument("ids", nargs="*", help="document ids")
+    p.add_argument("--ids-file", help="a file of document ids, one per line")
+    p.add_argument("--config", help="runtime settings (calibration.stale_share)")
+    p.set_defaults(run=cmd_delete)
 
     p = sub.add_parser("query", help="search an index (or a running htp serve with --server)")
     p.add_argument("index_dir", help="index folder (ignored with --server)")

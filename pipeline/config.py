@@ -69,10 +69,13 @@ class CalibrationConfig:
     dev_queries: int = 200
     max_documents: int = 50_000
     seed: int = 0
+    stale_share: float = 0.2  # after live changes to more than this share of the documents, calibration is stale
 
     def __post_init__(self) -> None:
         if min(self.pseudo_queries, self.dev_queries, self.max_documents) < 1:
             raise PipelineValueError("calibration.pseudo_queries, dev_queries and max_documents must be >= 1")
+        if not 0 < self.stale_share <= 1:
+            raise PipelineValueError(f"calibration.stale_share must be in (0, 1], got {self.stale_share}")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,9 @@ from starlette.types import ASGIApp
 
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
-from indexes.store import current_version
+from indexes.store import IndexFolderError, current_version
+from pipeline import changes
+from pipeline.changes import ChangeSummary
 from pipeline.config import Config, ServeConfig
 from pipeline.errors import PipelineError
 from pipeline.filters import parse_where
@@ -32,6 +35,12 @@ from pipeline.openai_api import embeddings_router
 from pipeline.searcher import Searcher
 
 LOG = logging.getLogger("htp.serve")
+
+
+class DocumentsRequest(BaseModel):
+    """POST /documents: records to add (an id already indexed is replaced), as `htp add` reads them."""
+
+    documents: list[dict] = Field(min_length=1)
 
 
 class BatchRequest(BaseModel):
@@ -236,6 +245,37 @@ def create_app(
     async def search_many(body: BatchRequest) -> dict:
         """Ranked hits for each query of a batch."""
         return await answer(body.queries, body.k, body.mode, body.where)
+
+    def changed(run: Callable[[Searcher], ChangeSummary]) -> dict:
+        """Run a live change with the loaded model, then switch to the version it wrote; a change that finds the
+        index busy gets a 409."""
+        live = index.current()
+        try:
+            summary = run(live)
+        except IndexFolderError as err:
+            raise HTTPException(409, str(err)) from err
+        index.reload()
+        return {**asdict(summary), "version_dir": None, "version": summary.version_dir.name}
+
+    @app.post("/documents")
+    def add_documents(body: DocumentsRequest) -> dict:
+        """Add records (replacing those whose id is indexed), encoding only them, as a new version."""
+        with tempfile.TemporaryDirectory(prefix="htp-add-") as folder:
+            records = Path(folder) / "records.jsonl"
+            records.write_text("".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in body.documents))
+            return changed(lambda live: changes.add(index.index_dir, records, config, live.encoder))
+
+    @app.delete("/documents")
+    def delete_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name
+        """Delete one document, its id in the query string (any id, as GET /documents?id= takes it)."""
+        return delete_document(id)
+
+    @app.delete("/documents/{doc_id:path}")
+    def delete_document(doc_id: str) -> dict:
+        """Delete one document, as a new version."""
+        if doc_id not in index.current().index.doc_ids:
+            raise HTTPException(404, f"no document {doc_id!r} in this index")
+        return changed(lambda _live: changes.delete(index.index_dir, [doc_id], config))
 
     @app.get("/documents")
     def document_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name

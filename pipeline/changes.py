@@ -1,0 +1,269 @@
+"""`htp add` and `htp delete`: change a built index without a rebuild. A change encodes only the records it brings
+(vectors stored by earlier builds are reused), updates the FAISS index in place where the index type allows it
+(indexes.live), re-scores BM25 from the stored terms, and writes the result as a new version under the build
+lock, so readers keep theirs and a killed change leaves the old version live (a rerun reuses what it encoded).
+
+The centre and the calibration stay those of the last full build: calibration is marked stale once changes
+touched more than calibration.stale_share of the documents, and `htp build` fits both again."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from htp import EncoderConfig, HTPEncoder
+from htp.config import OPTIONAL_KEYS
+from indexes import live
+from indexes.factory import needs_training
+from indexes.faiss_index import build_faiss
+from indexes.lexical import build_bm25_terms, changed_bm25
+from indexes.ondisk import IVF_DATA
+from indexes.store import DOC_COLUMNS, OpenIndex, locked_for_writing, open_index, write_version
+from pipeline.build import SHARDS, encoder_key, field_names, input_keys, sample_rows
+from pipeline.config import Config
+from pipeline.context import BuildContext
+from pipeline.engines import LocalEngine
+from pipeline.errors import PipelineValueError
+from pipeline.load import LoadResult, load_documents
+from pipeline.metadata import ARROW_TYPES, MetadataError, metadata_table
+from pipeline.records import full_text
+from pipeline.searcher import check_encoder
+from pipeline.shards import ShardStore
+from pipeline.vectors import prepare
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChangeSummary:
+    """What a change did, for the CLI's closing line, the service's answer and tests."""
+
+    added: int  # records whose id was new
+    replaced: int  # records whose id was there (their old version is gone)
+    deleted: int
+    encoded: int  # records whose vectors were not stored yet
+    documents: int  # in the new version
+    dense: str  # "updated in place", or "rebuilt" from the vectors it holds (HNSW removals: FAISS cannot)
+    calibration_stale: bool
+    version_dir: Path
+    seconds: float
+
+
+class ChangeError(PipelineValueError):
+    """A change the index cannot take (unknown ids, an index type that cannot change, metadata of another type)."""
+
+
+def add(
+    index_dir: Path, input_path: Path, config: Config | None = None, encoder: HTPEncoder | None = None
+) -> ChangeSummary:
+    """Add the records of `input_path` (any input `htp build` reads) to the index; a record whose id is in the
+    index replaces that document."""
+    return change(index_dir, input_path, [], config, encoder)
+
+
+def delete(index_dir: Path, ids: list[str], config: Config | None = None) -> ChangeSummary:
+    """Delete these documents from the index; an id it does not hold is an error and nothing changes."""
+    if not ids:
+        raise ChangeError("give at least one document id to delete")
+    return change(index_dir, None, list(ids), config)
+
+
+def change(
+    index_dir: Path,
+    input_path: Path | None,
+    deletes: list[str],
+    config: Config | None = None,
+    encoder: HTPEncoder | None = None,
+) -> ChangeSummary:
+    """Add (or replace) the records of `input_path` and delete the documents `deletes`, as one new version."""
+    began = time.perf_counter()
+    index_dir = Path(index_dir)
+    with locked_for_writing(index_dir):
+        old = open_index(index_dir)
+        config = _index_config(old, config)
+        fields = replace(field_names(config), metadata=tuple(old.manifest.metadata) and "all")
+        loaded = load_documents(Path(input_path), fields) if input_path is not None else None
+        new_ids = loaded.dataset["id"] if loaded is not None else []
+        unknown = sorted(set(deletes) - set(old.doc_ids))
+        if unknown:
+            raise ChangeError(f"no document(s) {', '.join(map(repr, unknown[:5]))} in the index at {index_dir}")
+        both = sorted(set(deletes) & set(new_ids))
+        if both:
+            raise ChangeError(f"a change cannot both add and delete the same id ({both[0]!r})")
+        gone = set(deletes) | set(new_ids)
+        kept_docs = np.array([doc not in gone for doc in old.doc_ids], dtype=bool)
+        kept_rows = kept_docs[_row_documents(old)]
+        encoded, vectors, row_ids = _new_vectors(index_dir, config, loaded, old, encoder)
+        dense = _dense(old, config, kept_rows, vectors)
+        docs = _documents(old, kept_docs, loaded)
+        bm25, terms = _lexical(old, kept_docs, loaded, docs)
+        changes = _changes(old, len(deletes) + len(new_ids))
+        share = changes["since_build"] / max(changes["documents_at_build"], 1)
+        stale = bool(old.manifest.calibration) and share > config.calibration.stale_share
+        ids = [old.ids[row] for row in np.flatnonzero(kept_rows)] + row_ids
+        manifest = replace(
+            old.manifest,
+            count=dense[0].ntotal,
+            calibration={**old.manifest.calibration, "stale": True} if stale else old.manifest.calibration,
+            changes=changes,
+            checksums={},
+            sizes={},
+        )
+        version = write_version(
+            index_dir,
+            dense[0],
+            ids,
+            docs,
+            manifest,
+            bm25=bm25,
+            terms=terms,
+            center=old.center,
+            calibration=old.calibration_arrays or None,
+            metadata=_metadata(old, kept_docs, loaded),
+        )
+    replaced = len(set(new_ids) & set(old.doc_ids))
+    summary = ChangeSummary(
+        len(new_ids) - replaced,
+        replaced,
+        len(deletes),
+        encoded,
+        docs.num_rows,
+        dense[1],
+        stale,
+        version,
+        time.perf_counter() - began,
+    )
+    log.info(
+        f"change: {summary.added} added, {summary.replaced} replaced, {summary.deleted} deleted "
+        f"({summary.encoded} encoded); dense index {summary.dense}; {summary.documents} documents at {version}"
+        + ("; calibration is stale: run htp build to fit it again" if stale else "")
+    )
+    return summary
+
+
+def _index_config(index: OpenIndex, config: Config | None) -> Config:
+    """The configuration a change runs with: the user's (checked against the index's encoder) or the defaults,
+    with the index's own encoder settings and window size, so new vectors match the stored ones."""
+    if config is not None:
+        check_encoder(config, index)
+    config = config or Config()
+    settings = EncoderConfig.from_dict({**OPTIONAL_KEYS, **index.manifest.encoder, **config.encoder.runtime()})
+    return replace(
+        config,
+        encoder=settings,
+        index=replace(config.index, window_tokens=index.manifest.window_tokens, factory=index.manifest.factory),
+    )
+
+
+def _row_documents(index: OpenIndex) -> np.ndarray:
+    """The document (position) of each FAISS row."""
+    if index.manifest.window_tokens is None:
+        return np.arange(len(index.ids))
+    starts = np.array([i == 0 or index.ids[i - 1] != doc for i, doc in enumerate(index.ids)], dtype=bool)
+    return np.cumsum(starts) - 1
+
+
+def _new_vectors(
+    index_dir: Path, config: Config, loaded: LoadResult | None, old: OpenIndex, encoder: HTPEncoder | None
+) -> tuple[int, np.ndarray, list[str]]:
+    """(how many were encoded, prepared vectors, row ids) of the incoming records, encoding only those whose
+    vectors the shard store does not hold."""
+    if loaded is None:
+        return 0, np.empty((0, old.manifest.dimension), np.float32), []
+    key = encoder_key(config)
+    store = ShardStore(index_dir / SHARDS / key, key)
+    store.remove_leftovers()
+    keys = input_keys(loaded.dataset)
+
+    @functools.cache
+    def loaded_encoder() -> HTPEncoder:
+        return encoder or HTPEncoder(config.encoder)
+
+    ctx = BuildContext(
+        config, Path("."), index_dir, field_names(config), loaded, keys, store, store.locate(), loaded_encoder, {}
+    )
+    encoded, _ = LocalEngine().encode_missing(ctx)
+    row_ids, parts = [], []
+    for ids, vectors in store.gather(keys, ctx.where):
+        row_ids.extend(ids)
+        parts.append(prepare(vectors, old.center))
+    return encoded, np.concatenate(parts), row_ids
+
+
+def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray) -> tuple[faiss.Index, str]:
+    """The FAISS index after the change and how it was made: changed in place when its type allows, else rebuilt
+    from the stored vectors of every document (no encoding)."""
+    removed = np.flatnonzero(~kept_rows)
+    if (old.path / IVF_DATA).is_file():
+        raise ChangeError(
+            "an on-disk IVF index cannot be changed in place: run htp build over the changed records "
+            "(it encodes only the new ones)"
+        )
+    index = old.faiss
+    if live.can_change(index, removes=len(removed) > 0):
+        live.change(index, removed, vectors)
+        return index, "updated in place"
+    everything = np.concatenate([old.faiss.reconstruct_n(0, old.faiss.ntotal)[kept_rows], vectors])
+    factory, dim = old.manifest.factory, old.manifest.dimension
+    train = everything[sample_rows(len(everything), config.index.train_sample, 0)]
+    return build_faiss(factory, dim, [everything], train if needs_training(factory, dim) else None), "rebuilt"
+
+
+def _documents(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa.Table:
+    """The documents' id, title and text after the change: those kept, in order, then the incoming ones."""
+    table = old.documents_table().filter(pa.array(kept))
+    if loaded is None:
+        return table
+    return pa.concat_tables([table, loaded.dataset.data.table.select(list(DOC_COLUMNS)).cast(table.schema)])
+
+
+def _lexical(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None, docs: pa.Table):
+    """BM25 after the change, re-scored from the stored terms (only incoming texts are tokenised); an index
+    from before terms were stored is tokenised whole once."""
+    if old.bm25 is None:
+        return None, None
+    terms = old.parts.get("terms")
+    if terms is None:
+        return build_bm25_terms(_texts(docs.column("title").to_pylist(), docs.column("text").to_pylist()))
+    texts = [] if loaded is None else _texts(loaded.dataset["title"], loaded.dataset["text"])
+    return changed_bm25(old.bm25, terms, np.flatnonzero(kept), texts)
+
+
+def _texts(titles: list[str], texts: list[str]) -> list[str]:
+    return [full_text(title, text) for title, text in zip(titles, texts)]
+
+
+def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa.Table | None:
+    """The metadata columns after the change; incoming values must have the index's types (integers are taken
+    where a field is float), a field the index does not keep is left out."""
+    table, types = old.metadata, old.manifest.metadata
+    if table is None:
+        return None
+    table = table.take(pa.array(np.flatnonzero(kept)))
+    if loaded is None or not len(loaded.dataset):
+        return table
+    rows = loaded.dataset["metadata"] if "metadata" in loaded.dataset.column_names else ["{}"] * len(loaded.dataset)
+    incoming, found = metadata_table(list(types), rows, loaded.dataset["id"])
+    for name, kind in types.items():
+        seen = found[name]
+        fits = seen == kind or (kind == "float" and seen == "integer") or incoming.column(name).null_count == len(rows)
+        if not fits:
+            raise MetadataError(
+                f"metadata field {name!r} holds {kind} values in the index but {seen} values in the records added; "
+                "give it the index's type, or rebuild with htp build"
+            )
+    incoming = pa.table({name: incoming.column(name).cast(ARROW_TYPES[kind]) for name, kind in types.items()})
+    return pa.concat_tables([table, incoming])
+
+
+def _changes(index: OpenIndex, touched: int) -> dict:
+    """The manifest's running count of documents added, replaced or deleted since the last full build."""
+    before = index.manifest.changes or {"since_build": 0, "documents_at_build": len(index.doc_ids)}
+    return {**before, "since_build": before["since_build"] + touched}

@@ -1,0 +1,159 @@
+"""Live changes (`htp add`, `htp delete`, POST/DELETE /documents): the sequence of changes gives the same search
+results as a fresh build over the same records, on Flat, IVF and HNSW; only the records a change brings are encoded;
+a SIGKILL in the middle leaves the old version answering and a rerun completes it; two writers meet the lock."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from conftest import WORDS, write_corpus
+from indexes.store import IndexFolderError, locked_for_writing, open_index
+from pipeline.build import build
+from pipeline.changes import ChangeError, add, delete
+from pipeline.cli import main as cli_main
+from pipeline.metadata import MetadataError
+from pipeline.searcher import Searcher
+from pipeline.serve import create_app
+
+QUERIES = ["protein market report", "library catalogue subject", "sunny park cat", "stock index journal"]
+
+
+def record(i: int, version: int = 0) -> dict:
+    words = " ".join(WORDS[(i * 5 + j + version * 3) % len(WORDS)] for j in range(7))
+    return {"_id": f"d{i}", "title": f"Doc {i}", "text": f"{words.capitalize()}. Item {i}.", "section": i % 4}
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def results(folder: Path, config) -> dict:
+    searcher = Searcher(folder, config)
+    return {
+        (query, mode, where): [(hit.id, round(hit.score, 4), hit.metadata["section"]) for hit in hits]
+        for query in QUERIES
+        for mode in ("dense", "bm25", "hybrid")
+        for where in (None, '{"section": 1}')
+        for hits in [searcher.search(query, 8, mode, json.loads(where) if where else None)]
+    }
+
+
+@pytest.fixture
+def settings(config):
+    """Search settings that make IVF and HNSW exhaustive at this size, so they can equal a fresh build; no centre
+    and no calibration, which a change keeps from the last full build and a fresh build fits anew."""
+    return replace(
+        config,
+        index=replace(config.index, calibrate=False, center=False),
+        data=replace(config.data, metadata_fields=("section",)),
+        search=replace(config.search, nprobe=8, ef_search=256),
+    )
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16"])
+def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(settings, tmp_path, factory):
+    chosen = replace(settings, index=replace(settings.index, factory=factory, train_sample=40))
+    first = [record(i) for i in range(40)]
+    build(chosen, write(tmp_path / "a.jsonl", first), tmp_path / "live")
+    incoming = [record(40), record(41), record(3, version=1), {**record(7), "section": 3}]  # 2 new, 2 replaced
+    summary = add(tmp_path / "live", write(tmp_path / "b.jsonl", incoming), chosen)
+    assert (summary.added, summary.replaced, summary.encoded) == (2, 2, 3)  # d7's text is unchanged: reused
+    gone = delete(tmp_path / "live", ["d0", "d12", "d41"], chosen)
+    assert gone.deleted == 3 and gone.encoded == 0 and gone.documents == 39
+    assert gone.dense == ("rebuilt" if factory.startswith("HNSW") else "updated in place")
+    replaced = {row["_id"] for row in incoming} | {"d0", "d12", "d41"}
+    final = [row for row in first if row["_id"] not in replaced] + [r for r in incoming if r["_id"] != "d41"]
+    build(chosen, write(tmp_path / "final.jsonl", final), tmp_path / "fresh")
+    assert results(tmp_path / "live", chosen) == results(tmp_path / "fresh", chosen)
+    live, fresh = open_index(tmp_path / "live", verify=True), open_index(tmp_path / "fresh")
+    assert live.doc_ids == fresh.doc_ids and live.documents(["d3"]) == fresh.documents(["d3"])
+    assert live.manifest.changes == {"since_build": 7, "documents_at_build": 40}
+    build(chosen, write(tmp_path / "final.jsonl", final), tmp_path / "live")  # a full build starts the count again
+    assert open_index(tmp_path / "live").manifest.changes == {}
+
+
+def test_bad_changes_are_refused_and_change_nothing(settings, tmp_path, capsys):
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(12)]), tmp_path / "index")
+    before = open_index(tmp_path / "index").path
+    with pytest.raises(ChangeError, match="no document\\(s\\) 'd99' in the index"):
+        delete(tmp_path / "index", ["d1", "d99"], settings)
+    with pytest.raises(MetadataError, match="'section' holds integer values in the index but string values"):
+        add(tmp_path / "index", write(tmp_path / "b.jsonl", [{**record(20), "section": "A"}]), settings)
+    assert open_index(tmp_path / "index").path == before
+    assert cli_main(["delete", str(tmp_path / "index"), "nope"]) == 2
+    assert "no document(s) 'nope'" in capsys.readouterr().err
+    (tmp_path / "ids.txt").write_text("d1\n\nd2\n")
+    assert cli_main(["delete", str(tmp_path / "index"), "--ids-file", str(tmp_path / "ids.txt")]) == 0
+    assert cli_main(["add", str(tmp_path / "index"), str(write(tmp_path / "c.jsonl", [record(30)]))]) == 0
+    assert open_index(tmp_path / "index").doc_ids[-1] == "d30" and len(open_index(tmp_path / "index").doc_ids) == 11
+    with locked_for_writing(tmp_path / "index"):
+        with pytest.raises(IndexFolderError, match="another build is writing"):
+            delete(tmp_path / "index", ["d3"], settings)
+
+
+def test_calibration_is_kept_and_marked_stale_past_its_share(config, tmp_path):
+    chosen = replace(
+        config, calibration=replace(config.calibration, pseudo_queries=40, dev_queries=10, stale_share=0.1)
+    )
+    build(chosen, write_corpus(tmp_path / "a.jsonl", 60), tmp_path / "index")
+    calibrated = open_index(tmp_path / "index").manifest.calibration
+    assert calibrated and "stale" not in calibrated
+    assert not delete(tmp_path / "index", ["d1", "d2"], chosen).calibration_stale  # 2 of 60: within 10%
+    summary = delete(tmp_path / "index", [f"d{i}" for i in range(3, 9)], chosen)
+    manifest = open_index(tmp_path / "index").manifest
+    assert summary.calibration_stale and manifest.calibration == {**calibrated, "stale": True}
+    assert Searcher(tmp_path / "index", chosen).calibration is not None  # still used until htp build fits it again
+
+
+def test_a_killed_add_leaves_the_old_version_answering_and_a_rerun_completes_it(settings, tmp_path):
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(20)]), tmp_path / "index")
+    before = open_index(tmp_path / "index").path
+    shards = set((tmp_path / "index").glob("shards/*/shard-*.parquet"))
+    many = write(tmp_path / "many.jsonl", [record(i, version=2) for i in range(100, 1600)])
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(settings.to_dict()))
+    command = [sys.executable, "-m", "pipeline.cli", "add", str(tmp_path / "index"), str(many), "--config"]
+    proc = subprocess.Popen([*command, str(config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(set((tmp_path / "index").glob("shards/*/shard-*.parquet")) - shards) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(set((tmp_path / "index").glob("shards/*/shard-*.parquet")) - shards)
+    assert 3 <= written < 1500 // 8, "the kill should land mid-change"
+    assert open_index(tmp_path / "index").path == before
+    assert len(Searcher(tmp_path / "index", settings).search("protein market", 5, "hybrid")) == 5
+    summary = add(tmp_path / "index", many, settings)
+    assert summary.added == 1500 and summary.encoded <= 1500 - written * 8
+    assert open_index(tmp_path / "index").manifest.count == 1520
+
+
+def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_path):
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(12)]), tmp_path / "index")
+    client = TestClient(create_app(tmp_path / "index", settings, api_key="sesame"))
+    key = {"X-API-Key": "sesame"}
+    assert client.post("/documents", json={"documents": [record(50)]}).status_code == 401
+    added = client.post("/documents", json={"documents": [record(50), record(2, version=1)]}, headers=key)
+    assert added.status_code == 200 and added.json()["added"] == 1 and added.json()["replaced"] == 1
+    assert client.delete("/documents/d5", headers=key).json()["deleted"] == 1
+    assert client.delete("/documents/d5", headers=key).status_code == 404
+    refused = client.post("/documents", json={"documents": [{"title": "no id"}]}, headers=key)
+    assert refused.status_code == 400
+    index = open_index(tmp_path / "index")
+    assert client.get("/health", headers=key).json()["version"] == index.path.name  # switched to at once
+    hits = client.get("/search", params={"q": record(50)["text"], "k": 3, "mode": "bm25"}, headers=key).json()
+    assert hits["hits"][0]["id"] == "d50"
+    assert "d50" in index.doc_ids and "d5" not in index.doc_ids and len(index.doc_ids) == 12
+    assert np.isfinite(index.faiss.reconstruct_n(0, index.faiss.ntotal)).all()
