@@ -25,27 +25,12 @@ def _tokens(texts: list[str], ids: bool):
 
 @dataclass(frozen=True)
 class Terms:
-    """Every document's token ids (into the BM25 vocabulary), kept beside the index so a change re-scores the
-    corpus without tokenising it again: document i's tokens are tokens[offsets[i]:offsets[i + 1]]."""
+    """What BM25 scores are computed from, kept beside the index so a change re-scores without tokenising the
+    corpus again: the term frequency of each entry of the index's word-by-document matrix (in the order of its
+    `indices`, column by column) and each document's length in tokens."""
 
-    tokens: np.ndarray  # int32
-    offsets: np.ndarray  # int64, one more than there are documents
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def take(self, rows: np.ndarray) -> Terms:
-        """The terms of these documents, in this order."""
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        lengths = ends - starts
-        picked = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        return Terms(np.asarray(self.tokens)[picked], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-
-    def __add__(self, other: Terms) -> Terms:
-        return Terms(
-            np.concatenate([self.tokens, other.tokens]).astype(np.int32),
-            np.concatenate([self.offsets[:-1], other.offsets + self.offsets[-1]]).astype(np.int64),
-        )
+    tf: np.ndarray  # float32 [entries]
+    lengths: np.ndarray  # int64 [documents]
 
 
 def build_bm25(texts: list[str]) -> bm25s.BM25:
@@ -61,45 +46,72 @@ def build_bm25_terms(texts: list[str]) -> tuple[bm25s.BM25, Terms]:
     vocab = dict(tokenized.vocab)
     vocab.setdefault("", len(vocab))  # bm25s's empty token: queries with no known word still score
     lengths = np.array([len(ids) for ids in tokenized.ids], dtype=np.int64)
-    flat = np.fromiter((i for ids in tokenized.ids for i in ids), dtype=np.int32, count=int(lengths.sum()))
-    terms = Terms(flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    return scored(terms, vocab), terms
+    flat = np.fromiter((i for ids in tokenized.ids for i in ids), dtype=np.int64, count=int(lengths.sum()))
+    docs, words, tf = _counts(np.repeat(np.arange(len(texts), dtype=np.int64), lengths), flat, len(vocab))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(words, minlength=len(vocab)))])
+    return scored(docs, indptr, Terms(tf, lengths), vocab), Terms(tf, lengths)
+
+
+def _counts(docs: np.ndarray, words: np.ndarray, vocabulary: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, word, term frequency) of every distinct pair among these tokens, word by word, then by document
+    (bm25s's column order)."""
+    span = int(docs.max(initial=0)) + 1
+    pairs, tf = np.unique(words * span + docs, return_counts=True)
+    return pairs % span, pairs // span, tf.astype(np.float32)
 
 
 def changed_bm25(model: bm25s.BM25, terms: Terms, kept: np.ndarray, texts: list[str]) -> tuple[bm25s.BM25, Terms]:
-    """BM25 over the documents `kept` (rows of `terms`, in order) followed by new `texts`: only the new texts are
-    tokenised; their new words extend the vocabulary."""
+    """BM25 over the documents `kept` (a bool per document, order kept) followed by new `texts`: only the new
+    texts are tokenised (their new words extend the vocabulary), and the stored entries are merged with theirs
+    column by column, so no sort runs over the corpus."""
     vocab = dict(model.vocab_dict)
+    indices, indptr = np.asarray(model.scores["indices"]), np.asarray(model.scores["indptr"], dtype=np.int64)
+    if len(terms.tf) != len(indices) or len(terms.lengths) != len(kept):
+        raise IndexValueError(
+            f"the BM25 terms ({len(terms.tf)} entries, {len(terms.lengths)} documents) do not match the index "
+            f"({len(indices)} entries, {len(kept)} documents): rebuild it with htp build"
+        )
     words = _tokens(texts, ids=False) if texts else []
-    lengths = np.array([len(doc) for doc in words], dtype=np.int64)
-    flat = np.fromiter(
-        (vocab.setdefault(word, len(vocab)) for doc in words for word in doc), dtype=np.int32, count=int(lengths.sum())
+    new_lengths = np.array([len(doc) for doc in words], dtype=np.int64)
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for doc in words for w in doc), np.int64, int(new_lengths.sum()))
+    width = len(vocab)
+    stays = kept[indices]
+    gone_words = np.searchsorted(indptr, np.flatnonzero(~stays), side="right") - 1
+    counts = np.zeros(width, dtype=np.int64)
+    counts[: len(indptr) - 1] = np.diff(indptr)
+    counts -= np.bincount(gone_words, minlength=width)
+    new_docs, new_words, new_tf = _counts(
+        np.repeat(np.arange(len(words), dtype=np.int64), new_lengths) + int(kept.sum()), ids, width
     )
-    added = Terms(flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    terms = terms.take(kept) + added
-    return scored(terms, vocab), terms
+    # a new entry goes after the kept entries of its word (np.insert keeps the new ones in their word, doc order)
+    at = np.concatenate([[0], np.cumsum(counts)])[new_words + 1]
+    position = np.cumsum(kept) - 1  # a kept document's new row
+    docs = np.insert(position[indices[stays]], at, new_docs)
+    tf = np.insert(np.asarray(terms.tf)[stays], at, new_tf)
+    merged = np.concatenate([[0], np.cumsum(counts + np.bincount(new_words, minlength=width))])
+    changed = Terms(tf, np.concatenate([np.asarray(terms.lengths)[kept], new_lengths]))
+    return scored(docs, merged, changed, vocab), changed
 
 
-def scored(terms: Terms, vocab: dict[str, int], k1: float = 1.5, b: float = 0.75) -> bm25s.BM25:
-    """A bm25s index (its Lucene BM25 with bm25s's defaults) scored from term counts. Written here because bm25s
-    builds only from a whole corpus, in Python loops per document: the same formula over stored counts lets a
-    change re-score without re-tokenising, and a build use it too, so both give the same scores."""
-    documents, words = len(terms), len(vocab)
-    lengths = np.diff(terms.offsets)
-    doc = np.repeat(np.arange(documents, dtype=np.int64), lengths)
-    pairs, tf = np.unique(doc * words + np.asarray(terms.tokens, dtype=np.int64), return_counts=True)
-    doc, word = pairs // words, pairs % words
-    df = np.bincount(word, minlength=words)
+def scored(
+    docs: np.ndarray, indptr: np.ndarray, terms: Terms, vocab: dict[str, int], k1: float = 1.5, b: float = 0.75
+) -> bm25s.BM25:
+    """A bm25s index (its Lucene BM25 with bm25s's defaults) from its word-by-document entries: the document of
+    each entry, where each word's entries start, and their term frequencies. Written here because bm25s builds
+    only from a whole corpus, in Python loops per document: the same formula over stored counts lets a change
+    re-score without re-tokenising, and a build uses it too, so both give the same scores."""
+    documents = len(terms.lengths)
+    df = np.diff(indptr)
     idf = np.log(1 + (documents - df + 0.5) / (df + 0.5)).astype(np.float32)
-    average = max(float(lengths.mean()) if documents else 0.0, 1e-9)
-    tf = tf.astype(np.float32)
-    tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / average) + tf)
-    order = np.lexsort((doc, word))  # column-major: bm25s keeps one column of documents per word
+    average = max(float(terms.lengths.mean()) if documents else 0.0, 1e-9)
+    word = np.repeat(np.arange(len(df), dtype=np.int64), df)
+    norm = (k1 * ((1 - b) + b * np.asarray(terms.lengths, dtype=np.float32) / average)).astype(np.float32)
+    tf = np.asarray(terms.tf, dtype=np.float32)
     model = bm25s.BM25(k1=k1, b=b)
     model.scores = {
-        "data": (idf[word] * tfc)[order].astype(np.float32),
-        "indices": doc[order].astype(np.int32),
-        "indptr": np.concatenate([[0], np.cumsum(df)]).astype(np.int64),
+        "data": (idf[word] * (tf / (norm[docs] + tf))).astype(np.float32),
+        "indices": docs.astype(np.int32),
+        "indptr": indptr.astype(np.int64),
         "num_docs": documents,
     }
     model.vocab_dict = vocab
@@ -108,20 +120,20 @@ def scored(terms: Terms, vocab: dict[str, int], k1: float = 1.5, b: float = 0.75
     return model
 
 
-TOKENS, OFFSETS = "tokens.npy", "offsets.npy"
+TF, LENGTHS = "tf.npy", "lengths.npy"
 
 
 def save_terms(terms: Terms, folder: Path) -> None:
     """Write a corpus's terms into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / TOKENS, np.asarray(terms.tokens, dtype=np.int32))
-    np.save(folder / OFFSETS, np.asarray(terms.offsets, dtype=np.int64))
+    np.save(folder / TF, np.asarray(terms.tf, dtype=np.float32))
+    np.save(folder / LENGTHS, np.asarray(terms.lengths, dtype=np.int64))
 
 
 def load_terms(folder: Path) -> Terms:
     """Terms written by save_terms, memory-mapped (read only when a change re-scores)."""
     try:
-        return Terms(np.load(folder / TOKENS, mmap_mode="r"), np.load(folder / OFFSETS, mmap_mode="r"))
+        return Terms(np.load(folder / TF, mmap_mode="r"), np.load(folder / LENGTHS, mmap_mode="r"))
     except (ValueError, OSError) as err:
         raise IndexValueError(f"the BM25 terms in {folder} are damaged ({err.__class__.__name__}: {err})") from err
 

@@ -107,7 +107,8 @@ class Lexical:
 
 
 class LexicalTerms:
-    """Each document's BM25 token ids, memory-mapped: what a change re-scores BM25 from (indexes.lexical)."""
+    """The BM25 index's term frequencies and document lengths, memory-mapped: what a change re-scores BM25 from
+    (indexes.lexical); checked against the BM25 part's entries when a change reads them."""
 
     name: str = "terms"
     path: str = "terms"
@@ -118,8 +119,8 @@ class LexicalTerms:
 
     def load(self, folder: Path, shape: Shape) -> Terms:
         terms = load_terms(folder / self.path)
-        if len(terms) != shape.documents or terms.offsets[-1] != len(terms.tokens):
-            raise damaged(folder / self.path, f"terms of {len(terms)} documents for {shape.documents}")
+        if len(terms.lengths) != shape.documents:
+            raise damaged(folder / self.path, f"terms of {len(terms.lengths)} documents for {shape.documents}")
         return terms
 
 

@@ -218,10 +218,17 @@ def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.nd
 
 def _documents(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa.Table:
     """The documents' id, title and text after the change: those kept, in order, then the incoming ones."""
-    table = old.documents_table().filter(pa.array(kept))
+    table = _kept_rows(old.documents_table(), kept)
     if loaded is None:
         return table
     return pa.concat_tables([table, loaded.dataset.data.table.select(list(DOC_COLUMNS)).cast(table.schema)])
+
+
+def _kept_rows(table: pa.Table, kept: np.ndarray) -> pa.Table:
+    """The rows `kept` (a bool per row) as slices of the runs between removed rows: no copy of what stays."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8)))
+    runs = [table.slice(start, stop - start) for start, stop in zip(edges[::2], edges[1::2])]
+    return pa.concat_tables(runs) if runs else table.slice(0, 0)
 
 
 def _lexical(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None, docs: pa.Table):
@@ -233,7 +240,7 @@ def _lexical(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None, docs: 
     if terms is None:
         return build_bm25_terms(_texts(docs.column("title").to_pylist(), docs.column("text").to_pylist()))
     texts = [] if loaded is None else _texts(loaded.dataset["title"], loaded.dataset["text"])
-    return changed_bm25(old.bm25, terms, np.flatnonzero(kept), texts)
+    return changed_bm25(old.bm25, terms, kept, texts)
 
 
 def _texts(titles: list[str], texts: list[str]) -> list[str]:
@@ -246,7 +253,7 @@ def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa
     table, types = old.metadata, old.manifest.metadata
     if table is None:
         return None
-    table = table.take(pa.array(np.flatnonzero(kept)))
+    table = _kept_rows(table, kept)
     if loaded is None or not len(loaded.dataset):
         return table
     rows = loaded.dataset["metadata"] if "metadata" in loaded.dataset.column_names else ["{}"] * len(loaded.dataset)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 
+import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from conftest import WORDS
 from indexes.factory import choose_factory, resolve_factory
 from indexes.faiss_index import build_faiss, search_faiss
-from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
+from indexes.lexical import build_bm25, build_bm25_terms, changed_bm25, load_bm25, save_bm25, search_bm25
 from indexes.parts import PARTS
 from indexes.store import Manifest, open_index, write_version
 from indexes.upgrade import FORMAT, upgrade_manifest
@@ -202,6 +204,37 @@ def test_damaged_files_and_bad_inputs_are_refused(tmp_path):
     for missing in (tmp_path / "missing", tmp_path / "x"):
         with pytest.raises(FileNotFoundError, match="no index at .*: build one with `htp build`"):
             open_index(missing)
+
+
+TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, size=3 + i % 9)) for i in range(300)]
+
+
+def test_bm25_scored_here_is_bm25s_own_index_entry_for_entry():
+    reference = bm25s.BM25()
+    reference.index(bm25s.tokenize(TEXTS, lower=True, stopwords="en", show_progress=False), show_progress=False)
+    ours = build_bm25(TEXTS)
+    assert ours.vocab_dict == reference.vocab_dict
+    assert np.array_equal(ours.scores["indices"], reference.scores["indices"])
+    words = len(reference.scores["indptr"])  # bm25s gives its empty token no column; ours is an empty one
+    assert (
+        np.array_equal(ours.scores["indptr"][:words], reference.scores["indptr"])
+        and len(set(ours.scores["indptr"][words - 1 :])) == 1
+    )
+    assert np.allclose(ours.scores["data"], reference.scores["data"], rtol=1e-6, atol=0)
+
+
+def test_a_changed_bm25_scores_what_a_fresh_one_scores():
+    model, terms = build_bm25_terms(TEXTS[:200])
+    kept = np.ones(200, dtype=bool)
+    kept[[0, 7, 50, 51, 199]] = False
+    incoming = [*TEXTS[200:], "an entirely new zeppelin word"]
+    changed, changed_terms = changed_bm25(model, terms, kept, incoming)
+    fresh, fresh_terms = build_bm25_terms([t for t, k in zip(TEXTS[:200], kept) if k] + incoming)
+    queries = ["cat mat", "zeppelin", "stock report park", "nothing known here"]
+    assert [a.tolist() for a in search_bm25(changed, queries, 20)] == [
+        b.tolist() for b in search_bm25(fresh, queries, 20)
+    ]
+    assert np.array_equal(changed_terms.lengths, fresh_terms.lengths) and changed.scores["num_docs"] == 296
 
 
 def test_bm25_ranks_the_rare_word_first_and_round_trips(tmp_path):
