@@ -9,24 +9,31 @@ import faiss
 import numpy as np
 
 
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index under any pre-transforms (OPQ, PCA), whose remove_ids and add pass straight through."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index
+
+
 def _memory_lists(index: faiss.Index) -> faiss.ArrayInvertedLists | None:
-    """The inverted lists of the IVF index inside `index` when they live in memory (not an on-disk lists file)."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-    if ivf.invlists is None or ivf.direct_map.type != 0:
+    """The inverted lists of an IVF index (under pre-transforms only) when they live in memory, not on disk."""
+    ivf = _inner(index)
+    if not isinstance(ivf, faiss.IndexIVF) or ivf.invlists is None or ivf.direct_map.type != 0:
         return None
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     return lists if isinstance(lists, faiss.ArrayInvertedLists) else None
 
 
 def can_change(index: faiss.Index, removes: bool) -> bool:
-    """Whether `change` can update this index (removals too when `removes`); otherwise it must be rebuilt."""
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexFlatCodes) or _memory_lists(index) is not None:
+    """Whether `change` can update this index (removals too when `removes`); otherwise it must be rebuilt. Only
+    flat codes, in-memory IVF and (for additions) HNSW, each under pre-transforms at most: a refine wrapper or
+    anything else is rebuilt."""
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexFlatCodes) or _memory_lists(index) is not None:
         return True
-    return not removes and isinstance(index, faiss.IndexHNSW)
+    return not removes and isinstance(inner, faiss.IndexHNSW)
 
 
 def change(index: faiss.Index, removed: np.ndarray, added: np.ndarray) -> None:
@@ -35,7 +42,7 @@ def change(index: faiss.Index, removed: np.ndarray, added: np.ndarray) -> None:
     index = faiss.downcast_index(index)
     removed = np.unique(np.asarray(removed, dtype=np.int64))
     if len(removed):
-        lists = None if isinstance(index, faiss.IndexFlatCodes) else _memory_lists(index)
+        lists = None if isinstance(_inner(index), faiss.IndexFlatCodes) else _memory_lists(index)
         gone = index.remove_ids(faiss.IDSelectorBatch(len(removed), faiss.swig_ptr(removed)))
         if gone != len(removed):
             raise ValueError(f"{gone} of {len(removed)} rows were removed from the FAISS index")

@@ -21,11 +21,12 @@ import pyarrow as pa
 from htp import EncoderConfig, HTPEncoder
 from htp.config import OPTIONAL_KEYS
 from indexes import live
+from indexes.errors import IndexMissingError
 from indexes.factory import needs_training
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
-from indexes.store import DOC_COLUMNS, OpenIndex, locked_for_writing, open_index, write_version
+from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
 from pipeline.build import SHARDS, encoder_key, field_names, input_keys, sample_rows
 from pipeline.config import Config
 from pipeline.context import BuildContext
@@ -35,7 +36,7 @@ from pipeline.load import LoadResult, load_documents
 from pipeline.metadata import ARROW_TYPES, MetadataError, metadata_table
 from pipeline.records import full_text
 from pipeline.searcher import check_encoder
-from pipeline.shards import ShardStore
+from pipeline.shards import ShardError, ShardStore, document_keys
 from pipeline.vectors import prepare
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,10 @@ class ChangeSummary:
     added: int  # records whose id was new
     replaced: int  # records whose id was there (their old version is gone)
     deleted: int
+    skipped_empty: int  # incoming records with an empty text, left out as a build leaves them out
     encoded: int  # records whose vectors were not stored yet
     documents: int  # in the new version
-    dense: str  # "updated in place", or "rebuilt" from the vectors it holds (HNSW removals: FAISS cannot)
+    dense: str  # "updated in place", or "rebuilt" from the stored vectors (HNSW removals: FAISS cannot)
     calibration_stale: bool
     version_dir: Path
     seconds: float
@@ -61,11 +63,15 @@ class ChangeError(PipelineValueError):
 
 
 def add(
-    index_dir: Path, input_path: Path, config: Config | None = None, encoder: HTPEncoder | None = None
+    index_dir: Path,
+    input_path: Path,
+    config: Config | None = None,
+    encoder: HTPEncoder | None = None,
+    cache_dir: Path | None = None,
 ) -> ChangeSummary:
     """Add the records of `input_path` (any input `htp build` reads) to the index; a record whose id is in the
-    index replaces that document."""
-    return change(index_dir, input_path, [], config, encoder)
+    index replaces that document. `cache_dir` holds the datasets cache of the input (default: beside it)."""
+    return change(index_dir, input_path, [], config, encoder, cache_dir)
 
 
 def delete(index_dir: Path, ids: list[str], config: Config | None = None) -> ChangeSummary:
@@ -81,15 +87,20 @@ def change(
     deletes: list[str],
     config: Config | None = None,
     encoder: HTPEncoder | None = None,
+    cache_dir: Path | None = None,
 ) -> ChangeSummary:
     """Add (or replace) the records of `input_path` and delete the documents `deletes`, as one new version."""
     began = time.perf_counter()
-    index_dir = Path(index_dir)
+    index_dir, deletes = Path(index_dir), list(dict.fromkeys(deletes))
+    if not is_index_folder(index_dir):  # before the lock, which would make the folder
+        raise IndexMissingError(f"no index at {index_dir}: build one with `htp build`")
     with locked_for_writing(index_dir):
         old = open_index(index_dir)
         config = _index_config(old, config)
-        fields = replace(field_names(config), metadata=tuple(old.manifest.metadata) and "all")
-        loaded = load_documents(Path(input_path), fields) if input_path is not None else None
+        fields = replace(field_names(config), metadata=tuple(old.manifest.metadata), metadata_optional=True)
+        loaded = load_documents(Path(input_path), fields, cache_dir) if input_path is not None else None
+        if loaded is not None and len(loaded.dataset) == 0:
+            raise ChangeError(f"{input_path} holds no record with a non-empty text: nothing to add")
         new_ids = loaded.dataset["id"] if loaded is not None else []
         unknown = sorted(set(deletes) - set(old.doc_ids))
         if unknown:
@@ -99,10 +110,13 @@ def change(
             raise ChangeError(f"a change cannot both add and delete the same id ({both[0]!r})")
         gone = set(deletes) | set(new_ids)
         kept_docs = np.array([doc not in gone for doc in old.doc_ids], dtype=bool)
+        if not kept_docs.any() and not new_ids:
+            raise ChangeError("this change would leave the index with no documents: delete the index folder instead")
+        metadata = _metadata(old, kept_docs, loaded)  # its type checks come before any encoding
         kept_rows = kept_docs[_row_documents(old)]
         encoded, vectors, row_ids = _new_vectors(index_dir, config, loaded, old, encoder)
-        dense = _dense(old, config, kept_rows, vectors)
         docs = _documents(old, kept_docs, loaded)
+        dense = _dense(old, config, kept_rows, vectors, docs)
         bm25, terms = _lexical(old, kept_docs, loaded, docs)
         changes = _changes(old, len(deletes) + len(new_ids))
         share = changes["since_build"] / max(changes["documents_at_build"], 1)
@@ -126,13 +140,14 @@ def change(
             terms=terms,
             center=old.center,
             calibration=old.calibration_arrays or None,
-            metadata=_metadata(old, kept_docs, loaded),
+            metadata=metadata,
         )
     replaced = len(set(new_ids) & set(old.doc_ids))
     summary = ChangeSummary(
         len(new_ids) - replaced,
         replaced,
         len(deletes),
+        loaded.skipped_empty if loaded is not None else 0,
         encoded,
         docs.num_rows,
         dense[1],
@@ -142,7 +157,8 @@ def change(
     )
     log.info(
         f"change: {summary.added} added, {summary.replaced} replaced, {summary.deleted} deleted "
-        f"({summary.encoded} encoded); dense index {summary.dense}; {summary.documents} documents at {version}"
+        f"({summary.encoded} encoded, {summary.skipped_empty} empty skipped); dense index {summary.dense}; "
+        f"{summary.documents} documents at {version}"
         + ("; calibration is stale: run htp build to fit it again" if stale else "")
     )
     return summary
@@ -197,9 +213,11 @@ def _new_vectors(
     return encoded, np.concatenate(parts), row_ids
 
 
-def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray) -> tuple[faiss.Index, str]:
+def _dense(
+    old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table
+) -> tuple[faiss.Index, str]:
     """The FAISS index after the change and how it was made: changed in place when its type allows, else rebuilt
-    from the stored vectors of every document (no encoding)."""
+    from the stored vectors of every document after the change (`docs`; no encoding)."""
     removed = np.flatnonzero(~kept_rows)
     if (old.path / IVF_DATA).is_file():
         raise ChangeError(
@@ -210,7 +228,13 @@ def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.nd
     if live.can_change(index, removes=len(removed) > 0):
         live.change(index, removed, vectors)
         return index, "updated in place"
-    everything = np.concatenate([old.faiss.reconstruct_n(0, old.faiss.ntotal)[kept_rows], vectors])
+    key = encoder_key(config)
+    store = ShardStore(old.path.parent.parent / SHARDS / key, key)
+    keys = document_keys(*(docs.column(name).to_pylist() for name in DOC_COLUMNS))
+    try:
+        everything = np.concatenate([prepare(batch, old.center) for _, batch in store.gather(keys, store.locate())])
+    except ShardError as err:
+        raise ChangeError(f"the stored vectors this rebuild needs are missing ({err}): run htp build") from err
     factory, dim = old.manifest.factory, old.manifest.dimension
     train = everything[sample_rows(len(everything), config.index.train_sample, 0)]
     return build_faiss(factory, dim, [everything], train if needs_training(factory, dim) else None), "rebuilt"
@@ -266,8 +290,8 @@ def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa
                 f"metadata field {name!r} holds {kind} values in the index but {seen} values in the records added; "
                 "give it the index's type, or rebuild with htp build"
             )
-    incoming = pa.table({name: incoming.column(name).cast(ARROW_TYPES[kind]) for name, kind in types.items()})
-    return pa.concat_tables([table, incoming])
+    incoming = pa.table({name: incoming.column(name).cast(ARROW_TYPES[types[name]]) for name in table.column_names})
+    return pa.concat_tables([table, incoming.cast(table.schema)])  # Parquet may name a list's item differently
 
 
 def _changes(index: OpenIndex, touched: int) -> dict:

@@ -39,6 +39,7 @@ class FieldNames:
     title_field: str | None = "title"
     text_field: str = "text"
     metadata: tuple[str, ...] | str = ()  # fields kept beside the text, or "all" (every field but id, title, text)
+    metadata_optional: bool = False  # named fields no record has are left empty, not refused (a live change's)
 
 
 BEIR_FIELDS = FieldNames(id_field="_id", title_field="title", text_field="text")
@@ -89,6 +90,8 @@ def metadata_fields(fields: FieldNames, columns: list[str], file: Path) -> tuple
     if clash:
         raise DocumentError(f"data.metadata_fields names {clash}, which are the id, title or text fields")
     missing = [name for name in named if name not in columns]
+    if fields.metadata_optional:
+        return tuple(name for name in named if name in columns)
     if missing:
         raise DocumentError(
             f"{file}: no record has the metadata field(s) {missing} (the records' fields: {', '.join(columns)})"

@@ -74,6 +74,7 @@ class Index:
         self._lock = threading.Lock()
         self.searcher = Searcher(index_dir, config)
         self.version = self.searcher.index.path.name
+        self._reloading = threading.Lock()
         self._opening: str | None = None  # the version a background thread is opening now
         self.failed: dict[str, str] = {}  # version -> why it could not be opened
 
@@ -89,10 +90,11 @@ class Index:
 
     def reload(self) -> Searcher:
         """Open the version CURRENT names now, in the calling thread, raising what stops it (POST /reload)."""
-        name = current_version(self.index_dir)
-        if name is not None and name != self.version:
-            self.failed.pop(name, None)
-            self._open(name, raise_errors=True)
+        with self._reloading:  # one synchronous open at a time
+            name = current_version(self.index_dir)
+            if name is not None and name != self.version:
+                self.failed.pop(name, None)
+                self._open(name, raise_errors=True)
         return self.searcher
 
     def _open(self, name: str, raise_errors: bool = False) -> None:
@@ -101,14 +103,17 @@ class Index:
         except Exception as err:  # noqa: BLE001 - whatever stops the new version, the old one keeps answering
             with self._lock:
                 self.failed[name] = str(err)
-                self._opening = None
+                self._opening = None if self._opening == name else self._opening
             LOG.error("version %s could not be opened; still serving %s: %s", name, self.version, err)
             if raise_errors:
                 raise
             return
         with self._lock:
-            self.searcher, self.version = fresh, fresh.index.path.name
-            self._opening = None
+            if self._opening == name:
+                self._opening = None
+            # installed only while CURRENT still names it: a slower open of an older version never wins
+            if fresh.index.path.name == current_version(self.index_dir):
+                self.searcher, self.version = fresh, fresh.index.path.name
 
 
 class MicroBatcher:
@@ -254,8 +259,12 @@ def create_app(
             summary = run(live)
         except IndexFolderError as err:
             raise HTTPException(409, str(err)) from err
-        index.reload()
-        return {**asdict(summary), "version_dir": None, "version": summary.version_dir.name}
+        answer = {**asdict(summary), "version_dir": None, "version": summary.version_dir.name}
+        try:
+            index.reload()
+        except Exception as err:  # noqa: BLE001 - the change is written and live on disk; say the swap failed
+            answer["served_version"], answer["swap_error"] = index.version, str(err)
+        return answer
 
     @app.post("/documents")
     def add_documents(body: DocumentsRequest) -> dict:
@@ -263,7 +272,7 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="htp-add-") as folder:
             records = Path(folder) / "records.jsonl"
             records.write_text("".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in body.documents))
-            return changed(lambda live: changes.add(index.index_dir, records, config, live.encoder))
+            return changed(lambda live: changes.add(index.index_dir, records, config, live.encoder, Path(folder)))
 
     @app.delete("/documents")
     def delete_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from conftest import WORDS, write_corpus
 from indexes.store import IndexFolderError, locked_for_writing, open_index
 from pipeline.build import build
-from pipeline.changes import ChangeError, add, delete
+from pipeline.changes import ChangeError, add, change, delete
 from pipeline.cli import main as cli_main
 from pipeline.metadata import MetadataError
 from pipeline.searcher import Searcher
@@ -62,9 +62,10 @@ def settings(config):
     )
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16"])
-def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(settings, tmp_path, factory):
-    chosen = replace(settings, index=replace(settings.index, factory=factory, train_sample=40))
+@pytest.mark.parametrize("factory, windows", [("Flat", None), ("IVF4,Flat", None), ("HNSW16", None), ("Flat", 8)])
+def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(settings, tmp_path, factory, windows):
+    index = replace(settings.index, factory=factory, train_sample=40, window_tokens=windows)
+    chosen = replace(settings, index=index)
     first = [record(i) for i in range(40)]
     build(chosen, write(tmp_path / "a.jsonl", first), tmp_path / "live")
     incoming = [record(40), record(41), record(3, version=1), {**record(7), "section": 3}]  # 2 new, 2 replaced
@@ -73,6 +74,7 @@ def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(sett
     gone = delete(tmp_path / "live", ["d0", "d12", "d41"], chosen)
     assert gone.deleted == 3 and gone.encoded == 0 and gone.documents == 39
     assert gone.dense == ("rebuilt" if factory.startswith("HNSW") else "updated in place")
+    assert (open_index(tmp_path / "live").manifest.window_tokens is None) == (windows is None)
     replaced = {row["_id"] for row in incoming} | {"d0", "d12", "d41"}
     final = [row for row in first if row["_id"] not in replaced] + [r for r in incoming if r["_id"] != "d41"]
     build(chosen, write(tmp_path / "final.jsonl", final), tmp_path / "fresh")
@@ -149,6 +151,11 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert added.status_code == 200 and added.json()["added"] == 1 and added.json()["replaced"] == 1
     assert client.delete("/documents/d5", headers=key).json()["deleted"] == 1
     assert client.delete("/documents/d5", headers=key).status_code == 404
+    assert client.delete("/documents", params={"id": "d6"}, headers=key).json()["documents"] == 11
+    with locked_for_writing(tmp_path / "index"):
+        busy = client.delete("/documents/d7", headers=key)
+    assert busy.status_code == 409 and "another build is writing" in busy.json()["detail"]
+    assert client.post("/documents", json={"documents": [record(6)]}, headers=key).json()["added"] == 1
     refused = client.post("/documents", json={"documents": [{"title": "no id"}]}, headers=key)
     assert refused.status_code == 400
     index = open_index(tmp_path / "index")
@@ -157,3 +164,54 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert hits["hits"][0]["id"] == "d50"
     assert "d50" in index.doc_ids and "d5" not in index.doc_ids and len(index.doc_ids) == 12
     assert np.isfinite(index.faiss.reconstruct_n(0, index.faiss.ntotal)).all()
+
+
+def test_one_change_adds_and_deletes_and_edge_inputs_are_refused(settings, tmp_path):
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(6)]), tmp_path / "index")
+    both = change(tmp_path / "index", write(tmp_path / "b.jsonl", [record(9)]), ["d1", "d1", "d2"], settings)
+    assert (both.added, both.deleted, both.documents) == (1, 2, 5)
+    empty = write(tmp_path / "empty.jsonl", [{**record(10), "text": "  "}])
+    with pytest.raises(ChangeError, match="holds no record with a non-empty text"):
+        add(tmp_path / "index", empty, settings)
+    with pytest.raises(ChangeError, match="would leave the index with no documents"):
+        delete(tmp_path / "index", ["d0", "d3", "d4", "d5", "d9"], settings)
+    with pytest.raises(ChangeError, match="both add and delete the same id \\('d9'\\)"):
+        change(tmp_path / "index", write(tmp_path / "c.jsonl", [record(9)]), ["d9"], settings)
+    with pytest.raises(FileNotFoundError, match="no index at"):
+        delete(tmp_path / "typo", ["d0"], settings)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_metadata_of_every_type_is_carried_and_added(config, tmp_path):
+    fields = ("section", "tags", "when", "score")
+    chosen = replace(
+        config, index=replace(config.index, calibrate=False), data=replace(config.data, metadata_fields=fields)
+    )
+
+    def row(i: int) -> dict:
+        return {**record(i), "tags": ["a", f"t{i % 2}"], "when": f"2020-01-{1 + i:02d}", "score": i + 0.5}
+
+    build(chosen, write(tmp_path / "a.jsonl", [row(i) for i in range(8)]), tmp_path / "index")
+    incoming = [{**row(20), "score": 3}, {"_id": "d21", "title": "", "text": "No fields at all here."}]
+    add(tmp_path / "index", write(tmp_path / "b.jsonl", incoming), chosen)  # an integer where floats are: taken
+    index = open_index(tmp_path / "index")
+    assert index.metadata_of(["d20", "d21", "d3"]) == [
+        {"section": 0, "tags": ["a", "t0"], "when": "2020-01-21T00:00:00", "score": 3.0},
+        {"section": None, "tags": None, "when": None, "score": None},
+        {"section": 3, "tags": ["a", "t1"], "when": "2020-01-04T00:00:00", "score": 3.5},
+    ]
+    hits = Searcher(tmp_path / "index", chosen).search("Item", 20, "bm25", {"when": {"$gte": "2020-01-05"}})
+    assert sorted(hit.id for hit in hits) == ["d20", "d4", "d5", "d6", "d7"]
+
+
+def test_hnsw_takes_additions_in_place_and_on_disk_ivf_is_refused(settings, tmp_path):
+    hnsw = replace(settings, index=replace(settings.index, factory="HNSW16"))
+    build(hnsw, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "hnsw")
+    assert add(tmp_path / "hnsw", write(tmp_path / "b.jsonl", [record(40)]), hnsw).dense == "updated in place"
+    index = open_index(tmp_path / "hnsw")
+    assert index.ids[-1] == "d40"
+    assert index.search(index.faiss.reconstruct(index.faiss.ntotal - 1)[None, :], 1)[0][0][0] == "d40"
+    ivf = replace(settings, index=replace(settings.index, factory="IVF4,Flat", on_disk=True, train_sample=30))
+    build(ivf, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "ondisk")
+    with pytest.raises(ChangeError, match="an on-disk IVF index cannot be changed in place"):
+        delete(tmp_path / "ondisk", ["d1"], ivf)

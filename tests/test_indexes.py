@@ -15,6 +15,7 @@ from conftest import WORDS
 from indexes.factory import choose_factory, resolve_factory
 from indexes.faiss_index import build_faiss, search_faiss
 from indexes.lexical import build_bm25, build_bm25_terms, changed_bm25, load_bm25, save_bm25, search_bm25
+from indexes.live import can_change, change
 from indexes.parts import PARTS
 from indexes.store import Manifest, open_index, write_version
 from indexes.upgrade import FORMAT, upgrade_manifest
@@ -325,3 +326,43 @@ def test_a_filtered_faiss_search_returns_k_allowed_rows(factory, exact_rows, mon
         if factory == "Flat" or (factory == "HNSW16" and exact_rows and share < 0.1):  # exact: the best, in order
             truth = np.flatnonzero(allowed)[np.argsort(-(vectors[allowed] @ queries.T), axis=0)[:10].T]
             assert np.array_equal(rows, truth)
+
+
+@pytest.mark.parametrize(
+    "factory, removes",
+    [
+        ("Flat", True),
+        ("PQ4", True),
+        ("IVF8,Flat", True),
+        ("IVF8,PQ4", True),
+        ("PCA8,IVF8,Flat", True),
+        ("HNSW16", False),
+    ],
+)
+def test_live_changes_keep_each_row_s_label_its_position(factory, removes):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(600, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = build_faiss(factory, 16, [vectors[:500]], vectors)
+    removed = np.array([0, 3, 100, 499]) if removes else np.array([], dtype=np.int64)
+    assert can_change(index, removes=bool(len(removed)))
+    change(index, removed, vectors[500:])
+    final = np.concatenate([np.delete(vectors[:500], removed, axis=0), vectors[500:]])
+    assert index.ntotal == len(final)
+    exhaustive = faiss.ParameterSpace()
+    exhaustive.set_index_parameters(
+        index, "nprobe=8" if "IVF" in factory else "efSearch=128" if "HNSW" in factory else ""
+    )
+    rows = search_faiss(index, final[[5, 200, len(final) - 3]], 1)[1][:, 0]
+    if "PQ" not in factory and "PCA" not in factory:  # lossy codes may rank a neighbour first
+        assert rows.tolist() == [5, 200, len(final) - 3]
+    reconstructable = faiss.downcast_index(index)
+    if isinstance(reconstructable, faiss.IndexFlat):
+        assert np.allclose(index.reconstruct_n(0, index.ntotal), final)
+
+
+def test_indexes_that_cannot_remove_say_so():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(400, 16)).astype(np.float32)
+    assert not can_change(build_faiss("HNSW16", 16, [vectors], None), removes=True)
+    assert not can_change(build_faiss("IVF4,Flat,RFlat", 16, [vectors], vectors), removes=True)
