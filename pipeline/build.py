@@ -39,7 +39,7 @@ from pipeline.engines import ENGINES, Engine
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
 from pipeline.metadata import metadata_table
-from pipeline.records import full_text
+from pipeline.records import full_texts
 from pipeline.shards import (
     Located,
     ShardStore,
@@ -123,7 +123,7 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     settings = config.calibration
     rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
     subset = ctx.loaded.dataset.select(rows)
-    texts = [full_text(title, text) for title, text in zip(subset["title"], subset["text"])]
+    texts = full_texts(subset)
     cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
     used: set[str] = set()
@@ -187,8 +187,7 @@ def dense_index(
 
 def lexical_index(loaded: LoadResult) -> tuple[bm25s.BM25, Terms]:
     """BM25 over the same texts the encoder saw (title and body), and its terms (what a change re-scores from)."""
-    data = loaded.dataset
-    return build_bm25_terms([full_text(t, x) for t, x in zip(data["title"], data["text"])])
+    return build_bm25_terms(full_texts(loaded.dataset))
 
 
 def manifest_for(

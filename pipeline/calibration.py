@@ -40,6 +40,7 @@ TAU = 0.05  # InfoNCE temperature
 PENALTY = 1e-2  # on ||W||^2; chosen with the pseudo-query count on CISI's and manpages-3's dev queries (README)
 DEPTH = 100  # candidates per ranking on the development set, as search.candidates
 BIAS_WEIGHTS = (0.0, 0.5, 1.0)
+NEGATIVES = 8192  # documents in the adapter's softmax: all of a smaller corpus, else the targets and a sample
 # Score fusion (a convex combination of min-max normalised scores) with rising dense weight, BM25 alone first. It
 # beat weighted RRF at the best weight on the real queries of both collections (README), as in Bruch et al.,
 # "An Analysis of Fusion Functions for Hybrid Retrieval" (2023); `search.fusion: rrf` still offers RRF.
@@ -196,11 +197,14 @@ def fit_adapter(
     check_every: int = 10,
     lr: float = 1e-3,
 ) -> tuple[np.ndarray | None, dict]:
-    """Fit W in q + qW by InfoNCE (full softmax over `docs`, temperature TAU, `penalty` * ||W||^2), keeping the
-    W that scores best on the development set; None when no step beats the identity there."""
+    """Fit W in q + qW by InfoNCE (softmax over `docs`, temperature TAU, `penalty` * ||W||^2), keeping the W that
+    scores best on the development set; None when no step beats the identity there. Over more than NEGATIVES
+    documents the softmax runs over the targets and a seeded sample of the rest: each step's cost stays that of
+    a NEGATIVES-document corpus however large the sample calibration draws."""
     torch.manual_seed(seed)
+    docs, targets = _softmax_documents(docs, np.asarray(targets, dtype=np.int64), seed)
     q, d = torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(np.ascontiguousarray(docs))
-    t = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    t = torch.from_numpy(targets)
     weight = torch.zeros(q.shape[1], q.shape[1], requires_grad=True)
     optimiser = torch.optim.Adam([weight], lr=lr)
     best_score, best, best_step = target_ndcg(dev_queries @ dev_docs.T, dev_targets), None, 0
@@ -219,6 +223,18 @@ def fit_adapter(
             elif step - best_step >= 5 * check_every:
                 break
     return best, {"dev_ndcg_identity": start_score, "dev_ndcg_adapter": best_score, "adapter_steps": best_step}
+
+
+def _softmax_documents(docs: np.ndarray, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documents the adapter's softmax runs over, and the targets as rows of them: all documents when there
+    are at most NEGATIVES, else every target and a seeded uniform sample of the others, in corpus order."""
+    if len(docs) <= NEGATIVES:
+        return docs, targets
+    wanted = np.unique(targets)
+    others = np.setdiff1d(np.arange(len(docs)), wanted)
+    extra = np.random.default_rng(seed).choice(others, size=max(NEGATIVES - len(wanted), 0), replace=False)
+    rows = np.sort(np.concatenate([wanted, extra]))
+    return docs[rows], np.searchsorted(rows, targets)
 
 
 def _top_scored(scores: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from indexes import live
 from indexes.errors import IndexMissingError
 from indexes.factory import needs_training
 from indexes.faiss_index import build_faiss
-from indexes.lexical import build_bm25_terms, changed_bm25
+from indexes.lexical import Terms, build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
 from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
 from pipeline.build import SHARDS, encoder_key, field_names, input_keys, sample_rows
@@ -34,7 +35,7 @@ from pipeline.engines import LocalEngine
 from pipeline.errors import PipelineValueError
 from pipeline.load import LoadResult, load_documents
 from pipeline.metadata import ARROW_TYPES, MetadataError, metadata_table
-from pipeline.records import full_text
+from pipeline.records import full_text, full_texts
 from pipeline.searcher import check_encoder
 from pipeline.shards import ShardError, ShardStore, document_keys
 from pipeline.vectors import prepare
@@ -255,20 +256,18 @@ def _kept_rows(table: pa.Table, kept: np.ndarray) -> pa.Table:
     return pa.concat_tables(runs) if runs else table.slice(0, 0)
 
 
-def _lexical(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None, docs: pa.Table):
+def _lexical(
+    old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None, docs: pa.Table
+) -> tuple[bm25s.BM25 | None, Terms | None]:
     """BM25 after the change, re-scored from the stored terms (only incoming texts are tokenised); an index
     from before terms were stored is tokenised whole once."""
     if old.bm25 is None:
         return None, None
     terms = old.parts.get("terms")
     if terms is None:
-        return build_bm25_terms(_texts(docs.column("title").to_pylist(), docs.column("text").to_pylist()))
-    texts = [] if loaded is None else _texts(loaded.dataset["title"], loaded.dataset["text"])
-    return changed_bm25(old.bm25, terms, kept, texts)
-
-
-def _texts(titles: list[str], texts: list[str]) -> list[str]:
-    return [full_text(title, text) for title, text in zip(titles, texts)]
+        titles, texts = docs.column("title").to_pylist(), docs.column("text").to_pylist()
+        return build_bm25_terms([full_text(title, text) for title, text in zip(titles, texts)])
+    return changed_bm25(old.bm25, terms, kept, [] if loaded is None else full_texts(loaded.dataset))
 
 
 def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa.Table | None:

@@ -37,8 +37,10 @@ class BuildContext:
     metadata: tuple[pa.Table, dict[str, str]] | None = None  # the documents' metadata columns and their types
 
     def relocate(self) -> None:
-        """Re-read where every stored document is (after shards were written)."""
-        self.where = self.store.locate()
+        """Add where the documents of shards written since are (only those shards are read; what was found
+        before stays where it was)."""
+        known = {path for path, _, _ in self.where.values()}
+        self.where = {**self.store.locate([p for p in self.store.shards() if p not in known]), **self.where}
 
     def missing(self) -> list[int]:
         """Input rows whose vectors are not stored."""

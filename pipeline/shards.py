@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexes.durable import TEMP_SUFFIX, write_atomically
@@ -105,15 +105,20 @@ class ShardStore:
         """Completed shard files in name order."""
         return sorted(self.folder.glob(PATTERN))
 
-    def locate(self) -> Located:
-        """key -> (shard, first row, row count) for every stored document, reading only the key columns."""
+    def locate(self, paths: Sequence[Path] | None = None) -> Located:
+        """key -> (shard, first row, row count) for every document stored in `paths` (default: every shard, in
+        name order; a key stored twice is found in the first), reading only the key columns."""
         where: Located = {}
-        for path in self.shards():
-            start = 0
-            for key, rows in itertools.groupby(_read_checked(path, ["key"]).column("key").to_pylist()):
-                count = sum(1 for _ in rows)
+        for path in self.shards() if paths is None else paths:
+            keys = _read_checked(path, ["key"]).column("key").combine_chunks()
+            if len(keys) == 0:
+                continue
+            # a document's rows are consecutive: its runs of one key, found without a Python loop per row
+            changes = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+            starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
+            counts = np.diff(np.concatenate([starts, [len(keys)]]))
+            for key, start, count in zip(keys.take(pa.array(starts)).to_pylist(), starts.tolist(), counts.tolist()):
                 where.setdefault(key, (path, start, count))
-                start += count
         return where
 
     def write(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> Path:

@@ -212,3 +212,18 @@ def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp
     summary = build(calibrating, corpus, tmp_path / "code")
     assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in caplog.text
     assert len(Searcher(tmp_path / "code", calibrating).search("f(3)", 3, mode="hybrid")) == 3
+
+
+def test_the_adapter_s_softmax_keeps_a_small_corpus_whole_and_samples_a_large_one():
+    from pipeline.calibration import NEGATIVES, _softmax_documents
+
+    small = np.arange(40, dtype=np.float32).reshape(20, 2)
+    docs, targets = _softmax_documents(small, np.array([3, 3, 19]), seed=0)
+    assert docs is small and targets.tolist() == [3, 3, 19]
+    large = np.arange(NEGATIVES + 500, dtype=np.float32)[:, None]
+    wanted = np.array([7, NEGATIVES + 499, 7, 4000])
+    docs, targets = _softmax_documents(large, wanted, seed=0)
+    assert len(docs) == NEGATIVES and np.array_equal(docs[targets, 0], large[wanted, 0])  # each target is kept
+    assert np.all(np.diff(docs[:, 0]) > 0)  # corpus order, no document twice
+    again, _ = _softmax_documents(large, wanted, seed=0)
+    assert np.array_equal(again, docs)
