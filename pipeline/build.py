@@ -264,6 +264,33 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
     return factory, version, calibration
 
 
+def build_context(
+    config: Config,
+    input_path: Path,
+    index_dir: Path,
+    loaded: LoadResult,
+    encoder: HTPEncoder | None,
+    built_with: dict,
+    metadata: tuple[pa.Table, dict[str, str]] | None = None,
+) -> BuildContext:
+    """The context of a build (or a live change) of `loaded` into `index_dir`: its shard store (leftovers of
+    killed writes removed), the documents' keys and where the stored ones are, and the encoder, loaded on first
+    use unless `encoder` is given. Call under the index folder's lock."""
+    settings_key = encoder_key(config)
+    store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
+    store.remove_leftovers()
+
+    @functools.cache
+    def loaded_encoder() -> HTPEncoder:
+        return encoder or HTPEncoder(config.encoder)
+
+    keys = input_keys(loaded.dataset)
+    fields = field_names(config)
+    return BuildContext(
+        config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with, metadata
+    )
+
+
 def build(
     config: Config,
     input_path: Path | None = None,
@@ -296,28 +323,8 @@ def build(
     with locked_for_writing(index_dir, allow_foreign) as leftovers:
         if leftovers:
             log.info(f"clean: removed {len(leftovers)} unfinished version folder(s) of killed builds")
-        settings_key = encoder_key(config)
-        store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
-        store.remove_leftovers()
-        keys = input_keys(loaded.dataset)
-
-        @functools.cache
-        def loaded_encoder() -> HTPEncoder:
-            return encoder or HTPEncoder(config.encoder)
-
-        ctx = BuildContext(
-            config,
-            input_path,
-            index_dir,
-            fields,
-            loaded,
-            keys,
-            store,
-            store.locate(),
-            loaded_encoder,
-            built_with,
-            metadata,
-        )
+        ctx = build_context(config, input_path, index_dir, loaded, encoder, built_with, metadata)
+        store, keys = ctx.store, ctx.keys
         engine = ENGINES[config.engine]()
         reused = len(keys) - len(ctx.missing())
         encoded, truncated = engine.encode_missing(ctx)

@@ -8,7 +8,6 @@ touched more than calibration.stale_share of the documents, and `htp build` fits
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -28,9 +27,8 @@ from indexes.faiss_index import build_faiss
 from indexes.lexical import Terms, build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
 from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
-from pipeline.build import SHARDS, encoder_key, field_names, input_keys, sample_rows
+from pipeline.build import SHARDS, build_context, encoder_key, field_names, sample_rows
 from pipeline.config import Config
-from pipeline.context import BuildContext
 from pipeline.engines import LocalEngine
 from pipeline.errors import PipelineValueError
 from pipeline.load import LoadResult, load_documents
@@ -194,21 +192,10 @@ def _new_vectors(
     vectors the shard store does not hold."""
     if loaded is None:
         return 0, np.empty((0, old.manifest.dimension), np.float32), []
-    key = encoder_key(config)
-    store = ShardStore(index_dir / SHARDS / key, key)
-    store.remove_leftovers()
-    keys = input_keys(loaded.dataset)
-
-    @functools.cache
-    def loaded_encoder() -> HTPEncoder:
-        return encoder or HTPEncoder(config.encoder)
-
-    ctx = BuildContext(
-        config, Path("."), index_dir, field_names(config), loaded, keys, store, store.locate(), loaded_encoder, {}
-    )
+    ctx = build_context(config, Path("."), index_dir, loaded, encoder, {})
     encoded, _ = LocalEngine().encode_missing(ctx)
     row_ids, parts = [], []
-    for ids, vectors in store.gather(keys, ctx.where):
+    for ids, vectors in ctx.store.gather(ctx.keys, ctx.where):
         row_ids.extend(ids)
         parts.append(prepare(vectors, old.center))
     return encoded, np.concatenate(parts), row_ids
