@@ -26,9 +26,10 @@ import yaml
 
 from benchmarks.common import write_report
 from htp import HTPEncoder
-from pipeline.build import SHARDS, build, encoder_key
+from pipeline.build import build
 from pipeline.changes import add, delete
 from pipeline.config import Config
+from pipeline.context import SHARDS, encoder_key
 from pipeline.shards import ShardStore, document_keys
 
 

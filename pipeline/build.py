@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import tempfile
@@ -34,22 +33,20 @@ from indexes.store import (
 from pipeline.calibrated import Calibration, describe
 from pipeline.calibration import CalibrationSkipped, calibrate, seeded_hash
 from pipeline.config import Config, config_hash
-from pipeline.context import BuildContext
+from pipeline.context import SHARDS, BuildContext, build_context, field_names, sample_rows
 from pipeline.engines import ENGINES, Engine
 from pipeline.errors import PipelineError, PipelineValueError
-from pipeline.load import FieldNames, LoadResult, iter_batches, load_documents
+from pipeline.load import LoadResult, load_documents
 from pipeline.metadata import metadata_table
 from pipeline.records import full_texts
 from pipeline.shards import (
     Located,
     ShardStore,
     document_key,
-    document_keys,
 )
 from pipeline.vectors import prepare, streamed_mean
 from pipeline.versions import package_versions
 
-SHARDS = "shards"
 CALIBRATION_TEXTS = "calibration-texts"  # calibration's encoded pseudo-queries, inside the shard folder
 SHARD_FOLDER = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{16})?")  # encoder_key; encoder_key-content_key before keyed shards
 
@@ -71,38 +68,6 @@ class BuildSummary:
     shard_dir: Path
     seconds: float
     calibration: dict | None = None
-
-
-def encoder_key(config: Config) -> str:
-    """Hash of what decides the stored vectors: the resolved encoder settings (runtime knobs such as device
-    excluded) and, for multi-vector indexes, the window size."""
-    settings = config.encoder.vector_settings()
-    if config.index.window_tokens is not None:
-        settings = {**settings, "window_tokens": config.index.window_tokens}
-    return config_hash(settings)
-
-
-def input_keys(dataset) -> list[str]:
-    """The document key (hash of id, title and text) of every input document, in input order."""
-    return [
-        key
-        for batch in iter_batches(dataset, 4096)
-        for key in document_keys(batch["id"], batch["title"], batch["text"])
-    ]
-
-
-def field_names(config: Config) -> FieldNames:
-    return FieldNames(
-        id_field=config.data.id_field,
-        title_field=config.data.title_field,
-        text_field=config.data.text_field,
-        metadata=config.data.metadata_fields,
-    )
-
-
-def sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
-    """At most `limit` of `count` rows, uniformly at random, sorted."""
-    return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
 
 
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
@@ -262,33 +227,6 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
     finally:
         remove_owned(scratch)
     return factory, version, calibration
-
-
-def build_context(
-    config: Config,
-    input_path: Path,
-    index_dir: Path,
-    loaded: LoadResult,
-    encoder: HTPEncoder | None,
-    built_with: dict,
-    metadata: tuple[pa.Table, dict[str, str]] | None = None,
-) -> BuildContext:
-    """The context of a build (or a live change) of `loaded` into `index_dir`: its shard store (leftovers of
-    killed writes removed), the documents' keys and where the stored ones are, and the encoder, loaded on first
-    use unless `encoder` is given. Call under the index folder's lock."""
-    settings_key = encoder_key(config)
-    store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
-    store.remove_leftovers()
-
-    @functools.cache
-    def loaded_encoder() -> HTPEncoder:
-        return encoder or HTPEncoder(config.encoder)
-
-    keys = input_keys(loaded.dataset)
-    fields = field_names(config)
-    return BuildContext(
-        config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with, metadata
-    )
 
 
 def build(

@@ -12,13 +12,14 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bm25s
 import faiss
 import numpy as np
 import pyarrow as pa
 
-from htp import EncoderConfig, HTPEncoder
+from htp import EncoderConfig
 from htp.config import OPTIONAL_KEYS
 from indexes import live
 from indexes.errors import IndexMissingError
@@ -27,8 +28,8 @@ from indexes.faiss_index import build_faiss
 from indexes.lexical import Terms, build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
 from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
-from pipeline.build import SHARDS, build_context, encoder_key, field_names, sample_rows
 from pipeline.config import Config
+from pipeline.context import SHARDS, build_context, encoder_key, field_names, sample_rows
 from pipeline.engines import LocalEngine
 from pipeline.errors import PipelineValueError
 from pipeline.load import LoadResult, load_documents
@@ -37,6 +38,9 @@ from pipeline.records import full_text, full_texts
 from pipeline.searcher import check_encoder
 from pipeline.shards import ShardError, ShardStore, document_keys
 from pipeline.vectors import prepare
+
+if TYPE_CHECKING:
+    from htp import HTPEncoder
 
 log = logging.getLogger(__name__)
 

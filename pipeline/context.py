@@ -1,21 +1,27 @@
 """What one build's stages share, passed to each of them instead of the whole configuration plus a handful of
-loose arguments."""
+loose arguments, and how it is made (also for a live change): the shard store, the documents' keys, the encoder."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from htp import HTPEncoder
-from pipeline.config import Config
-from pipeline.load import FieldNames, LoadResult
-from pipeline.shards import GATHER_BATCH, Located, ShardStore
+from pipeline.config import Config, config_hash
+from pipeline.load import FieldNames, LoadResult, iter_batches
+from pipeline.shards import GATHER_BATCH, Located, ShardStore, document_keys
 from pipeline.vectors import prepare
+
+if TYPE_CHECKING:
+    import datasets
+
+    from htp import HTPEncoder
 
 
 @dataclass
@@ -51,3 +57,68 @@ class BuildContext:
         batches = self.store.gather(self.keys, self.where)
         total = -(-len(self.keys) // GATHER_BATCH)
         return (prepare(vectors, center) for _, vectors in tqdm(batches, desc=desc, unit="batch", total=total))
+
+
+SHARDS = "shards"
+
+
+def encoder_key(config: Config) -> str:
+    """Hash of what decides the stored vectors: the resolved encoder settings (runtime knobs such as device
+    excluded) and, for multi-vector indexes, the window size."""
+    settings = config.encoder.vector_settings()
+    if config.index.window_tokens is not None:
+        settings = {**settings, "window_tokens": config.index.window_tokens}
+    return config_hash(settings)
+
+
+def input_keys(dataset: datasets.Dataset) -> list[str]:
+    """The document key (hash of id, title and text) of every input document, in input order."""
+    return [
+        key
+        for batch in iter_batches(dataset, 4096)
+        for key in document_keys(batch["id"], batch["title"], batch["text"])
+    ]
+
+
+def field_names(config: Config) -> FieldNames:
+    """The input's field names as config.yaml's `data:` gives them."""
+    return FieldNames(
+        id_field=config.data.id_field,
+        title_field=config.data.title_field,
+        text_field=config.data.text_field,
+        metadata=config.data.metadata_fields,
+    )
+
+
+def sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of `count` rows, uniformly at random, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
+
+
+def build_context(
+    config: Config,
+    input_path: Path,
+    index_dir: Path,
+    loaded: LoadResult,
+    encoder: HTPEncoder | None,
+    built_with: dict,
+    metadata: tuple[pa.Table, dict[str, str]] | None = None,
+) -> BuildContext:
+    """The context of a build (or a live change) of `loaded` into `index_dir`: its shard store (leftovers of
+    killed writes removed), the documents' keys and where the stored ones are, and the encoder, loaded on first
+    use unless `encoder` is given. Call under the index folder's lock."""
+    settings_key = encoder_key(config)
+    store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
+    store.remove_leftovers()
+
+    @functools.cache
+    def loaded_encoder() -> HTPEncoder:
+        from htp.encoder import HTPEncoder  # here, so a change that encodes nothing imports no torch
+
+        return encoder or HTPEncoder(config.encoder)
+
+    keys = input_keys(loaded.dataset)
+    fields = field_names(config)
+    return BuildContext(
+        config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with, metadata
+    )

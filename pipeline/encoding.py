@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from htp import HTPEncoder
 from pipeline.records import full_text
 from pipeline.shards import ShardStore
+
+if TYPE_CHECKING:
+    from htp import HTPEncoder
 
 
 def encode_into(

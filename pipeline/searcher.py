@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from htp import EncoderConfig, HTPEncoder
+from htp import EncoderConfig
 from htp.config import OPTIONAL_KEYS
 from indexes.store import Hits as Rankings
 from indexes.store import OpenIndex, open_index
@@ -19,6 +20,9 @@ from pipeline.fusion import FusionChoice, fuse
 from pipeline.hits import Hit, snippet
 from pipeline.modes import MODES, SearchMode, search_mode
 from pipeline.vectors import prepare
+
+if TYPE_CHECKING:
+    from htp import HTPEncoder
 
 
 class EncoderMismatchError(PipelineValueError):
@@ -75,6 +79,8 @@ class Searcher:
         """Loaded on first dense query, so BM25-only search needs no model; once, however many threads ask."""
         with self._loading:
             if self._encoder is None:
+                from htp.encoder import HTPEncoder  # here: BM25-only search and opening an index import no torch
+
                 self._encoder = HTPEncoder(self._encoder_config)
         return self._encoder
 
