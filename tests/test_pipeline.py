@@ -151,7 +151,7 @@ def test_cli_prints_stage_summaries_once_on_stdout(config, tmp_path, capsys):
         assert "load:" not in err
 
 
-def test_cli_help_and_info_import_no_torch(config, tmp_path):
+def test_cli_help_info_bm25_queries_and_deletes_import_no_torch(config, tmp_path):
     out = tmp_path / "index"
     build(replace(config, index=replace(config.index, calibrate=False)), write_corpus(tmp_path / "c.jsonl", 6), out)
     probe = (
@@ -159,6 +159,8 @@ def test_cli_help_and_info_import_no_torch(config, tmp_path):
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    main(['info', {str(out)!r}])\n"
         "    main(['models'])\n"
+        f"    assert main(['query', {str(out)!r}, 'report', '--mode', 'bm25']) == 0\n"
+        f"    assert main(['delete', {str(out)!r}, 'd1']) == 0\n"
         "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'spacy') if m in sys.modules))\n"
     )
