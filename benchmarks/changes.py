@@ -29,8 +29,8 @@ from htp import HTPEncoder
 from pipeline.build import build
 from pipeline.changes import add, delete
 from pipeline.config import Config
-from pipeline.context import SHARDS, encoder_key
-from pipeline.shards import ShardStore, document_keys
+from pipeline.context import shard_store
+from pipeline.shards import document_keys
 
 
 def corpus(path: Path, count: int) -> list[dict]:
@@ -46,8 +46,7 @@ def corpus(path: Path, count: int) -> list[dict]:
 
 def store_vectors(config: Config, index_dir: Path, rows: list[dict], dimension: int) -> None:
     """Random unit vectors for every record, stored as a build would have stored them."""
-    key = encoder_key(config)
-    store = ShardStore(index_dir / SHARDS / key, key)
+    store = shard_store(config, index_dir)
     rng = np.random.default_rng(0)
     for start in range(0, len(rows), config.index.shard_size):
         batch = rows[start : start + config.index.shard_size]

@@ -47,12 +47,13 @@ def build_bm25_terms(texts: list[str]) -> tuple[bm25s.BM25, Terms]:
     vocab.setdefault("", len(vocab))  # bm25s's empty token: queries with no known word still score
     lengths = np.array([len(ids) for ids in tokenized.ids], dtype=np.int64)
     flat = np.fromiter((i for ids in tokenized.ids for i in ids), dtype=np.int64, count=int(lengths.sum()))
-    docs, words, tf = _counts(np.repeat(np.arange(len(texts), dtype=np.int64), lengths), flat, len(vocab))
+    docs, words, tf = _counts(np.repeat(np.arange(len(texts), dtype=np.int64), lengths), flat)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(words, minlength=len(vocab)))])
-    return scored(docs, indptr, Terms(tf, lengths), vocab), Terms(tf, lengths)
+    terms = Terms(tf, lengths)
+    return scored(docs, indptr, terms, vocab), terms
 
 
-def _counts(docs: np.ndarray, words: np.ndarray, vocabulary: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _counts(docs: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document, word, term frequency) of every distinct pair among these tokens, word by word, then by document
     (bm25s's column order)."""
     span = int(docs.max(initial=0)) + 1
@@ -81,7 +82,7 @@ def changed_bm25(model: bm25s.BM25, terms: Terms, kept: np.ndarray, texts: list[
     counts[: len(indptr) - 1] = np.diff(indptr)
     counts -= np.bincount(gone_words, minlength=width)
     new_docs, new_words, new_tf = _counts(
-        np.repeat(np.arange(len(words), dtype=np.int64), new_lengths) + int(kept.sum()), ids, width
+        np.repeat(np.arange(len(words), dtype=np.int64), new_lengths) + int(kept.sum()), ids
     )
     # a new entry goes after the kept entries of its word (np.insert keeps the new ones in their word, doc order)
     at = np.concatenate([[0], np.cumsum(counts)])[new_words + 1]

@@ -84,9 +84,8 @@ class Manifest:
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
     parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
     metadata: dict = field(default_factory=dict)  # metadata field -> type (string, integer, float, boolean, date, list)
-    changes: dict = field(
-        default_factory=dict
-    )  # live changes since the last full build (pipeline.changes); {} after one
+    # live changes since the last full build (pipeline.changes); {} after one
+    changes: dict = field(default_factory=dict)
     format: int = FORMAT
 
     @property
@@ -404,7 +403,7 @@ class OpenIndex:
         if self.manifest.window_tokens is None:
             return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search, allowed))
         if allowed is not None:
-            allowed = np.asarray(allowed, dtype=bool)[self._row_documents]
+            allowed = np.asarray(allowed, dtype=bool)[self.row_documents]
         out: Hits = []
         for query in queries:
             fetch = 4 * k
@@ -432,8 +431,8 @@ class OpenIndex:
         return self._hits(self.doc_ids, *search_bm25(self.bm25, queries, k, allowed))
 
     @cached_property
-    def _row_documents(self) -> np.ndarray:
-        """The document (position in doc_ids) of each row of a multi-vector index."""
+    def row_documents(self) -> np.ndarray:
+        """The document (position in doc_ids) of each FAISS row (a multi-vector index has several per document)."""
         starts = np.array([i == 0 or self.ids[i - 1] != doc for i, doc in enumerate(self.ids)], dtype=bool)
         return np.cumsum(starts) - 1
 

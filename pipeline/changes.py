@@ -29,14 +29,14 @@ from indexes.lexical import Terms, build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
 from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
 from pipeline.config import Config
-from pipeline.context import SHARDS, build_context, encoder_key, field_names, sample_rows
+from pipeline.context import build_context, field_names, sample_rows, shard_store
 from pipeline.engines import LocalEngine
 from pipeline.errors import PipelineValueError
 from pipeline.load import LoadResult, load_documents
 from pipeline.metadata import ARROW_TYPES, MetadataError, metadata_table
 from pipeline.records import full_text, full_texts
 from pipeline.searcher import check_encoder
-from pipeline.shards import ShardError, ShardStore, document_keys
+from pipeline.shards import ShardError, document_keys
 from pipeline.vectors import prepare
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def change(
         if not kept_docs.any() and not new_ids:
             raise ChangeError("this change would leave the index with no documents: delete the index folder instead")
         metadata = _metadata(old, kept_docs, loaded)  # its type checks come before any encoding
-        kept_rows = kept_docs[_row_documents(old)]
+        kept_rows = kept_docs[old.row_documents]
         encoded, vectors, row_ids = _new_vectors(index_dir, config, loaded, old, encoder)
         docs = _documents(old, kept_docs, loaded)
         dense = _dense(old, config, kept_rows, vectors, docs)
@@ -181,14 +181,6 @@ def _index_config(index: OpenIndex, config: Config | None) -> Config:
     )
 
 
-def _row_documents(index: OpenIndex) -> np.ndarray:
-    """The document (position) of each FAISS row."""
-    if index.manifest.window_tokens is None:
-        return np.arange(len(index.ids))
-    starts = np.array([i == 0 or index.ids[i - 1] != doc for i, doc in enumerate(index.ids)], dtype=bool)
-    return np.cumsum(starts) - 1
-
-
 def _new_vectors(
     index_dir: Path, config: Config, loaded: LoadResult | None, old: OpenIndex, encoder: HTPEncoder | None
 ) -> tuple[int, np.ndarray, list[str]]:
@@ -220,8 +212,7 @@ def _dense(
     if live.can_change(index, removes=len(removed) > 0):
         live.change(index, removed, vectors)
         return index, "updated in place"
-    key = encoder_key(config)
-    store = ShardStore(old.path.parent.parent / SHARDS / key, key)
+    store = shard_store(config, old.path.parent.parent)
     keys = document_keys(*(docs.column(name).to_pylist() for name in DOC_COLUMNS))
     try:
         everything = np.concatenate([prepare(batch, old.center) for _, batch in store.gather(keys, store.locate())])

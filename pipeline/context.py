@@ -95,6 +95,12 @@ def sample_rows(count: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, size=min(limit, count), replace=False))
 
 
+def shard_store(config: Config, index_dir: Path) -> ShardStore:
+    """The index folder's store of vectors made with this configuration's encoder settings."""
+    key = encoder_key(config)
+    return ShardStore(index_dir / SHARDS / key, key)
+
+
 def build_context(
     config: Config,
     input_path: Path,
@@ -107,8 +113,7 @@ def build_context(
     """The context of a build (or a live change) of `loaded` into `index_dir`: its shard store (leftovers of
     killed writes removed), the documents' keys and where the stored ones are, and the encoder, loaded on first
     use unless `encoder` is given. Call under the index folder's lock."""
-    settings_key = encoder_key(config)
-    store = ShardStore(index_dir / SHARDS / settings_key, settings_key)
+    store = shard_store(config, index_dir)
     store.remove_leftovers()
 
     @functools.cache

@@ -103,7 +103,8 @@ class Index:
         except Exception as err:  # noqa: BLE001 - whatever stops the new version, the old one keeps answering
             with self._lock:
                 self.failed[name] = str(err)
-                self._opening = None if self._opening == name else self._opening
+                if self._opening == name:
+                    self._opening = None
             LOG.error("version %s could not be opened; still serving %s: %s", name, self.version, err)
             if raise_errors:
                 raise
