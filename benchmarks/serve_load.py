@@ -129,38 +129,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40, help="sequential requests for the latency figures")
     parser.add_argument("--per-client", type=int, default=16)
     parser.add_argument("--limit-s", type=float, default=60.0, help="time bound of each throughput run")
+    parser.add_argument(
+        "--waits",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=[0.0, 5.0],
+        help="serve.batch_wait_ms values side by side, in bfloat16 (the first also for float32 and the 100k index)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.md"))
     args = parser.parse_args(argv)
+    variants = [("float32", args.waits[0])] + [("bfloat16", wait) for wait in args.waits]
     configs = {}
-    for dtype in ("float32", "bfloat16"):  # explicit, whatever `auto` takes on this CPU
-        configs[dtype] = Path(f"runs/cache/serve_{dtype}.yaml")
-        configs[dtype].parent.mkdir(parents=True, exist_ok=True)
+    for dtype, wait in variants:  # dtype explicit, whatever `auto` takes on this CPU
+        path = Path(f"runs/cache/serve_{dtype}_wait{wait:g}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_load(Path("config.yaml").read_text())
         config["encoder"]["dtype"] = dtype
-        configs[dtype].write_text(yaml.safe_dump(config))
-    targets = [(args.index, f"{dtype} queries", ("--config", str(path))) for dtype, path in configs.items()]
+        config.setdefault("serve", {})["batch_wait_ms"] = wait
+        path.write_text(yaml.safe_dump(config))
+        configs[dtype, wait] = path
+    targets = [(args.index, dtype, wait, ("--config", str(path))) for (dtype, wait), path in configs.items()]
     if args.synthetic:
         big = synthetic_index(args.index, Path("runs/cache") / f"synthetic-{args.synthetic}", args.synthetic)
-        targets.append((big, "bfloat16 queries", ("--config", str(configs["bfloat16"]))))
+        wait = args.waits[0]
+        targets.append((big, "bfloat16", wait, ("--config", str(configs["bfloat16", wait]))))
     rows = []
-    for index, dtype, options in targets:
+    for index, dtype, wait, options in targets:
         with serving(index, *options) as url:
             count = open_index(index).manifest.count
             rows += [
-                {"index": str(index), "documents": count, "queries": dtype, **row}
+                {"index": str(index), "documents": count, "queries": dtype, "batch_wait_ms": wait, **row}
                 for row in measure(url, args.requests, args.per_client, args.limit_s)
             ]
     lines = [
         "`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
         f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client. "
-        "Documents are always float32 vectors; the query encoder runs in the dtype named.",
+        "Documents are always float32 vectors; the query encoder runs in the dtype named; batch wait is "
+        "serve.batch_wait_ms (queries queued during a pass always join the next one).",
         "",
-        "| index | documents | query encoder | mode | p50 ms | p95 ms | queries/s, 1 client | 4 clients | 16 clients "
-        "| 16 vs 1 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| index | documents | query encoder | batch wait ms | mode | p50 ms | p95 ms | queries/s, 1 client "
+        "| 4 clients | 16 clients | 16 vs 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['index']} | {r['documents']} | {r['queries']} | {r['mode']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
+        f"| {r['index']} | {r['documents']} | {r['queries']} | {r['batch_wait_ms']:g} | {r['mode']} "
+        f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
         f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |"
         for r in rows
     ]

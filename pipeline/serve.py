@@ -118,8 +118,9 @@ class Index:
 
 
 class MicroBatcher:
-    """Queries that arrive within `wait_ms` of the first are searched together, at most `size` at a time, so
-    concurrent clients share forward passes instead of queueing one pass each."""
+    """Queries queued while a pass runs, and those that arrive within `wait_ms` of the first, are searched
+    together, at most `size` at a time, so concurrent clients share forward passes instead of queueing one pass
+    each; with `wait_ms` 0 a lone query starts at once and batches still form under load."""
 
     def __init__(self, wait_ms: float, size: int, observer: Observer) -> None:
         self.wait, self.size, self.observer = wait_ms / 1000, size, observer
@@ -143,7 +144,12 @@ class MicroBatcher:
         while True:
             batch = [await queue.get()]
             deadline = loop.time() + self.wait
-            while len(batch) < self.size and (left := deadline - loop.time()) > 0:
+            while len(batch) < self.size:
+                if not queue.empty():  # what queued during the last pass joins at once, with no wait
+                    batch.append(queue.get_nowait())
+                    continue
+                if (left := deadline - loop.time()) <= 0:
+                    break
                 try:
                     batch.append(await asyncio.wait_for(queue.get(), left))
                 except TimeoutError:

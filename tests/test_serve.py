@@ -266,6 +266,39 @@ def test_concurrent_queries_share_forward_passes(served, monkeypatch):
     assert sum(batches) == 4 and len(batches) < 4  # fewer forward passes than requests
 
 
+def test_queries_queued_during_a_pass_join_the_next_one_with_no_wait(served, monkeypatch):
+    config, index_dir = served
+    eager = replace(config, serve=replace(config.serve, batch_wait_ms=0.0))
+    batches: list[int] = []
+    rank = serve._rank
+
+    def slow_first(jobs, *rest):
+        batches.append(len(jobs))
+        if len(batches) == 1:
+            time.sleep(0.5)  # the first pass is still running when the others arrive
+        return rank(jobs, *rest)
+
+    monkeypatch.setattr(serve, "_rank", slow_first)
+    with TestClient(create_app(index_dir, eager)) as client:
+        client.get("/search", params={"q": "warm up", "mode": "dense"})
+        batches.clear()
+        results: list[dict] = []
+
+        def ask(q: str) -> None:
+            results.append(client.get("/search", params={"q": q, "mode": "dense", "k": 3}).json())
+
+        first = threading.Thread(target=ask, args=("cat",))
+        first.start()
+        time.sleep(0.2)
+        rest = [threading.Thread(target=ask, args=(q,)) for q in ("mat", "park", "sunny")]
+        for thread in rest:
+            thread.start()
+        for thread in [first, *rest]:
+            thread.join()
+    assert len(results) == 4 and all(len(r["hits"]) == 3 for r in results)
+    assert batches == [1, 3]  # the lone query started at once; the three queued behind it shared one pass
+
+
 def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served, tmp_path):
     config, index_dir = served
     client = TestClient(create_app(index_dir, config))
