@@ -235,17 +235,25 @@ def test_bodies_arriving_together_are_bounded_in_bytes_and_released_when_answere
     assert guard.buffered == 0
 
 
-def test_concurrent_queries_share_forward_passes(served, monkeypatch):
-    config, index_dir = served
-    slow = replace(config, serve=replace(config.serve, batch_wait_ms=300.0))
+def passes_counted(monkeypatch, hold_first_s: float = 0.0) -> list[int]:
+    """The size of every forward pass the service runs from now on; the first is held `hold_first_s` longer."""
     batches: list[int] = []
     rank = serve._rank
 
     def counting(jobs, *rest):
         batches.append(len(jobs))
+        if len(batches) == 1:
+            time.sleep(hold_first_s)
         return rank(jobs, *rest)
 
     monkeypatch.setattr(serve, "_rank", counting)
+    return batches
+
+
+def test_concurrent_queries_share_forward_passes(served, monkeypatch):
+    config, index_dir = served
+    slow = replace(config, serve=replace(config.serve, batch_wait_ms=300.0))
+    batches = passes_counted(monkeypatch)
     with TestClient(create_app(index_dir, slow)) as client:
         client.get("/search", params={"q": "warm up", "mode": "dense"})
         batches.clear()
@@ -269,16 +277,7 @@ def test_concurrent_queries_share_forward_passes(served, monkeypatch):
 def test_queries_queued_during_a_pass_join_the_next_one_with_no_wait(served, monkeypatch):
     config, index_dir = served
     eager = replace(config, serve=replace(config.serve, batch_wait_ms=0.0))
-    batches: list[int] = []
-    rank = serve._rank
-
-    def slow_first(jobs, *rest):
-        batches.append(len(jobs))
-        if len(batches) == 1:
-            time.sleep(0.5)  # the first pass is still running when the others arrive
-        return rank(jobs, *rest)
-
-    monkeypatch.setattr(serve, "_rank", slow_first)
+    batches = passes_counted(monkeypatch, hold_first_s=0.5)  # the first pass still runs when the others arrive
     with TestClient(create_app(index_dir, eager)) as client:
         client.get("/search", params={"q": "warm up", "mode": "dense"})
         batches.clear()
