@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -206,6 +206,14 @@ class HTPEncoder:
                 build_layout(cfg.spec, ids, blocks, self.bos_id, self.prompts[kind], cfg.max_length, self.eos_id)
             )
         return out
+
+    def same_input(self, first: Sequence[str], second: Sequence[str], kind: str = "document") -> list[bool]:
+        """Whether each pair of texts gives the model the same sequence, so one's vector is the other's: an edit
+        past a document's truncation point changes nothing the encoder reads."""
+        return [
+            replace(a, truncated=False) == replace(b, truncated=False)
+            for a, b in zip(self.layouts(first, kind), self.layouts(second, kind), strict=True)
+        ]
 
     def windows(self, texts: Sequence[str], size: int) -> list[list[str]]:
         """Each text cut into consecutive windows of whole sentences of at most `size` tokens (a longer sentence

@@ -68,6 +68,7 @@ class BuildSummary:
     shard_dir: Path
     seconds: float
     calibration: dict | None = None
+    encode_seconds: float = 0.0  # of `seconds`: encoding the documents (calibration's encoding not included)
 
 
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
@@ -114,6 +115,7 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
         settings.dev_queries,
         settings.seed,
         bm25=config.index.bm25,
+        same_input=lambda originals, edited: ctx.encoder().same_input(originals, edited, "document"),
     )
     cache.prune(used, cache.locate())
     return calibration
@@ -265,10 +267,13 @@ def build(
         store, keys = ctx.store, ctx.keys
         engine = ENGINES[config.engine]()
         reused = len(keys) - len(ctx.missing())
+        encoding = time.perf_counter()
         encoded, truncated = engine.encode_missing(ctx)
+        encode_seconds = time.perf_counter() - encoding
         log.info(
-            f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}), {reused} "
-            f"reused from earlier builds, {truncated} truncated to {config.encoder.max_length} tokens"
+            f"encode: {encoded} documents encoded ({built_with['dtype']} on {built_with['device']}) in "
+            f"{encode_seconds:.1f} s, {reused} reused from earlier builds, {truncated} truncated to "
+            f"{config.encoder.max_length} tokens"
         )
         factory, version, calibration = index_shards(ctx, engine)
         if calibration is not None:
@@ -286,7 +291,8 @@ def build(
         if stale:
             log.info(f"clean: removed {len(stale)} shard folder(s) of other encoder settings or an earlier layout")
     seconds = time.perf_counter() - began
-    log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all)")
+    spent = f"; encoding the documents {encode_seconds / seconds:.0%} of it" if encoded else ""
+    log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all{spent})")
     return BuildSummary(
         len(loaded.dataset),
         loaded.skipped_empty,
@@ -299,4 +305,5 @@ def build(
         store.folder,
         seconds,
         calibration.settings() if calibration else None,
+        encode_seconds,
     )

@@ -80,8 +80,10 @@ def describe(calibration: Calibration) -> str:
     fusion = calibration.fusion.label + (
         f" (the dev set's best: {best})" if best and best != calibration.fusion.label else ""
     )
+    kept = r.get("dev_queries", 0) - r.get("dev_documents_encoded", r.get("dev_queries", 0))
+    encoded = f" ({kept} of their documents kept their vector: the edit lay past truncation)" if kept else ""
     return (
         f"{adapter}, query correction {calibration.bias_weight:g}, hybrid fusion {fusion}; "
-        f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries, "
+        f"{r.get('pseudo_queries')} pseudo-queries, {r.get('dev_queries')} inverse-cloze dev queries{encoded}, "
         f"{r.get('seconds')} s"
     )

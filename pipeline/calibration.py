@@ -302,6 +302,7 @@ def fit(
 
 
 Encode = Callable[[list[str], str], np.ndarray]
+SameInput = Callable[[list[str], list[str]], list[bool]]
 
 
 @dataclass
@@ -313,6 +314,7 @@ class CalibrationData:
     dev_queries: np.ndarray
     dev_docs: np.ndarray
     dev_bm25: list[list[tuple[int, float]]] | None
+    dev_documents_encoded: int
 
     @property
     def train_targets(self) -> np.ndarray:
@@ -333,9 +335,13 @@ def calibration_data(
     dev_queries: int,
     seed: int,
     bm25: bool,
+    same_input: SameInput | None = None,
 ) -> CalibrationData:
     """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
-    sentence, and rank the development queries with BM25 over that edited corpus."""
+    sentence, and rank the development queries with BM25 over that edited corpus.
+
+    `same_input(originals, edited)` says which edits the encoder cannot see (the sentence lies past a long
+    document's truncation point): those documents keep their stored vector instead of being encoded again."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
         raise CalibrationSkipped(
@@ -347,7 +353,10 @@ def calibration_data(
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]
     rows = [q.row for q in sample.dev]
     dev_docs = np.array(docs, dtype=np.float32, copy=True)
-    dev_docs[rows] = prepare(encode(edited, "document"), center)
+    unseen = same_input([texts[row] for row in rows], edited) if same_input else [False] * len(rows)
+    changed = [i for i, same in enumerate(unseen) if not same]
+    if changed:
+        dev_docs[[rows[i] for i in changed]] = prepare(encode([edited[i] for i in changed], "document"), center)
     dev_bm25 = None
     if bm25:
         corpus = list(texts)
@@ -355,7 +364,7 @@ def calibration_data(
             corpus[row] = text
         scores, hits = search_bm25(build_bm25(corpus), [q.text for q in sample.dev], DEPTH)
         dev_bm25 = [[(int(r), float(s)) for r, s in zip(hr, sr) if r >= 0] for hr, sr in zip(hits, scores)]
-    return CalibrationData(sample, train, dev, dev_docs, dev_bm25)
+    return CalibrationData(sample, train, dev, dev_docs, dev_bm25, len(changed))
 
 
 def calibrate(
@@ -368,10 +377,13 @@ def calibrate(
     dev_queries: int,
     seed: int,
     bm25: bool,
+    same_input: SameInput | None = None,
 ) -> Calibration:
     """Everything calibration does, from the calibration corpus's texts and prepared vectors."""
     began = time.perf_counter()
-    data = calibration_data(texts, docs, center, encode, sentence_starts, pseudo_queries, dev_queries, seed, bm25)
+    data = calibration_data(
+        texts, docs, center, encode, sentence_starts, pseudo_queries, dev_queries, seed, bm25, same_input
+    )
     calibration = fit(
         data.train_queries,
         data.train_targets,
@@ -385,6 +397,7 @@ def calibrate(
     calibration.report.update(
         pseudo_queries=len(data.sample.train),
         dev_queries=len(data.sample.dev),
+        dev_documents_encoded=data.dev_documents_encoded,
         documents=len(texts),
         seed=seed,
         seconds=round(time.perf_counter() - began, 1),

@@ -16,6 +16,7 @@ from pipeline.build import build
 from pipeline.calibration import (
     FUSIONS,
     Calibration,
+    calibration_data,
     choose_fusion,
     fit,
     fit_adapter,
@@ -70,6 +71,26 @@ def test_without_sentence_removes_exactly_that_sentence():
     edited = without_sentence(TEXTS[q.row], q)
     assert q.text not in edited
     assert len(edited.split()) == len(TEXTS[q.row].split()) - len(q.text.split())
+
+
+def test_development_documents_the_encoder_reads_unchanged_keep_their_vector():
+    encoded: list[str] = []
+
+    def encode(items: list[str], kind: str) -> np.ndarray:
+        encoded.extend(items if kind == "document" else [])
+        return np.random.default_rng(len(items)).normal(size=(len(items), 4)).astype(np.float32)
+
+    docs = prepare(np.random.default_rng(0).normal(size=(len(TEXTS), 4)).astype(np.float32), None)
+    sample = sample_pseudo_queries(TEXTS, naive_starts, count=20, dev_count=10, seed=0)
+    unseen = {q.row for q in sample.dev[::2]}  # as if their removed sentence lay past truncation
+
+    def same_input(originals: list[str], edited: list[str]) -> list[bool]:
+        return [TEXTS.index(text) in unseen for text in originals]
+
+    data = calibration_data(TEXTS, docs, None, encode, naive_starts, 20, 10, 0, bm25=False, same_input=same_input)
+    assert data.dev_documents_encoded == len(encoded) == 5
+    rows = [q.row for q in data.sample.dev]
+    assert [np.array_equal(data.dev_docs[row], docs[row]) for row in rows] == [row in unseen for row in rows]
 
 
 def test_target_ndcg_matches_ranx():

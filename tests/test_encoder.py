@@ -168,6 +168,14 @@ def test_truncation_is_counted_and_bounded(make_encoder):
     assert max(len(layout.ids) for layout in encoder.layouts([LONG])) <= 40
 
 
+def test_an_edit_past_truncation_is_the_same_input_and_the_same_vector(make_encoder):
+    encoder = make_encoder(max_length=40)
+    tail = LONG + " This last sentence is never read."
+    head = "A new first sentence here. " + LONG
+    assert encoder.same_input([LONG, LONG, TEXTS[0]], [tail, head, TEXTS[1]]) == [True, False, False]
+    assert np.abs(encoder.encode([tail])[0] - encoder.encode([LONG])[0]).max() < 1e-6
+
+
 def test_vectors_are_unit_float32_and_in_input_order(make_encoder):
     encoder = make_encoder(batch_tokens=64, max_batch_size=2)
     texts = [LONG, TEXTS[0], TEXTS[1], TEXTS[2]]
