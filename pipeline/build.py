@@ -104,6 +104,14 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
             cached.update(cache.locate())
         return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
 
+    def same_input(originals: list[str], edited: list[str]) -> list[bool]:
+        """Only edits not stored already are compared: a stored one costs nothing to read, while comparing loads
+        the model, which a rebuild whose calibration encodings are all stored would otherwise never do."""
+        fresh = [i for i, text in enumerate(edited) if document_key("document", "", text) not in cached]
+        verdicts = ctx.encoder().same_input([originals[i] for i in fresh], [edited[i] for i in fresh]) if fresh else []
+        same = dict(zip(fresh, verdicts))
+        return [same.get(i, False) for i in range(len(edited))]
+
     stored = _read_documents(ctx.store, ctx.where, [ctx.keys[row] for row in rows], center)
     calibration = calibrate(
         texts,
@@ -115,7 +123,7 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
         settings.dev_queries,
         settings.seed,
         bm25=config.index.bm25,
-        same_input=lambda originals, edited: ctx.encoder().same_input(originals, edited, "document"),
+        same_input=same_input,
     )
     cache.prune(used, cache.locate())
     return calibration
