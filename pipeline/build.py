@@ -71,9 +71,14 @@ class BuildSummary:
     encode_seconds: float = 0.0  # of `seconds`: encoding the documents (calibration's encoding not included)
 
 
+def store_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
+    """Stored (raw) vectors of the documents with these keys, in this order."""
+    return np.concatenate([vectors for _, vectors in store.gather(keys, where)])
+
+
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
     """Prepared vectors of the documents with these keys, in this order."""
-    return np.concatenate([prepare(vectors, center) for _, vectors in store.gather(keys, where)])
+    return prepare(store_vectors(store, where, keys), center)
 
 
 def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration:
@@ -90,6 +95,7 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
     subset = ctx.loaded.dataset.select(rows)
     texts = full_texts(subset)
+    key_of = dict(zip(texts, [ctx.keys[row] for row in rows]))
     cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
     used: set[str] = set()
@@ -105,12 +111,29 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
         return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
 
     def same_input(originals: list[str], edited: list[str]) -> list[bool]:
-        """Only edits not stored already are compared: a stored one costs nothing to read, while comparing loads
-        the model, which a rebuild whose calibration encodings are all stored would otherwise never do."""
-        fresh = [i for i, text in enumerate(edited) if document_key("document", "", text) not in cached]
-        verdicts = ctx.encoder().same_input([originals[i] for i in fresh], [edited[i] for i in fresh]) if fresh else []
-        same = dict(zip(fresh, verdicts))
-        return [same.get(i, False) for i in range(len(edited))]
+        """Whether the encoder reads each edit as its original. Comparing loads the model, so only edits not stored
+        yet are compared; one the encoder cannot see is stored under its edited text with the original's vector, so
+        a rebuild tells it from a stored edit that was encoded by that vector alone, with no model."""
+        keys = [document_key("document", "", text) for text in edited]
+        sources = [key_of[text] for text in originals]
+        stored = [i for i, key in enumerate(keys) if key in cached]
+        fresh = [i for i, key in enumerate(keys) if key not in cached]
+        verdict: dict[int, bool] = {}
+        if stored:
+            kept = store_vectors(cache, cached, [keys[i] for i in stored])
+            theirs = store_vectors(ctx.store, ctx.where, [sources[i] for i in stored])
+            verdict.update((i, bool(np.array_equal(a, b))) for i, a, b in zip(stored, kept, theirs))
+        if fresh:
+            verdict.update(
+                zip(fresh, ctx.encoder().same_input([originals[i] for i in fresh], [edited[i] for i in fresh]))
+            )
+            unseen = [i for i in fresh if verdict[i]]
+            if unseen:
+                raw = store_vectors(ctx.store, ctx.where, [sources[i] for i in unseen])
+                cache.write([keys[i] for i in unseen], [keys[i] for i in unseen], raw)
+                cached.update(cache.locate())
+        used.update(keys[i] for i, same in verdict.items() if same)
+        return [verdict[i] for i in range(len(edited))]
 
     stored = _read_documents(ctx.store, ctx.where, [ctx.keys[row] for row in rows], center)
     calibration = calibrate(

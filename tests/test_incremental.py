@@ -133,3 +133,22 @@ def test_a_rebuild_reuses_calibrations_encodings_and_calibrates_as_a_fresh_build
     assert ours.keys() == theirs.keys()
     for key, value in ours.items():
         assert value == pytest.approx(theirs[key], abs=1e-4) if isinstance(value, float) else value == theirs[key], key
+
+
+def test_a_rebuild_reads_the_kept_vectors_of_edits_past_truncation_and_loads_no_model(config, tmp_path, monkeypatch):
+    import htp.encoder
+
+    config = replace(config, encoder=replace(config.encoder, max_length=44))
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 60)
+    first = build(config, corpus, tmp_path / "index")
+    assert first.calibration is not None
+    assert first.calibration["dev_documents_encoded"] < first.calibration["dev_queries"]  # some edits were unseen
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the rebuild loaded the model")
+
+    monkeypatch.setattr(htp.encoder, "HTPEncoder", no_model)
+    again = build(config, corpus, tmp_path / "index")
+    assert again.encoded == 0
+    ours = {k: v for k, v in again.calibration.items() if k != "seconds"}
+    assert ours == {k: v for k, v in first.calibration.items() if k != "seconds"}
