@@ -23,6 +23,11 @@ def _tokens(texts: list[str], ids: bool):
     return bm25s.tokenize(texts, lower=True, stopwords="en", return_ids=ids, show_progress=False)
 
 
+def words(texts: list[str]) -> list[list[str]]:
+    """The words BM25 indexes and scores of each text (lower-cased, English stopwords dropped)."""
+    return _tokens(texts, ids=False)
+
+
 @dataclass(frozen=True)
 class Terms:
     """What BM25 scores are computed from, kept beside the index so a change re-scores without tokenising the
