@@ -88,6 +88,15 @@ def minilm_vectors(
     return out[0], out[1]
 
 
+def cpu_name() -> str:
+    """This machine's CPU model as /proc/cpuinfo names it (benchmarks say which CPU their figures come from)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+
+
 def write_report(out: Path, lines: list[str], data: object) -> None:
     """Write `lines` to out (.md) and `data` to out with a .json suffix, then print the lines."""
     out.parent.mkdir(parents=True, exist_ok=True)
