@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,11 @@ class Collection:
             curve[layer] = self.ndcg(self._top(queries @ docs.T))
         return curve
 
-    def at(self, exit_layer: int, pseudo: int, dev: int, seed: int) -> None:
-        """Prepare vectors and calibration data at one exit layer."""
+    def at(
+        self, exit_layer: int, pseudo: int, dev: int, seed: int, dev_form: Callable[[str], str] | None = None
+    ) -> None:
+        """Prepare vectors and calibration data at one exit layer (`dev_form`: how development queries are
+        written from their sentences, as pipeline.calibration.calibration_data takes it)."""
         layer = exit_layer - 1
         raw_docs = np.asarray(self.layer_docs[layer])
         self.center = raw_docs.mean(axis=0)
@@ -107,6 +111,7 @@ class Collection:
             seed,
             bm25=True,
             same_input=self.encoder.same_input,
+            dev_form=dev_form,
         )
 
     @staticmethod
@@ -194,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration.md"))
     parser.add_argument("--dev-queries", type=int, default=200)
+    parser.add_argument(
+        "--counts",
+        default=",".join(map(str, COUNTS)),
+        help="pseudo-query counts swept, comma-separated (the largest is encoded; smaller ones are its first rows)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=EncoderConfig().model, help="registry name or model folder")
     parser.add_argument("--dtype", default="auto", help="encoder dtype (auto: bfloat16 where the CPU has it)")
@@ -204,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         "pick one by uncalibrated dense NDCG (default: the model's exit layer)",
     )
     args = parser.parse_args(argv)
+    counts = [int(x) for x in args.counts.split(",")]
     began = time.perf_counter()
     device = pick_device("cpu")
     dtype = dtype_name(pick_dtype(args.dtype, device))
@@ -225,10 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         f"exit layer {exit_layer} ({'chosen on ' + chosen_on + ' dev' if curves else 'the model default'})", flush=True
     )
     for collection in collections.values():
-        collection.at(exit_layer, max(COUNTS), args.dev_queries, args.seed)
+        collection.at(exit_layer, max(counts), args.dev_queries, args.seed)
     sweep = {}
     for penalty in PENALTIES:
-        for count in COUNTS:
+        for count in counts:
             scores = []
             for chooser in choosers:
                 calibration = chooser.fit(penalty, count, args.seed)

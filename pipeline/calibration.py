@@ -336,20 +336,23 @@ def calibration_data(
     seed: int,
     bm25: bool,
     same_input: SameInput | None = None,
+    dev_form: Callable[[str], str] | None = None,
 ) -> CalibrationData:
     """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
     sentence, and rank the development queries with BM25 over that edited corpus.
 
     `same_input(originals, edited)` says which edits the encoder cannot see (the sentence lies past a long
-    document's truncation point): those documents keep their stored vector instead of being encoded again."""
+    document's truncation point): those documents keep their stored vector instead of being encoded again.
+    `dev_form` rewrites each development sentence as the query asked (None: the sentence as it stands)."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
         raise CalibrationSkipped(
             f"the documents hold too few prose sentences ({len(sample.train)} training and "
             f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)"
         )
+    asked = [q.text if dev_form is None else dev_form(q.text) for q in sample.dev]
     train = prepare(encode([q.text for q in sample.train], "query"), center)
-    dev = prepare(encode([q.text for q in sample.dev], "query"), center)
+    dev = prepare(encode(asked, "query"), center)
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]
     rows = [q.row for q in sample.dev]
     dev_docs = np.array(docs, dtype=np.float32, copy=True)
@@ -362,7 +365,7 @@ def calibration_data(
         corpus = list(texts)
         for row, text in zip(rows, edited):
             corpus[row] = text
-        scores, hits = search_bm25(build_bm25(corpus), [q.text for q in sample.dev], DEPTH)
+        scores, hits = search_bm25(build_bm25(corpus), asked, DEPTH)
         dev_bm25 = [[(int(r), float(s)) for r, s in zip(hr, sr) if r >= 0] for hr, sr in zip(hits, scores)]
     return CalibrationData(sample, train, dev, dev_docs, dev_bm25, len(changed))
 
