@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +185,27 @@ class Collection:
     def minilm(self, cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
         """Documents and queries through all-MiniLM-L6-v2, or None when not installed."""
         return minilm_vectors(cache, self.name, self.texts, [self.data.queries[q] for q in self.query_ids])
+
+
+def collection_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark over these collections and their cached encodings (the calibration data
+    at the shipped 2,000 pseudo-queries unless --pseudo-queries says otherwise)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--datasets", default="cisi,manpages-3")
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    parser.add_argument("--pseudo-queries", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser
+
+
+def prepared(args: argparse.Namespace, encoder: HTPEncoder) -> Iterator[Collection]:
+    """Each collection the arguments name, its calibration data prepared at the encoder's exit layer."""
+    for name in args.datasets.split(","):
+        collection = Collection(args.data / name, args.cache, encoder, args.seed)
+        collection.at(encoder.layers_run, args.pseudo_queries, 200, args.seed)
+        yield collection
 
 
 def main(argv: list[str] | None = None) -> None:

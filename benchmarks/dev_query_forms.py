@@ -10,11 +10,9 @@ set's order of 14 fusion options and the real queries' order. Reuses benchmarks.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
-from pathlib import Path
 
-from benchmarks.calibration import Collection
+from benchmarks.calibration import Collection, collection_arguments
 from benchmarks.common import write_report
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import words
@@ -40,14 +38,7 @@ FORMS: dict[str, Callable[[str], str] | None] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--datasets", default="cisi,manpages-3")
-    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
-    parser.add_argument("--pseudo-queries", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dev_query_forms.md"))
-    args = parser.parse_args(argv)
+    args = collection_arguments(__doc__, "benchmarks/results/dev_query_forms.md").parse_args(argv)
     encoder = HTPEncoder(EncoderConfig(device="cpu"))
     rows = []
     for name in args.datasets.split(","):

@@ -8,12 +8,9 @@ top m documents, re-normalised) help the calibrated default on both collections?
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
-from benchmarks.calibration import Collection
+from benchmarks.calibration import Collection, collection_arguments, prepared
 from benchmarks.common import write_report
 from htp import EncoderConfig, HTPEncoder
 from pipeline.calibration import PENALTY
@@ -47,14 +44,7 @@ def feedback_rows(collection: Collection, count: int, seed: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--datasets", default="cisi,manpages-3")
-    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
-    parser.add_argument("--pseudo-queries", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feedback.md"))
-    args = parser.parse_args(argv)
+    args = collection_arguments(__doc__, "benchmarks/results/feedback.md").parse_args(argv)
     encoder = HTPEncoder(EncoderConfig(device="cpu"))
     lines = [
         f"Dense pseudo-relevance feedback on the calibrated default ({encoder.config.model}, {encoder.dtype}): "
@@ -64,9 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     results = {}
-    for name in args.datasets.split(","):
-        collection = Collection(args.data / name, args.cache, encoder, args.seed)
-        collection.at(encoder.layers_run, args.pseudo_queries, 200, args.seed)
+    for collection in prepared(args, encoder):
+        name = collection.name
         results[name] = rows = feedback_rows(collection, args.pseudo_queries, args.seed)
         lines += [
             f"| {name} | {r['m']} | {r['beta']:g} | {r['dense']['all']:.2f} | {r['dense']['test']:.2f} "

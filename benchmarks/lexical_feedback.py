@@ -10,14 +10,12 @@ Calibration as shipped, from benchmarks.calibration's cached encodings. NDCG@10 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.calibration import DEPTH, Collection
+from benchmarks.calibration import DEPTH, Collection, collection_arguments, prepared
 from benchmarks.common import write_report
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import build_bm25, words
@@ -108,20 +106,11 @@ def best(rows: list[dict], measure: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--datasets", default="cisi,manpages-3")
-    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
-    parser.add_argument("--pseudo-queries", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lexical_feedback.md"))
-    args = parser.parse_args(argv)
+    args = collection_arguments(__doc__, "benchmarks/results/lexical_feedback.md").parse_args(argv)
     encoder = HTPEncoder(EncoderConfig(device="cpu"))
     results = {}
-    for name in args.datasets.split(","):
-        collection = Collection(args.data / name, args.cache, encoder, args.seed)
-        collection.at(encoder.layers_run, args.pseudo_queries, 200, args.seed)
-        results[name] = collection_rows(collection, args.pseudo_queries, args.seed)
+    for collection in prepared(args, encoder):
+        results[collection.name] = collection_rows(collection, args.pseudo_queries, args.seed)
 
     def label(r: dict) -> str:
         return "plain BM25" if not r["docs"] else f"n={r['docs']}, t={r['terms']}, lambda={r['original']:g}"

@@ -11,18 +11,16 @@ query so that they share the machine's state. Reuses benchmarks.calibration's ca
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.calibration import Collection
+from benchmarks.calibration import Collection, collection_arguments, prepared
 from benchmarks.common import cpu_name, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import cpu_has_native_bf16
@@ -100,21 +98,12 @@ def collection_rows(collection: Collection, encoders: dict[str, HTPEncoder], cou
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--datasets", default="cisi,manpages-3")
-    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
-    parser.add_argument("--pseudo-queries", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/query_precision.md"))
-    args = parser.parse_args(argv)
+    args = collection_arguments(__doc__, "benchmarks/results/query_precision.md").parse_args(argv)
     torch.set_num_threads(2)
     default = HTPEncoder(EncoderConfig(device="cpu"))
     encoders = variants(default)
     rows = []
-    for name in args.datasets.split(","):
-        collection = Collection(args.data / name, args.cache, default, args.seed)
-        collection.at(default.layers_run, args.pseudo_queries, 200, args.seed)
+    for collection in prepared(args, default):
         rows += collection_rows(collection, encoders, args.pseudo_queries, args.seed)
     lines = [
         f"Query encoder precision against the same document vectors ({default.config.model}, documents in "
