@@ -71,14 +71,14 @@ class BuildSummary:
     encode_seconds: float = 0.0  # of `seconds`: encoding the documents (calibration's encoding not included)
 
 
-def store_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
+def _stored_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
     """Stored (raw) vectors of the documents with these keys, in this order."""
     return np.concatenate([vectors for _, vectors in store.gather(keys, where)])
 
 
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
     """Prepared vectors of the documents with these keys, in this order."""
-    return prepare(store_vectors(store, where, keys), center)
+    return prepare(_stored_vectors(store, where, keys), center)
 
 
 def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration:
@@ -95,7 +95,8 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
     subset = ctx.loaded.dataset.select(rows)
     texts = full_texts(subset)
-    key_of = dict(zip(texts, [ctx.keys[row] for row in rows]))
+    raw = _stored_vectors(ctx.store, ctx.where, [ctx.keys[row] for row in rows])
+    position = {text: i for i, text in enumerate(texts)}
     cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
     used: set[str] = set()
@@ -108,34 +109,32 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
         if fresh:
             cache.write(fresh, fresh, ctx.encoder().encode([items[first[key]] for key in fresh], kind=kind))
             cached.update(cache.locate())
-        return np.concatenate([vectors for _, vectors in cache.gather(item_keys, cached)])
+        return _stored_vectors(cache, cached, item_keys)
 
     def same_input(originals: list[str], edited: list[str]) -> list[bool]:
         """Whether the encoder reads each edit as its original. Comparing loads the model, so only edits not stored
         yet are compared; one the encoder cannot see is stored under its edited text with the original's vector, so
         a rebuild tells it from a stored edit that was encoded by that vector alone, with no model."""
         keys = [document_key("document", "", text) for text in edited]
-        sources = [key_of[text] for text in originals]
-        stored = [i for i, key in enumerate(keys) if key in cached]
+        sources = raw[[position[text] for text in originals]]
+        known = [i for i, key in enumerate(keys) if key in cached]
         fresh = [i for i, key in enumerate(keys) if key not in cached]
         verdict: dict[int, bool] = {}
-        if stored:
-            kept = store_vectors(cache, cached, [keys[i] for i in stored])
-            theirs = store_vectors(ctx.store, ctx.where, [sources[i] for i in stored])
-            verdict.update((i, bool(np.array_equal(a, b))) for i, a, b in zip(stored, kept, theirs))
+        if known:
+            kept = _stored_vectors(cache, cached, [keys[i] for i in known])
+            verdict.update((i, bool(np.array_equal(vector, sources[i]))) for i, vector in zip(known, kept))
         if fresh:
             verdict.update(
                 zip(fresh, ctx.encoder().same_input([originals[i] for i in fresh], [edited[i] for i in fresh]))
             )
             unseen = [i for i in fresh if verdict[i]]
             if unseen:
-                raw = store_vectors(ctx.store, ctx.where, [sources[i] for i in unseen])
-                cache.write([keys[i] for i in unseen], [keys[i] for i in unseen], raw)
+                cache.write([keys[i] for i in unseen], [keys[i] for i in unseen], sources[unseen])
                 cached.update(cache.locate())
         used.update(keys[i] for i, same in verdict.items() if same)
         return [verdict[i] for i in range(len(edited))]
 
-    stored = _read_documents(ctx.store, ctx.where, [ctx.keys[row] for row in rows], center)
+    stored = prepare(raw, center)
     calibration = calibrate(
         texts,
         stored,
