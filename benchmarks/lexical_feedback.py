@@ -50,7 +50,9 @@ class Expansion:
             np.add.at(total, scores["indices"][start:stop], weight * scores["data"][start:stop])
         return total
 
-    def expanded(self, query: Counter, hits: list[tuple[int, float]], docs: int, terms: int, original: float):
+    def expanded(
+        self, query: Counter, hits: list[tuple[int, float]], docs: int, terms: int, original: float
+    ) -> dict[str, float]:
         """The RM3 query: the original words (weight `original`, split by count) and the feedback words."""
         top = [(row, score) for row, score in hits[:docs] if score > 0]
         mass = sum(score for _, score in top)
