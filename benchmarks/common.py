@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 
 from htp import EncoderConfig, HTPEncoder
+from htp.models import dtype_name, pick_device, pick_dtype
 from pipeline.evaluation.beir import BeirData, load_beir
 from pipeline.evaluation.metrics import evaluate_run
 from pipeline.evaluation.synthetic import make_needle, make_passkey, tokenizer_counter
@@ -26,8 +27,12 @@ from pipeline.evaluation.synthetic import make_needle, make_passkey, tokenizer_c
 def cached_layers(
     cache: Path, tag: str, texts: Sequence[str], config: EncoderConfig, kind: str, encoder: HTPEncoder | None = None
 ) -> np.ndarray:
-    """[n_layers, n, d] embeddings at exits 1..n_layers, computed once per (texts, config, kind) and kept as .npy."""
-    key = hashlib.sha256(json.dumps([list(texts), config.to_dict(), kind]).encode()).hexdigest()[:16]
+    """[n_layers, n, d] embeddings at exits 1..n_layers, computed once per (texts, config, kind) and kept as .npy.
+    The key holds the dtype the encoder computes in here, not `auto`: benchmarks that ask for `auto` and for the
+    dtype it resolves to share their encodings, and a CPU that resolves `auto` otherwise does not read them."""
+    dtype = dtype_name(pick_dtype(config.dtype, pick_device(config.device)))
+    settings = {**config.to_dict(), "dtype": dtype}
+    key = hashlib.sha256(json.dumps([list(texts), settings, kind]).encode()).hexdigest()[:16]
     path = cache / f"{tag}-{kind}-{key}.npy"
     if path.exists():
         return np.load(path, mmap_mode="r")
