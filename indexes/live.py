@@ -1,7 +1,8 @@
 """Changing a FAISS index in place for a live add or delete: remove rows and append vectors so that each row's
 label stays its position (what ids.parquet maps), without re-adding the rows that stay. Flat-code indexes (Flat,
 PQ, SQ) compact themselves on removal; an IVF index with its lists in memory keeps the removed rows' gaps, so the
-labels left in its lists are renumbered; HNSW can take additions but not removals (FAISS's graph has no delete)."""
+labels left in its lists are renumbered; HNSW can take additions but not removals (FAISS's graph has no delete),
+so its removed rows are marked deleted instead (indexes.deleted)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def can_change(index: faiss.Index, removes: bool) -> bool:
     if isinstance(inner, faiss.IndexFlatCodes) or _memory_lists(index) is not None:
         return True
     return not removes and isinstance(inner, faiss.IndexHNSW)
+
+
+def marks_deleted(index: faiss.Index) -> bool:
+    """Whether removals from this index are marked deleted rather than removed: HNSW, under pre-transforms at most."""
+    return isinstance(_inner(index), faiss.IndexHNSW)
 
 
 def change(index: faiss.Index, removed: np.ndarray, added: np.ndarray) -> None:

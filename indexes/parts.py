@@ -163,6 +163,24 @@ class MetadataColumns:
         return table
 
 
+class DeletedRows:
+    """The labels of FAISS rows marked deleted by a live change (indexes.deleted), sorted, each below the count."""
+
+    name: str = "deleted"
+    path: str = "deleted.npy"
+    mapped: tuple[str, ...] = ()
+
+    def save(self, value: np.ndarray, folder: Path) -> None:
+        np.save(folder / self.path, np.asarray(value, dtype=np.int64))
+
+    def load(self, folder: Path, shape: Shape) -> np.ndarray:
+        labels = np.load(folder / self.path)
+        fits = labels.ndim == 1 and labels.dtype == np.int64 and bool(np.all(np.diff(labels) > 0))
+        if not fits or (len(labels) and (labels[0] < 0 or labels[-1] >= shape.count)):
+            raise damaged(folder / self.path, f"it is not a sorted list of distinct labels below {shape.count}")
+        return labels
+
+
 PARTS: dict[str, Part] = {}
 
 
@@ -172,5 +190,5 @@ def register(part: Part) -> Part:
     return part
 
 
-for _part in (DenseIndex(), Center(), Lexical(), LexicalTerms(), CalibrationArrays(), MetadataColumns()):
+for _part in (DenseIndex(), Center(), Lexical(), LexicalTerms(), CalibrationArrays(), MetadataColumns(), DeletedRows()):
     register(_part)

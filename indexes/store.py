@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexes.deleted import rows_of, searchable
 from indexes.durable import fsync, write_atomically
 from indexes.errors import IndexFolderError, IndexMissingError, IndexValueError, damaged, one_line
 from indexes.faiss_index import search_faiss
@@ -150,13 +151,16 @@ def row_documents(ids: list[str]) -> list[str]:
     return [doc for i, doc in enumerate(ids) if i == 0 or ids[i - 1] != doc]
 
 
-def _check_inputs(index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest) -> None:
+def _check_inputs(
+    index: faiss.Index, ids: list[str], docs: pa.Table, manifest: Manifest, deleted: np.ndarray | None
+) -> None:
     """Refuse a version whose parts disagree, before anything is written."""
     documents = row_documents(ids) if manifest.window_tokens is not None else ids
-    if not len(ids) == index.ntotal == manifest.count or docs.num_rows != len(documents):
+    marked = 0 if deleted is None else len(deleted)
+    if not len(ids) + marked == index.ntotal == manifest.count or docs.num_rows != len(documents):
         raise IndexValueError(
-            f"index holds {index.ntotal} vectors, with {len(ids)} ids, {docs.num_rows} documents and "
-            f"manifest count {manifest.count}: they must agree"
+            f"index holds {index.ntotal} vectors ({marked} marked deleted), with {len(ids)} ids, {docs.num_rows} "
+            f"documents and manifest count {manifest.count}: they must agree"
         )
     if len(set(documents)) != len(documents):
         raise IndexValueError(
@@ -187,9 +191,9 @@ def write_version(
     """Write a complete new version, make it current with one atomic rename, prune older ones; returns its folder.
 
     `parts` are the optional parts by name (indexes.parts: bm25=, center=, calibration= the arrays a calibrated
-    query needs, or any registered part), None meaning absent; `ivf_data` is the inverted-lists file of an on-disk
-    IVF index (indexes.ondisk), moved into the version."""
-    _check_inputs(index, ids, docs, manifest)
+    query needs, deleted= the labels of FAISS rows marked deleted, or any registered part), None meaning absent;
+    `ivf_data` is the inverted-lists file of an on-disk IVF index (indexes.ondisk), moved into the version."""
+    _check_inputs(index, ids, docs, manifest, parts.get("deleted"))
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise IndexValueError(f"unknown index part(s) {unknown}: register them in indexes.parts first")
@@ -349,10 +353,13 @@ class OpenIndex:
             part.name: part.load(path, Shape(manifest.count, manifest.dimension, len(self.doc_ids))) for part in parts
         }
         self.faiss: faiss.Index = self.parts["faiss"]
-        if len(self.ids) != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
+        self.deleted: np.ndarray | None = self.parts.get("deleted")  # FAISS labels a live change marked deleted
+        marked = 0 if self.deleted is None else len(self.deleted)
+        if len(self.ids) + marked != self.faiss.ntotal or len(set(self.doc_ids)) != len(self.doc_ids):
             raise damaged(
                 path / "ids.parquet",
-                f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) for {self.faiss.ntotal} vectors",
+                f"{len(self.ids)} ids ({len(set(self.doc_ids))} distinct documents) for {self.faiss.ntotal} vectors "
+                f"({marked} marked deleted)",
             )
         self.center: np.ndarray | None = self.parts.get("center")
         self.bm25: Any = self.parts.get("bm25")
@@ -401,7 +408,7 @@ class OpenIndex:
         are fetched until k distinct documents are found."""
         self._check_mapped()
         if self.manifest.window_tokens is None:
-            return self._hits(self.ids, *search_faiss(self.faiss, queries, k, nprobe, ef_search, allowed))
+            return self._hits(self.ids, *self._rows_search(queries, k, nprobe, ef_search, allowed))
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)[self.row_documents]
         out: Hits = []
@@ -410,18 +417,27 @@ class OpenIndex:
             while True:
                 rows = self._hits(
                     self.ids,
-                    *search_faiss(
-                        self.faiss, query[None, :], min(fetch, self.faiss.ntotal), nprobe, ef_search, allowed
-                    ),
+                    *self._rows_search(query[None, :], min(fetch, len(self.ids)), nprobe, ef_search, allowed),
                 )[0]
                 best: dict[str, float] = {}
                 for doc, score in rows:  # best first, so a document's first row is its best window
                     best.setdefault(doc, score)
-                if len(best) >= k or fetch >= self.faiss.ntotal:
+                if len(best) >= k or fetch >= len(self.ids):
                     out.append(list(best.items())[:k])
                     break
                 fetch *= 4
         return out
+
+    def _rows_search(
+        self, queries: np.ndarray, k: int, nprobe: int | None, ef_search: int | None, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """search_faiss over the rows ids numbers (a bool per row in `allowed`): rows marked deleted are left out
+        as a filter leaves rows out, and the labels found are mapped back to row positions."""
+        if self.deleted is None:
+            return search_faiss(self.faiss, queries, k, nprobe, ef_search, allowed)
+        mask = searchable(self.deleted, self.faiss.ntotal, allowed)
+        scores, labels = search_faiss(self.faiss, queries, k, nprobe, ef_search, mask)
+        return scores, rows_of(labels, self.deleted)
 
     def search_bm25(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> Hits:
         """Lexical top-k (id, score) per query text, among the documents `allowed` when given."""

@@ -22,6 +22,7 @@ import pyarrow as pa
 from htp import EncoderConfig
 from htp.config import OPTIONAL_KEYS
 from indexes import live
+from indexes.deleted import marked
 from indexes.errors import IndexMissingError
 from indexes.factory import needs_training
 from indexes.faiss_index import build_faiss
@@ -55,10 +56,19 @@ class ChangeSummary:
     skipped_empty: int  # incoming records with an empty text, left out as a build leaves them out
     encoded: int  # records whose vectors were not stored yet
     documents: int  # in the new version
-    dense: str  # "updated in place", or "rebuilt" from the stored vectors (HNSW removals: FAISS cannot)
+    dense: str  # "updated in place" (HNSW: ", N rows marked deleted"), or "rebuilt" from the stored vectors
     calibration_stale: bool
     version_dir: Path
     seconds: float
+
+
+@dataclass
+class DenseChange:
+    """The FAISS index a change leaves, how it was made (ChangeSummary.dense) and its rows marked deleted."""
+
+    index: faiss.Index
+    how: str
+    deleted: np.ndarray | None
 
 
 class ChangeError(PipelineValueError):
@@ -121,13 +131,13 @@ def change(
         docs = _documents(old, kept_docs, loaded)
         dense = _dense(old, config, kept_rows, vectors, docs)
         bm25, terms = _lexical(old, kept_docs, loaded, docs)
-        changes = _changes(old, len(deletes) + len(new_ids))
+        changes = _changes(old, len(deletes) + len(new_ids), dense.deleted)
         share = changes["since_build"] / max(changes["documents_at_build"], 1)
         stale = bool(old.manifest.calibration) and share > config.calibration.stale_share
         ids = [old.ids[row] for row in np.flatnonzero(kept_rows)] + row_ids
         manifest = replace(
             old.manifest,
-            count=dense[0].ntotal,
+            count=dense.index.ntotal,
             calibration={**old.manifest.calibration, "stale": True} if stale else old.manifest.calibration,
             changes=changes,
             checksums={},
@@ -135,7 +145,7 @@ def change(
         )
         version = write_version(
             index_dir,
-            dense[0],
+            dense.index,
             ids,
             docs,
             manifest,
@@ -144,6 +154,7 @@ def change(
             center=old.center,
             calibration=old.calibration_arrays or None,
             metadata=metadata,
+            deleted=dense.deleted,
         )
     replaced = len(set(new_ids) & set(old.doc_ids))
     summary = ChangeSummary(
@@ -153,7 +164,7 @@ def change(
         loaded.skipped_empty if loaded is not None else 0,
         encoded,
         docs.num_rows,
-        dense[1],
+        dense.how,
         stale,
         version,
         time.perf_counter() - began,
@@ -197,11 +208,10 @@ def _new_vectors(
     return encoded, np.concatenate(parts), row_ids
 
 
-def _dense(
-    old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table
-) -> tuple[faiss.Index, str]:
-    """The FAISS index after the change and how it was made: changed in place when its type allows, else rebuilt
-    from the stored vectors of every document after the change (`docs`; no encoding)."""
+def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table) -> DenseChange:
+    """The FAISS index after the change, how it was made, and the labels of its rows marked deleted: changed in
+    place when its type allows (HNSW: removed rows marked deleted, left out of every search until the next full
+    build), else rebuilt from the stored vectors of every document after the change (`docs`; no encoding)."""
     removed = np.flatnonzero(~kept_rows)
     if (old.path / IVF_DATA).is_file():
         raise ChangeError(
@@ -209,9 +219,13 @@ def _dense(
             "(it encodes only the new ones)"
         )
     index = old.faiss
+    if len(removed) and live.marks_deleted(index):
+        deleted = marked(old.deleted, removed, index.ntotal)
+        live.change(index, np.empty(0, np.int64), vectors)
+        return DenseChange(index, f"updated in place, {len(deleted)} rows marked deleted", deleted)
     if live.can_change(index, removes=len(removed) > 0):
         live.change(index, removed, vectors)
-        return index, "updated in place"
+        return DenseChange(index, "updated in place", old.deleted)
     store = shard_store(config, old.path.parent.parent)
     keys = document_keys(*(docs.column(name).to_pylist() for name in DOC_COLUMNS))
     try:
@@ -220,7 +234,8 @@ def _dense(
         raise ChangeError(f"the stored vectors this rebuild needs are missing ({err}): run htp build") from err
     factory, dim = old.manifest.factory, old.manifest.dimension
     train = everything[sample_rows(len(everything), config.index.train_sample, 0)]
-    return build_faiss(factory, dim, [everything], train if needs_training(factory, dim) else None), "rebuilt"
+    rebuilt = build_faiss(factory, dim, [everything], train if needs_training(factory, dim) else None)
+    return DenseChange(rebuilt, "rebuilt", None)
 
 
 def _documents(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa.Table:
@@ -275,7 +290,9 @@ def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa
     return pa.concat_tables([table, incoming.cast(table.schema)])  # Parquet may name a list's item differently
 
 
-def _changes(index: OpenIndex, touched: int) -> dict:
-    """The manifest's running count of documents added, replaced or deleted since the last full build."""
+def _changes(index: OpenIndex, touched: int, deleted: np.ndarray | None) -> dict:
+    """The manifest's running count of documents added, replaced or deleted since the last full build, and of the
+    FAISS rows marked deleted (HNSW) that the next full build compacts away."""
     before = index.manifest.changes or {"since_build": 0, "documents_at_build": len(index.doc_ids)}
-    return {**before, "since_build": before["since_build"] + touched}
+    counts = {"since_build": before["since_build"] + touched, "documents_at_build": before["documents_at_build"]}
+    return counts if deleted is None else {**counts, "rows_marked_deleted": len(deleted)}

@@ -74,7 +74,10 @@ def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(sett
     assert (summary.added, summary.replaced, summary.encoded) == (2, 2, 3)  # d7's text is unchanged: reused
     gone = delete(tmp_path / "live", ["d0", "d12", "d41"], chosen)
     assert gone.deleted == 3 and gone.encoded == 0 and gone.documents == 39
-    assert gone.dense == ("rebuilt" if factory.startswith("HNSW") else "updated in place")
+    hnsw = factory.startswith("HNSW")  # FAISS cannot remove from its graph: the 2 replaced and 3 deleted are marked
+    assert gone.dense == ("updated in place, 5 rows marked deleted" if hnsw else "updated in place")
+    marked = open_index(tmp_path / "live").deleted
+    assert len(marked) == 5 if hnsw else marked is None
     assert (open_index(tmp_path / "live").manifest.window_tokens is None) == (windows is None)
     replaced = {row["_id"] for row in incoming} | {"d0", "d12", "d41"}
     final = [row for row in first if row["_id"] not in replaced] + [r for r in incoming if r["_id"] != "d41"]
@@ -86,9 +89,16 @@ def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(sett
     assert results(tmp_path / "live", chosen) == results(tmp_path / "fresh", chosen)
     live, fresh = open_index(tmp_path / "live", verify=True), open_index(tmp_path / "fresh")
     assert live.doc_ids == fresh.doc_ids and live.documents(["d3"]) == fresh.documents(["d3"])
-    assert live.manifest.changes == {"since_build": 7, "documents_at_build": 40}
+    assert live.manifest.changes == {
+        "since_build": 7,
+        "documents_at_build": 40,
+        **({"rows_marked_deleted": 5} if hnsw else {}),
+    }
     build(chosen, write(tmp_path / "final.jsonl", final), tmp_path / "live")  # a full build starts the count again
-    assert open_index(tmp_path / "live").manifest.changes == {}
+    compacted = open_index(tmp_path / "live")
+    assert (
+        compacted.manifest.changes == {} and compacted.deleted is None and compacted.faiss.ntotal == len(compacted.ids)
+    )
 
 
 def test_bad_changes_are_refused_and_change_nothing(settings, tmp_path, capsys):

@@ -12,11 +12,13 @@ import pyarrow as pa
 import pytest
 
 from conftest import WORDS
+from indexes.deleted import marked
+from indexes.errors import IndexValueError
 from indexes.factory import choose_factory, resolve_factory
 from indexes.faiss_index import build_faiss, search_faiss
 from indexes.lexical import build_bm25, build_bm25_terms, changed_bm25, load_bm25, save_bm25, search_bm25
 from indexes.live import can_change, change
-from indexes.parts import PARTS
+from indexes.parts import PARTS, Shape
 from indexes.store import Manifest, open_index, write_version
 from indexes.upgrade import FORMAT, upgrade_manifest
 
@@ -366,3 +368,41 @@ def test_indexes_that_cannot_remove_say_so():
     vectors = rng.normal(size=(400, 16)).astype(np.float32)
     assert not can_change(build_faiss("HNSW16", 16, [vectors], None), removes=True)
     assert not can_change(build_faiss("IVF4,Flat,RFlat", 16, [vectors], vectors), removes=True)
+
+
+@pytest.mark.parametrize("exact_rows", [0, 32_768])  # HNSW walking its graph around the deleted rows, or scoring
+def test_rows_marked_deleted_in_hnsw_are_never_returned_and_rows_keep_their_positions(
+    tmp_path, exact_rows, monkeypatch
+):
+    import indexes.faiss_index as faiss_index
+
+    monkeypatch.setattr(faiss_index, "EXACT_ROWS", exact_rows)
+    vectors, queries = clustered(2000), clustered(8, seed=5)
+    index = build_faiss("HNSW16", DIM, [vectors], None)
+    rng = np.random.default_rng(3)
+    deleted = marked(None, rng.choice(2000, 300, replace=False), 2000)
+    deleted = marked(deleted, rng.choice(1700, 300, replace=False), 2000)  # a second change numbers the rows left
+    assert len(deleted) == 600 and np.array_equal(deleted, np.unique(deleted))
+    live = np.delete(np.arange(2000), deleted)
+    ids = [f"d{label}" for label in live]  # ids name each row by its label, so a wrong mapping shows
+    write_version(tmp_path, index, ids, docs(ids), manifest(2000), deleted=deleted)
+    opened = open_index(tmp_path, verify=True)
+    hits = opened.search(queries, 10, ef_search=128)
+    truth = live[np.argsort(-(vectors[live] @ queries.T), axis=0)[:10].T]
+    assert [len(h) for h in hits] == [10] * 8
+    found = np.array([[int(i.removeprefix("d")) for i, _ in h] for h in hits])
+    assert not np.isin(found, deleted).any()
+    assert recall_at_10(found, truth) >= 0.9
+    scores = np.array([[score for _, score in h] for h in hits])
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", queries, vectors[found]), atol=1e-5)  # each label's own vector
+    allowed = np.zeros(len(ids), dtype=bool)
+    allowed[::100] = True  # 14 of the rows left: every one comes back, deleted rows never
+    filtered = opened.search(queries[:1], 20, allowed=allowed)[0]
+    assert sorted(i for i, _ in filtered) == sorted(ids[::100])
+    with pytest.raises(IndexValueError, match="2000 vectors \\(599 marked deleted\\), with 1400 ids"):
+        write_version(tmp_path, index, ids, docs(ids), manifest(2000), deleted=deleted[:-1])
+    part = PARTS["deleted"]
+    for wrong in (deleted[::-1], np.append(deleted, 2000), deleted.astype(np.int32)):
+        np.save(tmp_path / part.path, wrong)
+        with pytest.raises(IndexValueError, match="deleted.npy .* not a sorted list of distinct labels below 2000"):
+            part.load(tmp_path, Shape(2000, DIM, 1400))
