@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexes.errors import IndexValueError
+
 
 def marked(deleted: np.ndarray | None, removed_rows: np.ndarray, total: int) -> np.ndarray:
     """The labels marked deleted after also removing these row positions (of the rows left, as ids numbers them)
@@ -21,7 +23,12 @@ def searchable(deleted: np.ndarray, total: int, allowed_rows: np.ndarray | None)
     mask = np.ones(total, dtype=bool)
     mask[deleted] = False
     if allowed_rows is not None:
-        mask[mask] = np.asarray(allowed_rows, dtype=bool)
+        allowed_rows = np.asarray(allowed_rows, dtype=bool)
+        if allowed_rows.shape != (total - len(deleted),):
+            raise IndexValueError(
+                f"the filter mask has {allowed_rows.size} entries for an index of {total - len(deleted)} rows"
+            )
+        mask[mask] = allowed_rows
     return mask
 
 
