@@ -82,6 +82,7 @@ class Manifest:
     calibration: dict = field(default_factory=dict)  # what calibration chose (its arrays are the calibration part)
     sizes: dict = field(default_factory=dict)
     window_tokens: int | None = None  # multi-vector: one row per window of at most this many tokens
+    page_vector: bool = False  # multi-vector: each document's first row is its own vector, then its windows if any
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
     parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
     metadata: dict = field(default_factory=dict)  # metadata field -> type (string, integer, float, boolean, date, list)

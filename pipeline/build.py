@@ -32,7 +32,7 @@ from indexes.store import (
 )
 from pipeline.calibrated import Calibration, describe
 from pipeline.calibration import CalibrationSkipped, calibrate, seeded_hash
-from pipeline.config import Config, config_hash
+from pipeline.config import Config, IndexConfig, config_hash
 from pipeline.context import SHARDS, BuildContext, build_context, field_names, sample_rows
 from pipeline.engines import ENGINES, Engine
 from pipeline.errors import PipelineError, PipelineValueError
@@ -76,6 +76,16 @@ def _stored_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.nd
     return np.concatenate([vectors for _, vectors in store.gather(keys, where)])
 
 
+def _page_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
+    """The first stored row of each document with these keys, in this order: its own vector in an index whose
+    pages keep theirs (index.page_vector)."""
+    firsts = []
+    for ids, vectors in store.gather(keys, where):
+        starts = [i for i in range(len(ids)) if i == 0 or ids[i - 1] != ids[i]]
+        firsts.append(vectors[starts])
+    return np.concatenate(firsts)
+
+
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
     """Prepared vectors of the documents with these keys, in this order."""
     return prepare(_stored_vectors(store, where, keys), center)
@@ -87,15 +97,17 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     The pseudo-queries and edited documents it encodes are kept beside the shards, keyed by text, so a rebuild
     of a slightly changed corpus (whose sample is nearly the same) encodes only the few new ones."""
     config = ctx.config
-    if config.index.window_tokens is not None:
+    if config.index.window_tokens is not None and not config.index.page_vector:
         raise CalibrationSkipped(
-            "a multi-vector index keeps several vectors per document, and calibration fits one per document"
+            "a multi-vector index of windows alone has no vector per document, which calibration fits on "
+            "(index.page_vector: true keeps one)"
         )
     settings = config.calibration
     rows = _stable_sample(ctx.keys, settings.max_documents, settings.seed)
     subset = ctx.loaded.dataset.select(rows)
     texts = full_texts(subset)
-    raw = _stored_vectors(ctx.store, ctx.where, [ctx.keys[row] for row in rows])
+    sampled = [ctx.keys[row] for row in rows]
+    raw = (_page_vectors if config.index.page_vector else _stored_vectors)(ctx.store, ctx.where, sampled)
     position = {text: i for i, text in enumerate(texts)}
     cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
@@ -192,11 +204,12 @@ def manifest_for(
     index: faiss.Index,
     factory: str,
     calibration: Calibration | None,
-    window_tokens: int | None,
+    layout: IndexConfig,
     built_with: dict,
 ) -> Manifest:
     """The manifest: the encoder's resolved vector settings and their hash, the index's shape, the calibration,
-    the window size of a multi-vector index, and the device and dtype that encoded."""
+    the window size of a multi-vector index (and whether pages keep their own vector), and the device and dtype
+    that encoded."""
     settings = encoder.vector_settings()
     return Manifest(
         dimension=index.d,
@@ -207,7 +220,8 @@ def manifest_for(
         encoder=settings,
         package_versions=package_versions(),
         calibration=calibration.settings() if calibration else {},
-        window_tokens=window_tokens,
+        window_tokens=layout.window_tokens,
+        page_vector=layout.page_vector,
         built_with=built_with,
     )
 
@@ -241,7 +255,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
         factory, index, ivf_data = dense_index(ctx, engine, len(mean), center, scratch)
         bm25, terms = lexical_index(ctx.loaded) if config.index.bm25 else (None, None)
         docs = ctx.loaded.dataset.data.table.select(["id", "title", "text"])
-        manifest = manifest_for(config.encoder, index, factory, calibration, config.index.window_tokens, ctx.built_with)
+        manifest = manifest_for(config.encoder, index, factory, calibration, config.index, ctx.built_with)
         metadata, manifest.metadata = ctx.metadata if ctx.metadata is not None else (None, {})
         version = write_version(
             ctx.index_dir,

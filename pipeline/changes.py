@@ -180,7 +180,7 @@ def change(
 
 def _index_config(index: OpenIndex, config: Config | None) -> Config:
     """The configuration a change runs with: the user's (checked against the index's encoder) or the defaults,
-    with the index's own encoder settings and window size, so new vectors match the stored ones."""
+    with the index's own encoder settings and window layout, so new vectors match the stored ones."""
     if config is not None:
         check_encoder(config, index)
     config = config or Config()
@@ -188,7 +188,12 @@ def _index_config(index: OpenIndex, config: Config | None) -> Config:
     return replace(
         config,
         encoder=settings,
-        index=replace(config.index, window_tokens=index.manifest.window_tokens, factory=index.manifest.factory),
+        index=replace(
+            config.index,
+            window_tokens=index.manifest.window_tokens,
+            page_vector=index.manifest.page_vector,
+            factory=index.manifest.factory,
+        ),
     )
 
 

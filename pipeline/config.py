@@ -50,6 +50,7 @@ class IndexConfig:
     bm25: bool = True
     calibrate: bool = True
     window_tokens: int | None = None
+    page_vector: bool = False  # with window_tokens: each document's own vector too, windows only where it is truncated
     on_disk: bool | str = "auto"  # true, false, or auto: on disk when the raw vectors exceed memory_budget_mb
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class IndexConfig:
             raise PipelineValueError("index.shard_size, index.memory_budget_mb and index.train_sample must be >= 1")
         if self.window_tokens is not None and self.window_tokens < 8:
             raise PipelineValueError(f"index.window_tokens must be null or >= 8, got {self.window_tokens}")
+        if self.page_vector and self.window_tokens is None:
+            raise PipelineValueError("index.page_vector needs index.window_tokens: the size of the windows it adds")
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,12 @@ SHARDS = "shards"
 
 def encoder_key(config: Config) -> str:
     """Hash of what decides the stored vectors: the resolved encoder settings (runtime knobs such as device
-    excluded) and, for multi-vector indexes, the window size."""
+    excluded) and, for multi-vector indexes, the window size and whether each page keeps its own vector."""
     settings = config.encoder.vector_settings()
     if config.index.window_tokens is not None:
         settings = {**settings, "window_tokens": config.index.window_tokens}
+    if config.index.page_vector:
+        settings = {**settings, "page_vector": True}
     return config_hash(settings)
 
 

@@ -54,6 +54,7 @@ class LocalEngine:
                         batch["text"],
                         [ctx.keys[row] for row in rows],
                         ctx.config.index.window_tokens,
+                        ctx.config.index.page_vector,
                     )
                     bar.update(len(rows))
             ctx.relocate()

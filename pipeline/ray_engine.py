@@ -44,6 +44,7 @@ class ShardEncoder:
         folder: str,
         config_hash: str,
         window_tokens: int | None,
+        page_vector: bool,
         stored: Any,
         threads: int,
     ) -> None:
@@ -53,7 +54,7 @@ class ShardEncoder:
         self.stored = ray.get(stored) if isinstance(stored, ray.ObjectRef) else stored
         self.encoder = HTPEncoder(EncoderConfig.from_dict(encoder))
         self.store = ShardStore(Path(folder), config_hash)
-        self.window_tokens = window_tokens
+        self.window_tokens, self.page_vector = window_tokens, page_vector
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         columns = batch.to_pydict()
@@ -70,6 +71,7 @@ class ShardEncoder:
                 [columns["text"][i] for i in pick],
                 [columns["key"][i] for i in pick],
                 self.window_tokens,
+                self.page_vector,
             )
         return {"encoded": np.array([len(new)]), "truncated": np.array([truncated])}
 
@@ -182,6 +184,7 @@ def encode_with_ray(
                     "folder": str(store.folder),
                     "config_hash": store.config_hash,
                     "window_tokens": config.index.window_tokens,
+                    "page_vector": config.index.page_vector,
                     "stored": known,
                     "threads": max(1, int(config.ray.cpus_per_actor)),
                 },

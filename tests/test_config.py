@@ -28,6 +28,7 @@ def test_config_yaml_is_the_built_in_default_and_lists_every_key():
         ({"encoder": {"window": [5, 2]}}, "encoder.window"),
         ({"search": {"mode": "fuzzy"}}, "search.mode 'fuzzy'"),
         ({"index": {"shard_size": 0}}, "shard_size"),
+        ({"index": {"page_vector": True}}, "index.page_vector needs index.window_tokens"),
     ],
 )
 def test_bad_configs_are_refused_by_name(raw, message):

@@ -1,8 +1,10 @@
 """Multi-vector indexes (index.window_tokens): each document's sentence windows are indexed separately and a
-document scores its best window; search returns documents, never windows."""
+document scores its best window; search returns documents, never windows. With index.page_vector each page keeps
+its own vector, a truncated one adds its windows, and calibration fits on the page vectors."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
@@ -11,6 +13,8 @@ import numpy as np
 from conftest import write_corpus
 from indexes.store import open_index
 from pipeline.build import build
+from pipeline.changes import add
+from pipeline.records import full_text
 from pipeline.searcher import Searcher
 from pipeline.shards import read_shards
 from pipeline.vectors import prepare
@@ -50,3 +54,42 @@ def test_a_multi_vector_index_ranks_documents_by_their_best_window(config, tmp_p
         assert len({h.id for h in hits}) == len(hits) == 7 and all(h.title.startswith("Doc") for h in hits)
     again = build(windowed, tmp_path / "corpus.jsonl", tmp_path / "index")
     assert again.encoded == 0 and again.reused == 24
+
+
+def test_pages_keep_their_own_vector_and_only_a_truncated_page_adds_its_windows(config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
+    chosen = replace(
+        config,
+        encoder=replace(config.encoder, max_length=32),
+        index=replace(config.index, window_tokens=8, page_vector=True),
+        calibration=replace(config.calibration, pseudo_queries=40, dev_queries=10),
+    )
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 48)
+    summary = build(chosen, corpus, tmp_path / "index")
+    assert "calibrate: skipped" not in caplog.text and summary.calibration is not None  # fitted on the page vectors
+    index = open_index(tmp_path / "index")
+    assert index.manifest.page_vector and index.manifest.calibration
+    records = [json.loads(line) for line in corpus.read_text().splitlines()]
+    texts = [full_text(r["title"], r["text"]) for r in records]
+    encoder = Searcher(tmp_path / "index", chosen).encoder
+    truncated = [layout.truncated for layout in encoder.layouts(texts)]
+    assert 0 < sum(truncated) < len(texts)
+    rows, vectors = zip(*read_shards(summary.shard_dir))
+    by_doc: dict[str, list[np.ndarray]] = {}
+    for part, values in zip(rows, vectors):
+        for doc, vector in zip(part, values):
+            by_doc.setdefault(doc, []).append(vector)
+    assert sorted(by_doc) == sorted(r["_id"] for r in records)
+    pages = encoder.encode(texts, kind="document")
+    for record, text, page, cut in zip(records, texts, pages, truncated):
+        own = by_doc[record["_id"]]
+        windows = encoder.windows([text], 8)[0] if cut else []
+        assert len(own) == 1 + len(windows)
+        assert np.allclose(own[0], page, atol=1e-4)
+        if windows:
+            assert np.allclose(np.stack(own[1:]), encoder.encode(windows, kind="document"), atol=1e-4)
+    long = {"_id": "long", "title": "Long", "text": " ".join(f"Sentence {i} about the stock market." for i in range(9))}
+    (tmp_path / "more.jsonl").write_text(json.dumps(long) + "\n")
+    add(tmp_path / "index", tmp_path / "more.jsonl", chosen)  # a change encodes its records with the index's layout
+    changed = open_index(tmp_path / "index")
+    assert changed.ids.count("long") == 1 + len(encoder.windows([full_text("Long", long["text"])], 8)[0]) > 2
