@@ -2,12 +2,14 @@
 
 One vector per page loses what lies past max_length; sentence windows keep it but lose on short pages. Here
 every page keeps its own vector (max_length as configured) and a page longer than max_length also gets its
-sentence windows of at most `--window` tokens; a document scores the best of its vectors. Three scorings of the
-same vectors: page (one vector each), windows (a long page by its windows only), both (a long page by the best
-of its vector and its windows). Dense (corpus-mean centred, no calibration: this compares layouts) and score
-fusion with BM25 at a fixed dense weight, NDCG@10 x100, overall and by the median length (words) of each query's
-relevant documents. The queries are split in two halves (seeded): a layout chosen on one half is reported on
-the other, so the choice is not tuned on the queries it is scored on.
+sentence windows of at most `--window` tokens; a document scores the best of its vectors. Scorings of the same
+vectors: page (one vector each), windows (a long page by its windows only), both (a long page by the best of its
+vector and its windows), and both with each window's cosine lowered by an offset. Dense (corpus-mean centred,
+no calibration: this compares layouts) and score fusion with BM25 at a fixed dense weight, NDCG@10 x100, overall
+and by the median length (words) of each query's relevant documents. The queries are split in two halves
+(seeded): a layout chosen on one half is reported on the other, so the choice is not tuned on the queries it is
+scored on. What `index.window_tokens` with `index.page_vector` builds (that truncation, not token count, marks a
+long page there is the one difference).
 
     python -m benchmarks.page_windows [--data ../shared/data] [--collections manpages-3,cisi] [--window 256]
 """
@@ -32,7 +34,6 @@ from pipeline.fusion import FusionChoice, fuse
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 
-LAYOUTS = ("page", "windows", "both")
 DEPTH = 100
 
 
@@ -92,13 +93,17 @@ def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder,
     queries = encoded(args.cache, folder.name, [data.queries[q] for q in qids], encoder, "query")
     is_long = np.zeros(len(ids), dtype=bool)
     is_long[long] = True
-    rows_of = {
-        "page": (pages, np.arange(len(ids))),
+    both = (np.concatenate([pages, window_vectors]), np.concatenate([np.arange(len(ids)), owners]))
+    is_window = np.concatenate([np.zeros(len(ids)), np.ones(len(window_vectors))]).astype(np.float32)
+    rows_of = {  # layout -> (vectors, each row's document, each row's score offset)
+        "page": (pages, np.arange(len(ids)), 0.0),
         "windows": (
             np.concatenate([pages[~is_long], window_vectors]),
             np.concatenate([np.flatnonzero(~is_long), owners]),
+            0.0,
         ),
-        "both": (np.concatenate([pages, window_vectors]), np.concatenate([np.arange(len(ids)), owners])),
+        "both": (*both, 0.0),
+        **{f"both, windows -{offset:g}": (*both, offset * is_window) for offset in args.offsets},
     }
     bm25_scores, bm25_rows = search_bm25(build_bm25(texts), [data.queries[q] for q in qids], DEPTH)
     lexical = [[(ids[r], float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(bm25_rows, bm25_scores)]
@@ -108,9 +113,10 @@ def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder,
         "all": qids,
     }
     out = []
-    for layout, (vectors, owner) in rows_of.items():
+    for layout, (vectors, owner, offset) in rows_of.items():
         center = vectors.mean(axis=0)
-        scores = best_per_document(prepare(queries, center) @ prepare(vectors, center).T, owner, len(ids))
+        products = prepare(queries, center) @ prepare(vectors, center).T - offset
+        scores = best_per_document(products, owner, len(ids))
         top = np.argsort(-scores, axis=1)[:, :DEPTH]
         dense = [[(ids[j], float(scores[i, j])) for j in top[i]] for i in range(len(qids))]
         runs = {
@@ -168,7 +174,7 @@ def held_out(rows: list[dict]) -> list[str]:
         }
         cells = []
         for chose, report in (("A", "B"), ("B", "A")):
-            layout = max(LAYOUTS, key=lambda name: score[(name, chose)])
+            layout = max(sorted({name for name, _ in score}), key=lambda name: score[(name, chose)])
             cells.append(f"{layout} -> {score[(layout, report)]:.2f}")
         page = f"{score[('page', 'B')]:.2f} / {score[('page', 'A')]:.2f}"
         lines.append(f"| {collection} | {mode} | {cells[0]} | {cells[1]} | {page} |")
@@ -212,6 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=EncoderConfig().model)
     parser.add_argument("--window", type=int, default=256, help="tokens per sentence window of a long page")
     parser.add_argument("--dense-weight", type=float, default=0.3, help="dense weight of the score fusion row")
+    parser.add_argument(
+        "--offsets",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[0.05, 0.1, 0.2],
+        help="also score 'both' with the windows' cosines lowered by each of these (a long page's windows are many "
+        "draws against its one vector)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     began = time.perf_counter()
