@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from htp import EncoderConfig, HTPEncoder
 from htp.models import dtype_name, pick_device, pick_dtype
 from pipeline.evaluation.beir import BeirData, load_beir
+from pipeline.evaluation.evaluate import bucket_name
 from pipeline.evaluation.metrics import evaluate_run
 from pipeline.evaluation.synthetic import make_needle, make_passkey, tokenizer_counter
 
@@ -167,3 +169,25 @@ def dense_run(
 def ndcg(data: BeirData, qids: list[str], run: dict) -> float:
     """NDCG@10 x100 of a run over some queries."""
     return 100 * evaluate_run({q: data.qrels[q] for q in qids}, {q: run[q] for q in qids})["ndcg@10"]
+
+
+def scores_by_bucket(qrels: dict, run: dict, words: dict[str, int]) -> dict[str, float]:
+    """NDCG@10 x100 overall and per length bucket of each query's relevant documents (median words), with the
+    query count of each bucket under 'n <bucket>'."""
+    per_query = evaluate_run(qrels, run)["per_query"]
+    buckets: dict[str, list[float]] = {}
+    for qid, value in per_query.items():
+        length = statistics.median(words[d] for d in qrels[qid])
+        buckets.setdefault(bucket_name(length), []).append(value)
+    out = {"all": 100 * statistics.fmean(per_query.values())}
+    out.update({b: 100 * statistics.fmean(v) for b, v in buckets.items()})
+    out.update({f"n {b}": len(v) for b, v in buckets.items()})
+    return out
+
+
+def length_buckets(rows: list[dict]) -> list[str]:
+    """The length buckets that rows of scores_by_bucket hold, shortest first: a table's columns."""
+    return sorted(
+        {k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
+        key=lambda b: int(b.lstrip(">=").split("-")[0]),
+    )

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import cached_layers, write_report
+from benchmarks.common import cached_layers, length_buckets, scores_by_bucket, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from pipeline.evaluation.beir import load_beir
-from pipeline.evaluation.evaluate import bucket_name
-from pipeline.evaluation.metrics import evaluate_run
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 
@@ -38,25 +35,9 @@ METHODS = {
 }
 
 
-def scores_by_bucket(qrels: dict, run: dict, words: dict[str, int]) -> dict[str, float]:
-    """NDCG@10 x100 overall and per length bucket of each query's relevant documents (median words)."""
-    per_query = evaluate_run(qrels, run)["per_query"]
-    buckets: dict[str, list[float]] = {}
-    for qid, value in per_query.items():
-        length = statistics.median(words[d] for d in qrels[qid])
-        buckets.setdefault(bucket_name(length), []).append(value)
-    out = {"all": 100 * statistics.fmean(per_query.values())}
-    out.update({b: 100 * statistics.fmean(v) for b, v in buckets.items()})
-    out.update({f"n {b}": len(v) for b, v in buckets.items()})
-    return out
-
-
 def table(rows: list[dict]) -> list[str]:
     """Markdown rows: one per (corpus, max_length, method), buckets from shortest to longest."""
-    buckets = sorted(
-        {k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
-        key=lambda b: int(b.lstrip(">=").split("-")[0]),
-    )
+    buckets = length_buckets(rows)
     lines = [
         "| corpus | max_length | method | queries | all | "
         + " | ".join(f"{b} words (n)" for b in buckets)

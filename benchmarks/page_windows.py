@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cpu_name, write_report
+from benchmarks.common import cpu_name, length_buckets, scores_by_bucket, write_report
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import build_bm25, search_bm25
-from pipeline.evaluation.beir import BeirData, load_beir
-from pipeline.evaluation.evaluate import bucket_name
-from pipeline.evaluation.metrics import evaluate_run
+from pipeline.evaluation.beir import load_beir
 from pipeline.fusion import FusionChoice, fuse
 from pipeline.records import full_text
 from pipeline.vectors import prepare
@@ -54,18 +51,6 @@ def best_per_document(scores: np.ndarray, owners: np.ndarray, documents: int) ->
     best = np.full((scores.shape[0], documents), -np.inf, dtype=np.float32)
     np.maximum.at(best.T, owners, scores.T)
     return best
-
-
-def by_bucket(data: BeirData, qids: list[str], run: dict, words: dict[str, int]) -> dict[str, float]:
-    """NDCG@10 x100 over the queries and per length bucket of their relevant documents (median words)."""
-    per_query = evaluate_run({q: data.qrels[q] for q in qids}, {q: run.get(q, {}) for q in qids})["per_query"]
-    buckets: dict[str, list[float]] = {}
-    for qid, value in per_query.items():
-        buckets.setdefault(bucket_name(statistics.median(words[d] for d in data.qrels[qid])), []).append(value)
-    out = {"all": 100 * statistics.fmean(per_query.values())}
-    out.update({bucket: 100 * statistics.fmean(values) for bucket, values in buckets.items()})
-    out.update({f"n {bucket}": len(values) for bucket, values in buckets.items()})
-    return out
 
 
 def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder, windower: HTPEncoder) -> list[dict]:
@@ -112,53 +97,34 @@ def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder,
         "B": [q for q in qids if int(hashlib.sha256(f"{args.seed}:{q}".encode()).hexdigest(), 16) % 2 == 1],
         "all": qids,
     }
-    out = []
+    runs: dict[str, dict] = {}
     for layout, (vectors, owner, offset) in rows_of.items():
         center = vectors.mean(axis=0)
         products = prepare(queries, center) @ prepare(vectors, center).T - offset
         scores = best_per_document(products, owner, len(ids))
         top = np.argsort(-scores, axis=1)[:, :DEPTH]
         dense = [[(ids[j], float(scores[i, j])) for j in top[i]] for i in range(len(qids))]
-        runs = {
-            "dense": {q: dict(d) for q, d in zip(qids, dense)},
-            f"hybrid score w={args.dense_weight}": {
-                q: dict(fuse(d, b, FusionChoice("score", args.dense_weight), DEPTH))
-                for q, d, b in zip(qids, dense, lexical)
-            },
+        runs[f"{layout}|dense"] = {q: dict(d) for q, d in zip(qids, dense)}
+        runs[f"{layout}|hybrid score w={args.dense_weight}"] = {
+            q: dict(fuse(d, b, FusionChoice("score", args.dense_weight), DEPTH))
+            for q, d, b in zip(qids, dense, lexical)
         }
-        for mode, run in runs.items():
-            for half, chosen in halves.items():
-                out.append(
-                    {
-                        "collection": folder.name,
-                        "documents": len(ids),
-                        "long pages": len(long),
-                        "windows": len(flat),
-                        "layout": layout,
-                        "mode": mode,
-                        "queries": half,
-                        "n queries": len(chosen),
-                        "page encode s": round(page_seconds, 1),
-                        "window encode s": round(window_seconds, 1),
-                        **by_bucket(data, chosen, run, words),
-                    }
-                )
-    bm25_run = {q: dict(b) for q, b in zip(qids, lexical)}
-    for half, chosen in halves.items():
-        out.append(
-            {
-                "collection": folder.name,
-                "documents": len(ids),
-                "long pages": len(long),
-                "windows": len(flat),
-                "layout": "-",
-                "mode": "bm25",
-                "queries": half,
-                "n queries": len(chosen),
-                **by_bucket(data, chosen, bm25_run, words),
-            }
-        )
-    return out
+    runs["-|bm25"] = {q: dict(b) for q, b in zip(qids, lexical)}
+    shape = {"collection": folder.name, "documents": len(ids), "long pages": len(long), "windows": len(flat)}
+    seconds = {"page encode s": round(page_seconds, 1), "window encode s": round(window_seconds, 1)}
+    return [
+        {
+            **shape,
+            "layout": name.split("|")[0],
+            "mode": name.split("|")[1],
+            "queries": half,
+            "n queries": len(chosen),
+            **seconds,
+            **scores_by_bucket({q: data.qrels[q] for q in chosen}, {q: run[q] for q in chosen}, words),
+        }
+        for name, run in runs.items()
+        for half, chosen in halves.items()
+    ]
 
 
 def held_out(rows: list[dict]) -> list[str]:
@@ -183,10 +149,7 @@ def held_out(rows: list[dict]) -> list[str]:
 
 def table(rows: list[dict]) -> list[str]:
     """One Markdown row per (collection, mode, layout) over all queries, buckets from shortest to longest."""
-    buckets = sorted(
-        {k for r in rows for k in r if k[0].isdigit() or k.startswith(">=")},
-        key=lambda b: int(b.lstrip(">=").split("-")[0]),
-    )
+    buckets = length_buckets(rows)
     lines = [
         "| collection | long pages (windows) | mode | layout | all | A / B | "
         + " | ".join(f"{b} words (n)" for b in buckets)
