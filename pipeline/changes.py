@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# An HNSW index whose rows marked deleted would pass this share of its rows is rebuilt from the stored vectors
+# instead: a graph walk then mostly visits rows it must skip.
+COMPACT_SHARE = 0.5
+
 
 @dataclass
 class ChangeSummary:
@@ -216,7 +220,8 @@ def _new_vectors(
 def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table) -> DenseChange:
     """The FAISS index after the change, how it was made, and the labels of its rows marked deleted: changed in
     place when its type allows (HNSW: removed rows marked deleted, left out of every search until the next full
-    build), else rebuilt from the stored vectors of every document after the change (`docs`; no encoding)."""
+    build, or until they would pass COMPACT_SHARE of its rows), else rebuilt from the stored vectors of every
+    document after the change (`docs`; no encoding)."""
     removed = np.flatnonzero(~kept_rows)
     if (old.path / IVF_DATA).is_file():
         raise ChangeError(
@@ -224,11 +229,11 @@ def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.nd
             "(it encodes only the new ones)"
         )
     index = old.faiss
-    if len(removed) and live.marks_deleted(index):
-        deleted = marked(old.deleted, removed, index.ntotal)
+    deleted = marked(old.deleted, removed, index.ntotal) if len(removed) and live.marks_deleted(index) else None
+    if deleted is not None and len(deleted) <= COMPACT_SHARE * (index.ntotal + len(vectors)):
         live.change(index, np.empty(0, np.int64), vectors)
         return DenseChange(index, f"updated in place, {len(deleted)} rows marked deleted", deleted)
-    if live.can_change(index, removes=len(removed) > 0):
+    if deleted is None and live.can_change(index, removes=len(removed) > 0):
         live.change(index, removed, vectors)
         return DenseChange(index, "updated in place", old.deleted)
     store = shard_store(config, old.path.parent.parent)

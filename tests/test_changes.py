@@ -225,6 +225,14 @@ def test_hnsw_takes_additions_in_place_and_on_disk_ivf_is_refused(settings, tmp_
     assert add(tmp_path / "hnsw", write(tmp_path / "b.jsonl", [record(40)]), hnsw).dense == "updated in place"
     index = open_index(tmp_path / "hnsw")
     assert index.ids[-1] == "d40"
+    assert (
+        delete(tmp_path / "hnsw", [f"d{i}" for i in range(15)], hnsw).dense
+        == "updated in place, 15 rows marked deleted"
+    )
+    compacted = delete(tmp_path / "hnsw", ["d15"], hnsw)  # 16 of 31 rows marked would be past half: rebuilt instead
+    assert compacted.dense == "rebuilt" and open_index(tmp_path / "hnsw").deleted is None
+    assert open_index(tmp_path / "hnsw").manifest.changes == {"since_build": 17, "documents_at_build": 30}
+    index = open_index(tmp_path / "hnsw")
     assert index.search(index.faiss.reconstruct(index.faiss.ntotal - 1)[None, :], 1)[0][0][0] == "d40"
     ivf = replace(settings, index=replace(settings.index, factory="IVF4,Flat", on_disk=True, train_sample=30))
     build(ivf, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "ondisk")
