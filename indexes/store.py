@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -147,9 +147,14 @@ def _data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, OWNED))
 
 
+def first_rows(ids: Sequence[str]) -> list[int]:
+    """The position of each document's first row among rows of document ids (a document's rows are consecutive)."""
+    return [i for i, doc in enumerate(ids) if i == 0 or ids[i - 1] != doc]
+
+
 def row_documents(ids: list[str]) -> list[str]:
     """The documents of a multi-vector index's rows in order (a document's windows are consecutive rows)."""
-    return [doc for i, doc in enumerate(ids) if i == 0 or ids[i - 1] != doc]
+    return [ids[i] for i in first_rows(ids)]
 
 
 def _check_inputs(
@@ -450,7 +455,8 @@ class OpenIndex:
     @cached_property
     def row_documents(self) -> np.ndarray:
         """The document (position in doc_ids) of each FAISS row (a multi-vector index has several per document)."""
-        starts = np.array([i == 0 or self.ids[i - 1] != doc for i, doc in enumerate(self.ids)], dtype=bool)
+        starts = np.zeros(len(self.ids), dtype=bool)
+        starts[first_rows(self.ids)] = True
         return np.cumsum(starts) - 1
 
     @property

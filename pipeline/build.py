@@ -26,6 +26,7 @@ from indexes.store import (
     TMP_PREFIX,
     VERSIONS,
     Manifest,
+    first_rows,
     locked_for_writing,
     row_documents,
     write_version,
@@ -79,11 +80,7 @@ def _stored_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.nd
 def _page_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
     """The first stored row of each document with these keys, in this order: its own vector in an index whose
     pages keep theirs (index.page_vector)."""
-    firsts = []
-    for ids, vectors in store.gather(keys, where):
-        starts = [i for i in range(len(ids)) if i == 0 or ids[i - 1] != ids[i]]
-        firsts.append(vectors[starts])
-    return np.concatenate(firsts)
+    return np.concatenate([vectors[first_rows(ids)] for ids, vectors in store.gather(keys, where)])
 
 
 def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
