@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,12 +35,30 @@ def cached_layers(
     dtype = dtype_name(pick_dtype(config.dtype, pick_device(config.device)))
     settings = {**config.to_dict(), "dtype": dtype}
     key = hashlib.sha256(json.dumps([list(texts), settings, kind]).encode()).hexdigest()[:16]
-    path = cache / f"{tag}-{kind}-{key}.npy"
+
+    def every_layer() -> np.ndarray:
+        model = encoder or HTPEncoder(config)
+        return model.encode_layers(texts, list(range(1, model.n_layers + 1)), kind=kind, show_progress=True)
+
+    return _kept(cache / f"{tag}-{kind}-{key}.npy", every_layer)
+
+
+def cached_exit(cache: Path, tag: str, texts: Sequence[str], encoder: HTPEncoder, kind: str) -> np.ndarray:
+    """[n, d] vectors of the encoder's exit layer, computed once per (texts, encoder settings, dtype, kind) and kept
+    as .npy: for a benchmark that needs only that layer (cached_layers runs every layer, 18 of Gemma's where the
+    exit is 13)."""
+    settings = (list(texts), encoder.config.to_dict(), str(encoder.dtype), kind)
+    key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    return _kept(cache / f"{tag}-{kind}-{key}.npy", lambda: encoder.encode(texts, kind=kind, show_progress=True))
+
+
+def _kept(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array saved at `path`, or `compute()` saved there first (through a temporary name, so a killed run
+    leaves no half-written file to be read back)."""
     if path.exists():
         return np.load(path, mmap_mode="r")
-    encoder = encoder or HTPEncoder(config)
-    vectors = encoder.encode_layers(texts, list(range(1, encoder.n_layers + 1)), kind=kind, show_progress=True)
-    cache.mkdir(parents=True, exist_ok=True)
+    vectors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vectors)
     tmp.rename(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cpu_name, length_buckets, scores_by_bucket, write_report
+from benchmarks.common import cached_exit, cpu_name, length_buckets, scores_by_bucket, write_report
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import build_bm25, search_bm25
 from pipeline.evaluation.beir import load_beir
@@ -32,18 +32,6 @@ from pipeline.records import full_text
 from pipeline.vectors import prepare
 
 DEPTH = 100
-
-
-def encoded(cache: Path, tag: str, texts: list[str], encoder: HTPEncoder, kind: str) -> np.ndarray:
-    """The exit layer's vectors of `texts`, computed once per (texts, encoder settings, kind) and kept as .npy."""
-    key = hashlib.sha256(repr((texts, encoder.config.to_dict(), str(encoder.dtype), kind)).encode()).hexdigest()[:16]
-    path = cache / f"{tag}-{kind}-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    vectors = encoder.encode(texts, kind=kind, show_progress=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def best_per_document(scores: np.ndarray, owners: np.ndarray, documents: int) -> np.ndarray:
@@ -61,7 +49,7 @@ def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder,
     words = {d: len(t.split()) for d, t in zip(ids, texts)}
     qids = data.judged_query_ids()
     began = time.perf_counter()
-    pages = encoded(args.cache, folder.name, texts, encoder, "document")
+    pages = cached_exit(args.cache, folder.name, texts, encoder, "document")
     page_seconds = time.perf_counter() - began
     lengths = [len(t) for t in encoder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > encoder.config.max_length]
@@ -70,12 +58,12 @@ def collection_rows(args: argparse.Namespace, folder: Path, encoder: HTPEncoder,
     began = time.perf_counter()
     flat = [part for parts in windows for part in parts]
     window_vectors = (
-        encoded(args.cache, f"{folder.name}-windows{args.window}", flat, windower, "document")
+        cached_exit(args.cache, f"{folder.name}-windows{args.window}", flat, windower, "document")
         if flat
         else np.empty((0, pages.shape[1]), np.float32)
     )
     window_seconds = time.perf_counter() - began
-    queries = encoded(args.cache, folder.name, [data.queries[q] for q in qids], encoder, "query")
+    queries = cached_exit(args.cache, folder.name, [data.queries[q] for q in qids], encoder, "query")
     is_long = np.zeros(len(ids), dtype=bool)
     is_long[long] = True
     both = (np.concatenate([pages, window_vectors]), np.concatenate([np.arange(len(ids)), owners]))
