@@ -336,21 +336,23 @@ def calibration_data(
     seed: int,
     bm25: bool,
     same_input: SameInput | None = None,
-    dev_form: Callable[[str], str] | None = None,
+    dev_form: Callable[[list[str]], list[str]] | None = None,
 ) -> CalibrationData:
     """Sample pseudo-queries, encode them as queries, re-encode the development documents without their
     sentence, and rank the development queries with BM25 over that edited corpus.
 
     `same_input(originals, edited)` says which edits the encoder cannot see (the sentence lies past a long
     document's truncation point): those documents keep their stored vector instead of being encoded again.
-    `dev_form` rewrites each development sentence as the query asked (None: the sentence as it stands)."""
+    `dev_form` rewrites the development sentences, all at once, as the queries asked (None: the sentences as they
+    stand)."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
         raise CalibrationSkipped(
             f"the documents hold too few prose sentences ({len(sample.train)} training and "
             f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)"
         )
-    asked = [q.text if dev_form is None else dev_form(q.text) for q in sample.dev]
+    sentences = [q.text for q in sample.dev]
+    asked = sentences if dev_form is None else dev_form(sentences)
     train = prepare(encode([q.text for q in sample.train], "query"), center)
     dev = prepare(encode(asked, "query"), center)
     edited = [without_sentence(texts[q.row], q) for q in sample.dev]
