@@ -90,21 +90,27 @@ class Collection:
         return curve
 
     def at(
-        self, exit_layer: int, pseudo: int, dev: int, seed: int, dev_form: Callable[[str], str] | None = None
+        self,
+        exit_layer: int | tuple[int, ...],
+        pseudo: int,
+        dev: int,
+        seed: int,
+        dev_form: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
-        """Prepare vectors and calibration data at one exit layer (`dev_form`: how development queries are
-        written from their sentences, as pipeline.calibration.calibration_data takes it)."""
-        layer = exit_layer - 1
-        raw_docs = np.asarray(self.layer_docs[layer])
+        """Prepare vectors and calibration data at one exit layer, or the mean of several (`mixed`); `dev_form`:
+        how development queries are written from their sentences, as pipeline.calibration.calibration_data
+        takes it."""
+        layers = (exit_layer,) if isinstance(exit_layer, int) else exit_layer
+        raw_docs = mixed(self.layer_docs, layers)
         self.center = raw_docs.mean(axis=0)
         self.docs = prepare(raw_docs, self.center)
-        self.queries = prepare(self.layer_queries[layer], self.center)
+        self.queries = prepare(mixed(self.layer_queries, layers), self.center)
         segmenter = Segmenter(self.encoder.config.spacy_model)
         self.calibration_data: CalibrationData = calibration_data(
             self.texts,
             self.docs,
             self.center,
-            lambda items, kind: np.asarray(self.encode(items, kind, "-calibration")[layer]),
+            lambda items, kind: mixed(self.encode(items, kind, "-calibration"), layers),
             segmenter.sentence_starts,
             pseudo,
             dev,
@@ -185,6 +191,14 @@ class Collection:
     def minilm(self, cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
         """Documents and queries through all-MiniLM-L6-v2, or None when not installed."""
         return minilm_vectors(cache, self.name, self.texts, [self.data.queries[q] for q in self.query_ids])
+
+
+def mixed(layer_vectors: np.ndarray, layers: tuple[int, ...]) -> np.ndarray:
+    """[n, d] vectors at one exit layer (1-based), or the mean of the unit-length vectors at several."""
+    if len(layers) == 1:
+        return np.asarray(layer_vectors[layers[0] - 1])
+    units = [np.asarray(layer_vectors[layer - 1], dtype=np.float32) for layer in layers]
+    return np.mean([u / np.linalg.norm(u, axis=1, keepdims=True) for u in units], axis=0)
 
 
 def collection_arguments(description: str, out: str) -> argparse.ArgumentParser:
