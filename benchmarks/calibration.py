@@ -101,16 +101,17 @@ class Collection:
         how development queries are written from their sentences, as pipeline.calibration.calibration_data
         takes it."""
         layers = (exit_layer,) if isinstance(exit_layer, int) else exit_layer
-        raw_docs = mixed(self.layer_docs, layers)
+        centers = {layer: np.asarray(self.layer_docs[layer - 1]).mean(axis=0) for layer in layers}
+        raw_docs = mixed(self.layer_docs, centers)
         self.center = raw_docs.mean(axis=0)
         self.docs = prepare(raw_docs, self.center)
-        self.queries = prepare(mixed(self.layer_queries, layers), self.center)
+        self.queries = prepare(mixed(self.layer_queries, centers), self.center)
         segmenter = Segmenter(self.encoder.config.spacy_model)
         self.calibration_data: CalibrationData = calibration_data(
             self.texts,
             self.docs,
             self.center,
-            lambda items, kind: mixed(self.encode(items, kind, "-calibration"), layers),
+            lambda items, kind: mixed(self.encode(items, kind, "-calibration"), centers),
             segmenter.sentence_starts,
             pseudo,
             dev,
@@ -193,12 +194,12 @@ class Collection:
         return minilm_vectors(cache, self.name, self.texts, [self.data.queries[q] for q in self.query_ids])
 
 
-def mixed(layer_vectors: np.ndarray, layers: tuple[int, ...]) -> np.ndarray:
-    """[n, d] vectors at one exit layer (1-based), or the mean of the unit-length vectors at several."""
-    if len(layers) == 1:
-        return np.asarray(layer_vectors[layers[0] - 1])
-    units = [np.asarray(layer_vectors[layer - 1], dtype=np.float32) for layer in layers]
-    return np.mean([u / np.linalg.norm(u, axis=1, keepdims=True) for u in units], axis=0)
+def mixed(layer_vectors: np.ndarray, centers: dict[int, np.ndarray]) -> np.ndarray:
+    """[n, d] vectors at one exit layer (1-based), or the mean over several of each layer's vectors prepared as
+    the index prepares them (less that layer's document mean, unit length): summed per-layer cosines."""
+    if len(centers) == 1:
+        return np.asarray(layer_vectors[next(iter(centers)) - 1])
+    return np.mean([prepare(layer_vectors[layer - 1], center) for layer, center in centers.items()], axis=0)
 
 
 def collection_arguments(description: str, out: str) -> argparse.ArgumentParser:
