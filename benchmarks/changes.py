@@ -1,5 +1,6 @@
 """Live changes against a full rebuild on a 100k-document index: `htp add` of 10 new documents and `htp delete`
-of 10, as a command (a new process: Python, torch and the model start each time) and in a process whose encoder
+of 10, as a command (a new process: Python, torch and the model start each time), as a command that asks a running
+`htp serve` (`--server`: the service's model is loaded, the command starts no torch) and in a process whose encoder
 is loaded (as `htp serve` runs POST /documents), against `htp build` over the same records with every vector
 already stored (a rebuild that encodes nothing), with calibration off and with it on (its pseudo-queries'
 vectors cached by an earlier build, so it encodes nothing either; a change keeps the calibration it finds). The
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import yaml
 
@@ -62,6 +67,33 @@ def timed(run) -> float:
     return time.perf_counter() - began
 
 
+@contextmanager
+def service(index_dir: Path, config_path: Path) -> Iterator[str]:
+    """`htp serve` on a free loopback port, answering /health; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    words = ["serve", str(index_dir), "--config", str(config_path), "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *words], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError("htp serve did not come up")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
@@ -101,8 +133,11 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run([sys.executable, "-m", "pipeline.cli", *words], check=True, capture_output=True)
 
         live = iter(range(args.count))
-        timings: dict[str, list[float]] = {"add, command": [], "add, loaded": [], "delete, command": []}
-        timings["delete, loaded"] = []
+        timings: dict[str, list[float]] = {
+            name: []
+            for change in ("add", "delete")
+            for name in (f"{change}, command", f"{change}, command --server", f"{change}, loaded")
+        }
         for _ in range(args.repeats):
             path = new_records()
             timings["add, command"].append(
@@ -116,6 +151,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             ids = [f"c{next(live)}" for _ in range(10)]
             timings["delete, loaded"].append(timed(lambda i=ids: delete(index_dir, i, config)))
+        with service(index_dir, config_path) as url:
+            for _ in range(args.repeats):
+                path = new_records()
+                timings["add, command --server"].append(
+                    timed(lambda p=path: command("add", "-", str(p), "--server", url))
+                )
+                ids = [f"c{next(live)}" for _ in range(10)]
+                timings["delete, command --server"].append(
+                    timed(lambda i=ids: command("delete", "-", *i, "--server", url))
+                )
         for name, seconds in timings.items():
             median = statistics.median(seconds)
             results.append(
@@ -133,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         f"stored (it encodes nothing; one run each), {encoder.dimension}-d vectors; changes: medians of "
         f"{args.repeats}. "
         "'command' runs `htp add`/`htp delete` as a new process (Python, torch and the model load each time); "
+        "'command --server' runs the command against a running `htp serve` (its start-up not counted); "
         "'loaded' calls pipeline.changes with the encoder loaded, as `htp serve` does for POST /documents.",
         "",
         "| index | change | median s | rebuild s, calibration off / on | share of the rebuild, off / on |",

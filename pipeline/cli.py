@@ -37,14 +37,15 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> None:
+    if args.server:
+        _print_change(_ask_server(args.server, "POST", "/documents", body={"documents": _json_records(args.input)}))
+        return
     from pipeline.changes import add
 
     add(Path(args.index_dir), Path(args.input), _config(args.config) if args.config else None)
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
-    from pipeline.changes import delete
-
     ids = list(args.ids)
     if args.ids_file:
         try:
@@ -53,29 +54,79 @@ def cmd_delete(args: argparse.Namespace) -> None:
             ]
         except OSError as err:
             raise PipelineError(f"cannot read --ids-file {args.ids_file}: {err.strerror}") from err
+    if args.server:
+        if not ids:
+            raise PipelineError("give at least one document id to delete")
+        _print_change(_ask_server(args.server, "DELETE", "/documents", params={"id": ids}))
+        return
+    from pipeline.changes import delete
+
     delete(Path(args.index_dir), ids, _config(args.config) if args.config else None)
 
 
-def _remote_hits(args: argparse.Namespace) -> list[Hit]:
-    """Ask a running `htp serve` (loaded model, no start-up cost) instead of opening the index here."""
+def _json_records(path: str) -> list[dict]:
+    """The records of a .jsonl file (or a .json array), sent to a service as they are: read here without
+    `datasets`, which the service reads them with, so the command starts in a fraction of a second."""
+    file = Path(path)
+    if file.suffix.lower() not in (".jsonl", ".json"):
+        raise PipelineError(f"--server sends JSON records: give a .jsonl or .json file, not {file}")
+    try:
+        text = file.read_text(encoding="utf-8")
+        records = (
+            json.loads(text)
+            if file.suffix.lower() == ".json"
+            else [json.loads(x) for x in text.splitlines() if x.strip()]
+        )
+    except OSError as err:
+        raise PipelineError(f"cannot read {file}: {err.strerror}") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{file} is not JSON records: {err}") from err
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise PipelineError(f"{file} holds no list of JSON objects (one record per object)")
+    return records
+
+
+def _print_change(answer: dict) -> None:
+    print(
+        f"{answer['added']} added, {answer['replaced']} replaced, {answer['deleted']} deleted "
+        f"({answer['encoded']} encoded); {answer['documents']} documents at {answer['version']}"
+    )
+    if "swap_error" in answer:
+        print(
+            f"the change is on disk, but the service still answers from {answer['served_version']}: "
+            f"{answer['swap_error']}",
+            file=sys.stderr,
+        )
+
+
+def _ask_server(server: str, method: str, path: str, params: dict | None = None, body: object = None) -> dict:
+    """One request to a running `htp serve` (loaded model, no start-up cost here), the API key from HTP_API_KEY;
+    its JSON answer, or a PipelineError saying what the service answered."""
     import httpx
 
+    headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
+    try:
+        response = httpx.request(
+            method, server.rstrip("/") + path, params=params, json=body, headers=headers, timeout=600
+        )
+    except httpx.HTTPError as err:
+        raise PipelineError(f"cannot reach the service at {server}: {err}") from err
+    if response.status_code != 200:
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        detail = response.json().get("detail") if is_json else response.text[:200]
+        raise PipelineError(f"the service at {server} answered {response.status_code}: {detail}")
+    return response.json()
+
+
+def _remote_hits(args: argparse.Namespace) -> list[Hit]:
+    """Ask a running `htp serve` instead of opening the index here."""
     params = {
         "q": args.question,
         **({"k": args.k} if args.k is not None else {}),
         **({"mode": args.mode} if args.mode else {}),
         **({"where": args.where} if args.where else {}),
     }
-    headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
-    try:
-        response = httpx.get(args.server.rstrip("/") + "/search", params=params, headers=headers, timeout=120)
-    except httpx.HTTPError as err:
-        raise PipelineError(f"cannot reach the service at {args.server}: {err}") from err
-    if response.status_code != 200:
-        is_json = response.headers.get("content-type", "").startswith("application/json")
-        detail = response.json().get("detail") if is_json else response.text[:200]
-        raise PipelineError(f"the service at {args.server} answered {response.status_code}: {detail}")
-    return [Hit(**hit) for hit in response.json()["hits"]]
+    return [Hit(**hit) for hit in _ask_server(args.server, "GET", "/search", params=params)["hits"]]
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -201,17 +252,20 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_build)
 
+    server_help = "URL of a running `htp serve` to make the change (its loaded model; API key from HTP_API_KEY)"
     p = sub.add_parser("add", help="add or replace documents in a built index, encoding only those (no rebuild)")
-    p.add_argument("index_dir")
+    p.add_argument("index_dir", help="index folder (ignored with --server)")
     p.add_argument("input", help="records in any form `htp build --input` takes; an id already indexed is replaced")
     p.add_argument("--config", help="field names and runtime settings (the encoder is the index's own)")
+    p.add_argument("--server", help=server_help + "; input then a .jsonl or .json file")
     p.set_defaults(run=cmd_add)
 
     p = sub.add_parser("delete", help="delete documents from a built index by id (no rebuild)")
-    p.add_argument("index_dir")
+    p.add_argument("index_dir", help="index folder (ignored with --server)")
     p.add_argument("ids", nargs="*", help="document ids")
     p.add_argument("--ids-file", help="a file of document ids, one per line")
     p.add_argument("--config", help="runtime settings (calibration.stale_share)")
+    p.add_argument("--server", help=server_help)
     p.set_defaults(run=cmd_delete)
 
     p = sub.add_parser("query", help="search an index (or a running htp serve with --server)")

@@ -13,8 +13,9 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from pydantic import BaseModel, Field, StrictInt
@@ -282,16 +283,22 @@ def create_app(
             return changed(lambda live: changes.add(index.index_dir, records, config, live.encoder, Path(folder)))
 
     @app.delete("/documents")
-    def delete_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name
-        """Delete one document, its id in the query string (any id, as GET /documents?id= takes it)."""
-        return delete_document(id)
+    def delete_by_query(id: Annotated[list[str], Query()]) -> dict:  # noqa: A002 - the query parameter's name
+        """Delete the documents whose ids the query string repeats (`?id=a&id=b`; any id, as GET /documents?id=
+        takes it), all in one new version."""
+        return delete_documents(id)
 
     @app.delete("/documents/{doc_id:path}")
     def delete_document(doc_id: str) -> dict:
         """Delete one document, as a new version."""
-        if doc_id not in index.current().index.doc_ids:
-            raise HTTPException(404, f"no document {doc_id!r} in this index")
-        return changed(lambda _live: changes.delete(index.index_dir, [doc_id], config))
+        return delete_documents([doc_id])
+
+    def delete_documents(ids: list[str]) -> dict:
+        held = set(index.current().index.doc_ids)
+        unknown = [doc_id for doc_id in dict.fromkeys(ids) if doc_id not in held]
+        if unknown:
+            raise HTTPException(404, f"no document(s) {', '.join(map(repr, unknown[:5]))} in this index")
+        return changed(lambda _live: changes.delete(index.index_dir, ids, config))
 
     @app.get("/documents")
     def document_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name

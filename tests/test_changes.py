@@ -167,6 +167,11 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert client.delete("/documents/d5", headers=key).json()["deleted"] == 1
     assert client.delete("/documents/d5", headers=key).status_code == 404
     assert client.delete("/documents", params={"id": "d6"}, headers=key).json()["documents"] == 11
+    unknown = client.delete("/documents", params={"id": ["d8", "nope"]}, headers=key)
+    assert unknown.status_code == 404 and "'nope'" in unknown.json()["detail"]
+    assert len(open_index(tmp_path / "index").doc_ids) == 11  # nothing deleted
+    both = client.delete("/documents", params={"id": ["d8", "d9"]}, headers=key).json()
+    assert both["deleted"] == 2 and both["documents"] == 9  # one change, one version
     with locked_for_writing(tmp_path / "index"):
         busy = client.delete("/documents/d7", headers=key)
     assert busy.status_code == 409 and "another build is writing" in busy.json()["detail"]
@@ -177,7 +182,7 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert client.get("/health", headers=key).json()["version"] == index.path.name  # switched to at once
     hits = client.get("/search", params={"q": record(50)["text"], "k": 3, "mode": "bm25"}, headers=key).json()
     assert hits["hits"][0]["id"] == "d50"
-    assert "d50" in index.doc_ids and "d5" not in index.doc_ids and len(index.doc_ids) == 12
+    assert "d50" in index.doc_ids and "d5" not in index.doc_ids and len(index.doc_ids) == 10
     assert np.isfinite(index.faiss.reconstruct_n(0, index.faiss.ntotal)).all()
 
 

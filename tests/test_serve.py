@@ -420,6 +420,47 @@ def test_htp_serve_answers_over_real_http_on_loopback(served):
         assert [h["id"] for h in json.loads(remote.stdout)] == [h["id"] for h in body["hits"]]
 
 
+def htp(*args: str, key: str) -> subprocess.CompletedProcess:
+    """The `htp` command in a new process, the API key in HTP_API_KEY."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HTP_API_KEY": key},
+        timeout=120,
+    )
+
+
+def test_htp_add_and_delete_change_a_running_service(served, tmp_path):
+    config, index_dir = served
+    records = tmp_path / "new.jsonl"
+    records.write_text(
+        json.dumps({"_id": "n1", "title": "New", "text": "Zebra quasar harmonica."})
+        + "\n"
+        + json.dumps({"_id": "d2", "title": "Doc 2 again", "text": "Replaced text."})
+        + "\n"
+    )
+    with serving(index_dir, "--api-key", "k1", headers={"X-API-Key": "k1"}) as url:
+        added = htp("add", "-", str(records), "--server", url, key="k1")
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.startswith("1 added, 1 replaced, 0 deleted (2 encoded); 21 documents at ")
+        hits = httpx.get(
+            f"{url}/search", params={"q": "zebra quasar", "mode": "bm25", "k": 1}, headers={"X-API-Key": "k1"}
+        ).json()["hits"]
+        assert hits[0]["id"] == "n1"  # the service answers from the new version at once
+        gone = htp("delete", "-", "d3", "d4", "--server", url, key="k1")
+        assert gone.returncode == 0 and "2 deleted" in gone.stdout and "19 documents" in gone.stdout
+        unknown = htp("delete", "-", "d5", "nope", "--server", url, key="k1")
+        assert unknown.returncode == 2 and "answered 404" in unknown.stderr and "'nope'" in unknown.stderr
+        refused = htp("add", "-", str(records), "--server", url, key="wrong")
+        assert refused.returncode == 2 and "answered 401" in refused.stderr
+        (tmp_path / "new.csv").write_text("_id,text\nn2,x\n")
+        not_json = htp("add", "-", str(tmp_path / "new.csv"), "--server", url, key="k1")
+        assert not_json.returncode == 2 and "give a .jsonl or .json file" in not_json.stderr
+    index = open_index(index_dir)
+    assert len(index.doc_ids) == 19 and "n1" in index.doc_ids and "d3" not in index.doc_ids
+
+
 def chunked_flood_reply(port: int, megabytes: int) -> bytes:
     """POST a body of `megabytes` MB in 1 MB chunks with no Content-Length, stopping when the server answers; the
     first bytes of its answer."""
