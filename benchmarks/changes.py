@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 import yaml
 
-from benchmarks.common import write_report
+from benchmarks.common import serving, write_report
 from htp import HTPEncoder
 from pipeline.build import build
 from pipeline.changes import add, delete
@@ -65,33 +61,6 @@ def timed(run) -> float:
     began = time.perf_counter()
     run()
     return time.perf_counter() - began
-
-
-@contextmanager
-def service(index_dir: Path, config_path: Path) -> Iterator[str]:
-    """`htp serve` on a free loopback port, answering /health; yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    words = ["serve", str(index_dir), "--config", str(config_path), "--port", str(port)]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *words], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError("htp serve did not come up")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             ids = [f"c{next(live)}" for _ in range(10)]
             timings["delete, loaded"].append(timed(lambda i=ids: delete(index_dir, i, config)))
-        with service(index_dir, config_path) as url:
+        with serving(index_dir, "--config", str(config_path)) as url:
             for _ in range(args.repeats):
                 path = new_records()
                 timings["add, command --server"].append(
