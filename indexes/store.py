@@ -239,6 +239,8 @@ def write_version(
     except BaseException:
         remove_owned(tmp)
         raise
+    for rel, digest in written.checksums.items():  # hashed just now: this process's next open need not again
+        _VERIFIED[_file_key(final / rel)] = digest
     previous = current_version(index_dir)
     _point_current(index_dir, final.name, _sha256(final / MANIFEST))
     for old in versions.iterdir():  # a version half-removed by a killed build is still known as ours, and goes now

@@ -28,7 +28,15 @@ from indexes.factory import needs_training
 from indexes.faiss_index import build_faiss
 from indexes.lexical import Terms, build_bm25_terms, changed_bm25
 from indexes.ondisk import IVF_DATA
-from indexes.store import DOC_COLUMNS, OpenIndex, is_index_folder, locked_for_writing, open_index, write_version
+from indexes.store import (
+    DOC_COLUMNS,
+    OpenIndex,
+    current_version,
+    is_index_folder,
+    locked_for_writing,
+    open_index,
+    write_version,
+)
 from pipeline.config import Config
 from pipeline.context import build_context, field_names, sample_rows, shard_store
 from pipeline.engines import LocalEngine
@@ -85,17 +93,21 @@ def add(
     config: Config | None = None,
     encoder: HTPEncoder | None = None,
     cache_dir: Path | None = None,
+    opened: OpenIndex | None = None,
 ) -> ChangeSummary:
     """Add the records of `input_path` (any input `htp build` reads) to the index; a record whose id is in the
-    index replaces that document. `cache_dir` holds the datasets cache of the input (default: beside it)."""
-    return change(index_dir, input_path, [], config, encoder, cache_dir)
+    index replaces that document. `cache_dir` holds the datasets cache of the input (default: beside it);
+    `opened` is the index as a reader already holds it (see `change`)."""
+    return change(index_dir, input_path, [], config, encoder, cache_dir, opened)
 
 
-def delete(index_dir: Path, ids: list[str], config: Config | None = None) -> ChangeSummary:
+def delete(
+    index_dir: Path, ids: list[str], config: Config | None = None, opened: OpenIndex | None = None
+) -> ChangeSummary:
     """Delete these documents from the index; an id it does not hold is an error and nothing changes."""
     if not ids:
         raise ChangeError("give at least one document id to delete")
-    return change(index_dir, None, list(ids), config)
+    return change(index_dir, None, list(ids), config, opened=opened)
 
 
 def change(
@@ -105,14 +117,18 @@ def change(
     config: Config | None = None,
     encoder: HTPEncoder | None = None,
     cache_dir: Path | None = None,
+    opened: OpenIndex | None = None,
 ) -> ChangeSummary:
-    """Add (or replace) the records of `input_path` and delete the documents `deletes`, as one new version."""
+    """Add (or replace) the records of `input_path` and delete the documents `deletes`, as one new version.
+    `opened` (a service's open index) spares reading the index again when it is still the version CURRENT
+    names; it is left as it was, so its readers go on searching it."""
     began = time.perf_counter()
     index_dir, deletes = Path(index_dir), list(dict.fromkeys(deletes))
     if not is_index_folder(index_dir):  # before the lock, which would make the folder
         raise IndexMissingError(f"no index at {index_dir}: build one with `htp build`")
     with locked_for_writing(index_dir):
-        old = open_index(index_dir)
+        shared = opened is not None and opened.path.name == current_version(index_dir)
+        old = opened if shared and opened is not None else open_index(index_dir)
         config = _index_config(old, config)
         fields = replace(field_names(config), metadata=tuple(old.manifest.metadata), metadata_optional=True)
         loaded = load_documents(Path(input_path), fields, cache_dir) if input_path is not None else None
@@ -133,7 +149,7 @@ def change(
         kept_rows = kept_docs[old.row_documents]
         encoded, vectors, row_ids = _new_vectors(index_dir, config, loaded, old, encoder)
         docs = _documents(old, kept_docs, loaded)
-        dense = _dense(old, config, kept_rows, vectors, docs)
+        dense = _dense(old, config, kept_rows, vectors, docs, shared)
         bm25, terms = _lexical(old, kept_docs, loaded, docs)
         changes = _changes(old, len(deletes) + len(new_ids), dense.deleted)
         share = changes["since_build"] / max(changes["documents_at_build"], 1)
@@ -217,11 +233,13 @@ def _new_vectors(
     return encoded, np.concatenate(parts), row_ids
 
 
-def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table) -> DenseChange:
+def _dense(
+    old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.ndarray, docs: pa.Table, shared: bool
+) -> DenseChange:
     """The FAISS index after the change, how it was made, and the labels of its rows marked deleted: changed in
-    place when its type allows (HNSW: removed rows marked deleted, left out of every search until the next full
-    build, or until they would pass COMPACT_SHARE of its rows), else rebuilt from the stored vectors of every
-    document after the change (`docs`; no encoding)."""
+    place when its type allows (in a copy when other readers hold `old`, `shared`; HNSW: removed rows marked
+    deleted, left out of every search until the next full build, or until they would pass COMPACT_SHARE of its
+    rows), else rebuilt from the stored vectors of every document after the change (`docs`; no encoding)."""
     removed = np.flatnonzero(~kept_rows)
     if (old.path / IVF_DATA).is_file():
         raise ChangeError(
@@ -231,9 +249,11 @@ def _dense(old: OpenIndex, config: Config, kept_rows: np.ndarray, vectors: np.nd
     index = old.faiss
     deleted = marked(old.deleted, removed, index.ntotal) if len(removed) and live.marks_deleted(index) else None
     if deleted is not None and len(deleted) <= COMPACT_SHARE * (index.ntotal + len(vectors)):
+        index = faiss.clone_index(index) if shared else index
         live.change(index, np.empty(0, np.int64), vectors)
         return DenseChange(index, f"updated in place, {len(deleted)} rows marked deleted", deleted)
     if deleted is None and live.can_change(index, removes=len(removed) > 0):
+        index = faiss.clone_index(index) if shared else index
         live.change(index, removed, vectors)
         return DenseChange(index, "updated in place", old.deleted)
     store = shard_store(config, old.path.parent.parent)

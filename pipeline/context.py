@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,12 +41,14 @@ class BuildContext:
     encoder: Callable[[], HTPEncoder]
     built_with: dict
     metadata: tuple[pa.Table, dict[str, str]] | None = None  # the documents' metadata columns and their types
+    scanned: set[Path] = field(default_factory=set)  # the shards `where` was read from
 
     def relocate(self) -> None:
-        """Add where the documents of shards written since are (only those shards are read; what was found
-        before stays where it was)."""
-        known = {path for path, _, _ in self.where.values()}
-        self.where = {**self.store.locate([p for p in self.store.shards() if p not in known]), **self.where}
+        """Add where the input's documents in shards written since are (only those shards are read; what was
+        found before stays where it was)."""
+        fresh = [path for path in self.store.shards() if path not in self.scanned]
+        self.where = {**self.store.locate(fresh, set(self.keys)), **self.where}
+        self.scanned.update(fresh)
 
     def missing(self) -> list[int]:
         """Input rows whose vectors are not stored."""
@@ -125,7 +127,19 @@ def build_context(
         return encoder or HTPEncoder(config.encoder)
 
     keys = input_keys(loaded.dataset)
-    fields = field_names(config)
+    shards = store.shards()
+    where = store.locate(shards, set(keys))
     return BuildContext(
-        config, input_path, index_dir, fields, loaded, keys, store, store.locate(), loaded_encoder, built_with, metadata
+        config,
+        input_path,
+        index_dir,
+        field_names(config),
+        loaded,
+        keys,
+        store,
+        where,
+        loaded_encoder,
+        built_with,
+        metadata,
+        set(shards),
     )

@@ -280,7 +280,9 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="htp-add-") as folder:
             records = Path(folder) / "records.jsonl"
             records.write_text("".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in body.documents))
-            return changed(lambda live: changes.add(index.index_dir, records, config, live.encoder, Path(folder)))
+            return changed(
+                lambda live: changes.add(index.index_dir, records, config, live.encoder, Path(folder), live.index)
+            )
 
     @app.delete("/documents")
     def delete_by_query(id: Annotated[list[str], Query()]) -> dict:  # noqa: A002 - the query parameter's name
@@ -298,7 +300,7 @@ def create_app(
         unknown = [doc_id for doc_id in dict.fromkeys(ids) if doc_id not in held]
         if unknown:
             raise HTTPException(404, f"no document(s) {', '.join(map(repr, unknown[:5]))} in this index")
-        return changed(lambda _live: changes.delete(index.index_dir, ids, config))
+        return changed(lambda live: changes.delete(index.index_dir, ids, config, live.index))
 
     @app.get("/documents")
     def document_by_query(id: str) -> dict:  # noqa: A002 - the query parameter's name

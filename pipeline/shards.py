@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +105,12 @@ class ShardStore:
         """Completed shard files in name order."""
         return sorted(self.folder.glob(PATTERN))
 
-    def locate(self, paths: Sequence[Path] | None = None) -> Located:
+    def locate(self, paths: Sequence[Path] | None = None, wanted: Collection[str] | None = None) -> Located:
         """key -> (shard, first row, row count) for every document stored in `paths` (default: every shard, in
-        name order; a key stored twice is found in the first), reading only the key columns."""
+        name order; a key stored twice is found in the first), reading only the key columns; with `wanted`, only
+        those keys are listed (a change of 10 documents does not build a map of the 100,000 stored)."""
         where: Located = {}
+        wanted_keys = None if wanted is None else pa.array(list(wanted), pa.string())
         for path in self.shards() if paths is None else paths:
             keys = _read_checked(path, ["key"]).column("key").combine_chunks()
             if len(keys) == 0:
@@ -117,7 +119,11 @@ class ShardStore:
             changes = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
             starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
             counts = np.diff(np.concatenate([starts, [len(keys)]]))
-            for key, start, count in zip(keys.take(pa.array(starts)).to_pylist(), starts.tolist(), counts.tolist()):
+            heads = keys.take(pa.array(starts))
+            if wanted_keys is not None:
+                keep = pc.is_in(heads, value_set=wanted_keys).to_numpy(zero_copy_only=False)
+                heads, starts, counts = heads.filter(pa.array(keep)), starts[keep], counts[keep]
+            for key, start, count in zip(heads.to_pylist(), starts.tolist(), counts.tolist()):
                 where.setdefault(key, (path, start, count))
         return where
 

@@ -101,6 +101,23 @@ def test_adds_and_deletes_give_what_a_fresh_build_of_the_same_records_gives(sett
     )
 
 
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16"])
+def test_a_change_made_from_an_open_index_leaves_it_as_its_readers_had_it(settings, tmp_path, factory):
+    chosen = replace(settings, index=replace(settings.index, factory=factory, train_sample=30))
+    build(chosen, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "live")
+    shutil.copytree(tmp_path / "live", tmp_path / "plain")
+    opened = open_index(tmp_path / "live")
+    probe = opened.faiss.reconstruct_n(0, 4)
+    before = (opened.faiss.ntotal, opened.search(probe, 5), opened.search_bm25(QUERIES, 5))
+    incoming = write(tmp_path / "b.jsonl", [record(40), record(3, version=1)])
+    for folder, held in (("live", opened), ("plain", None)):
+        add(tmp_path / folder, incoming, chosen, opened=held)
+        delete(tmp_path / folder, ["d5", "d40"], chosen, opened=held)  # `opened` is stale now: CURRENT is read
+    assert (opened.faiss.ntotal, opened.search(probe, 5), opened.search_bm25(QUERIES, 5)) == before
+    assert results(tmp_path / "live", chosen) == results(tmp_path / "plain", chosen)
+    assert len(open_index(tmp_path / "live").doc_ids) == 29
+
+
 def test_bad_changes_are_refused_and_change_nothing(settings, tmp_path, capsys):
     build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(12)]), tmp_path / "index")
     before = open_index(tmp_path / "index").path

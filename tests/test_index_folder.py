@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import write_corpus
+from indexes import store
 from indexes.owned import OWNED
 from indexes.store import CURRENT, IndexFolderError, locked_for_writing, open_index
 from pipeline.build import build
@@ -138,6 +139,17 @@ def test_flipped_bytes_in_the_faiss_index_are_refused_at_open(built):
     flip(version / "index.faiss")
     with pytest.raises(ValueError, match="index.faiss is damaged"):
         open_index(built)
+
+
+def test_a_version_this_process_wrote_opens_without_hashing_it_again(built, monkeypatch):
+    hashed: list[str] = []
+    real = store._sha256
+    monkeypatch.setattr(store, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    open_index(built)  # its files were hashed as they were written (a service opening the version its change wrote)
+    assert hashed == ["manifest.json"]  # checked against CURRENT at every open: a few hundred bytes
+    store.forget_verified()
+    open_index(built)
+    assert "index.faiss" in hashed
 
 
 def test_edited_documents_are_refused_when_read(built):

@@ -95,6 +95,8 @@ def test_a_multi_vector_document_keeps_its_rows_together(tmp_path):
     assert {k: v[1:] for k, v in where.items()} == {"ka": (0, 2), "kb": (2, 1), "kc": (3, 3)}
     parts = list(store.gather(["kc", "ka"], where))
     assert parts[0][0] == ["c", "c", "c", "a", "a"] and np.array_equal(parts[0][1], vectors_for([3, 4, 5, 0, 1]))
+    assert {k: v[1:] for k, v in store.locate(wanted={"kc", "kz"}).items()} == {"kc": (3, 3)}  # only those asked
+    assert store.locate(wanted=set()) == {}
 
 
 def test_writing_the_same_documents_again_writes_the_same_file(tmp_path):
