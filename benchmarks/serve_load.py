@@ -135,14 +135,24 @@ def main(argv: list[str] | None = None) -> None:
         default=[0.0],
         help="serve.batch_wait_ms values measured in bfloat16 beside config.yaml's own (which every row uses)",
     )
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an encoder setting over config.yaml's in every row (e.g. pack_weights=false); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.md"))
     args = parser.parse_args(argv)
     shipped = yaml.safe_load(Path("config.yaml").read_text())
+    for option in args.encoder:
+        key, _, value = option.partition("=")
+        shipped["encoder"][key] = yaml.safe_load(value)
     default_wait = float(shipped["serve"]["batch_wait_ms"])
     extra = [("bfloat16", wait) for wait in args.also_waits if wait != default_wait]
     configs = {}
     for dtype, wait in [("float32", default_wait), ("bfloat16", default_wait), *extra]:
-        path = Path(f"runs/cache/serve_{dtype}_wait{wait:g}.yaml")
+        path = Path(f"runs/cache/serve_{dtype}_wait{wait:g}_{'_'.join(args.encoder)}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         config = {**shipped, "encoder": {**shipped["encoder"], "dtype": dtype}}  # explicit, whatever `auto` takes
         config["serve"] = {**shipped["serve"], "batch_wait_ms": wait}
@@ -164,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         "`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
         f"{args.requests} sequential requests; throughput with up to {args.per_client} requests per client. "
         "Documents are always float32 vectors; the query encoder runs in the dtype named; batch wait is "
-        "serve.batch_wait_ms (queries queued during a pass always join the next one).",
+        "serve.batch_wait_ms (queries queued during a pass always join the next one)."
+        + (f" Encoder settings over config.yaml's: {', '.join(args.encoder)}." if args.encoder else ""),
         "",
         "| index | documents | query encoder | batch wait ms | mode | p50 ms | p95 ms | queries/s, 1 client "
         "| 4 clients | 16 clients | 16 vs 1 |",

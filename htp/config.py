@@ -39,7 +39,16 @@ OPTIONAL_KEYS = {
     "separate_prompt": False,
 }  # left out of vector_settings at these values, so indexes
 # built before the keys existed keep their encoder hash
-RUNTIME_KEYS = ("device", "dtype", "batch_tokens", "max_batch_size", "max_padding", "cache_dir", "prefix_cache")
+RUNTIME_KEYS = (
+    "device",
+    "dtype",
+    "batch_tokens",
+    "max_batch_size",
+    "max_padding",
+    "cache_dir",
+    "prefix_cache",
+    "pack_weights",
+)
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -116,6 +125,7 @@ class EncoderConfig:
     dtype: str = "auto"
     cache_dir: str | None = None
     prefix_cache: bool = True
+    pack_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

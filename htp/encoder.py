@@ -21,6 +21,7 @@ from htp.errors import EncoderTypeError, EncoderValueError
 from htp.layout import PLACEHOLDER, Layout, build_layout
 from htp.models import dtype_name, load_model, pick_device, pick_dtype
 from htp.outputs import PRECISIONS, converted, quantised
+from htp.packing import can_pack, pack_linears
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
@@ -80,6 +81,8 @@ class HTPEncoder:
         assert self.config.exit_layer is not None  # resolved() fills every default
         self.exit_layer: int = self.config.exit_layer  # a hidden-state index, as configured
         self.layers_run = self.layers_to_run(self.exit_layer)  # decoder layers a forward pass runs
+        if self.config.pack_weights and self.device.type == "cpu" and can_pack():  # in place, on the shared model
+            pack_linears(self.layers[: self.layers_run])
         settings = model.config
         self.causal = not (
             getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False
