@@ -123,6 +123,7 @@ class ServeConfig:
     batch_wait_ms: float = 5.0
     batch_size: int = 32
     access_log: bool = False  # one JSON line per request on the htp.access logger (stderr)
+    warm_up: bool = True  # load the encoder in the background at start: the first dense request need not wait
 
     def __post_init__(self) -> None:
         if (

@@ -92,6 +92,11 @@ class Searcher:
             vectors = self.calibration.queries(vectors)
         return self.index.search(vectors, k, self.settings.nprobe, self.settings.ef_search, allowed)
 
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether the encoder is loaded (a dense query would not wait for it)."""
+        return self._encoder is not None
+
     def encoder_seconds(self) -> float:
         """Forward-pass seconds this searcher's encoder has spent so far (0 before it is loaded)."""
         return self._encoder.stats.seconds if self._encoder is not None else 0.0

@@ -184,6 +184,14 @@ def _rank(jobs: list[Job], observer: Observer) -> list[list[dict]]:
     return [[asdict(hit) for hit in hits] for hits in searcher.hits(ranked)]
 
 
+def _load_encoder(searcher: Searcher) -> None:
+    """Load the searcher's encoder (about 10 s for the default model) before any request needs it."""
+    try:
+        searcher.encoder  # noqa: B018 - the property loads it
+    except Exception as err:  # noqa: BLE001 - the first request that needs the model reports the error to its client
+        LOG.warning("the encoder could not be loaded at start (the first dense request will say why): %s", err)
+
+
 def _check(settings: ServeConfig, queries: list[str], k: int, mode: str) -> None:
     """Refuse what the service will not run, with a 400 naming the problem."""
     if len(queries) > settings.max_batch_queries:
@@ -219,6 +227,8 @@ def create_app(
     index = Index(Path(index_dir), config)
     observer = Observer(settings.access_log)
     batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size, observer)
+    if settings.warm_up:
+        threading.Thread(target=_load_encoder, args=(index.searcher,), daemon=True, name="htp-warm-up").start()
     # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
     app = FastAPI(
         title="htp-index",
@@ -331,7 +341,9 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "version": index.current().index.path.name}
+        """Up, the version served, and whether the encoder is loaded (dense requests then wait for no model load)."""
+        live = index.current()
+        return {"status": "ok", "version": live.index.path.name, "encoder_loaded": live.encoder_loaded}
 
     @app.post("/reload")
     def reload() -> dict:

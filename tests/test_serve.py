@@ -43,6 +43,20 @@ def served(config: Config, tmp_path) -> tuple[Config, Path]:
     return quick, tmp_path / "index"
 
 
+def test_the_service_loads_its_encoder_at_start_unless_told_not_to(served):
+    config, index_dir = served
+    warm = TestClient(create_app(index_dir, config))
+    deadline = time.monotonic() + 60
+    while not warm.get("/health").json()["encoder_loaded"]:  # no request asked for the model
+        assert time.monotonic() < deadline, "the encoder was not loaded in the background"
+        time.sleep(0.05)
+    lazy = TestClient(create_app(index_dir, replace(config, serve=replace(config.serve, warm_up=False))))
+    assert lazy.get("/search", params={"q": "cat", "mode": "bm25"}).status_code == 200
+    assert lazy.get("/health").json()["encoder_loaded"] is False
+    assert lazy.get("/search", params={"q": "cat", "mode": "dense"}).status_code == 200
+    assert lazy.get("/health").json()["encoder_loaded"] is True
+
+
 def test_every_endpoint_answers(served):
     config, index_dir = served
     client = TestClient(create_app(index_dir, config))
