@@ -62,11 +62,23 @@ def test_autograd_another_dtype_and_copies_take_a_correct_path():
     assert (got.float() - expected).abs().max() < 0.05
 
 
+def unpacked_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` with plain `nn.Linear` layers (same weights) wherever a PackedLinear stands."""
+    copied = copy.deepcopy(model)
+    for parent in list(copied.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PackedLinear):
+                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(parent, name, plain)
+    return copied
+
+
 @pytest.mark.parametrize("method", ["vanilla-mean", "htp"])
 def test_an_encoder_with_packed_weights_gives_the_unpacked_vectors(tiny_model, tiny_tokenizer, method):
     texts = ["The cat sat on the mat. It was sunny.", "Stock market report. Prices rose sharply. Then fell."]
     settings = dict(model="tiny", method=method, exit_layer=-2, window=(1, 4), max_length=256)
-    plain_model, packed_model = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
+    plain_model, packed_model = unpacked_copy(tiny_model), unpacked_copy(tiny_model)  # earlier tests packed it
     plain = HTPEncoder(EncoderConfig(**settings, pack_weights=False), model=plain_model, tokenizer=tiny_tokenizer)
     packed = HTPEncoder(EncoderConfig(**settings), model=packed_model, tokenizer=tiny_tokenizer)
     kinds = [type(module) for module in packed.layers[: packed.layers_run].modules() if isinstance(module, nn.Linear)]
