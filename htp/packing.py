@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+PACKED_DTYPES = (torch.float32, torch.bfloat16)  # oneDNN packs float16 only on CPUs with AVX512-FP16, never float64
 ROWS_HINT = 32  # oneDNN picks its blocked layout for about this many rows: a query's; documents' batches gain too
 
 
@@ -49,7 +50,7 @@ class PackedLinear(nn.Linear):
         return {**self.__dict__, "packed": None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = torch.is_grad_enabled() or x.dim() == 0 or x.dtype != self.weight.dtype
+        plain = torch.is_grad_enabled() or x.dtype != self.weight.dtype or x.dtype not in PACKED_DTYPES
         if plain or x.device.type != "cpu" or self.weight.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, self.in_features)
@@ -58,13 +59,15 @@ class PackedLinear(nn.Linear):
 
 
 def pack_linears(modules: Iterable[nn.Module]) -> int:
-    """Replace every plain `nn.Linear` inside `modules` (a CPU model's decoder layers) by a PackedLinear, in
-    place; returns how many were replaced. Packing twice replaces nothing more."""
+    """Replace every plain float32 or bfloat16 `nn.Linear` on the CPU inside `modules` (a model's decoder
+    layers) by a PackedLinear, in place; returns how many were replaced. Packing twice replaces nothing more."""
     replaced = 0
     for module in modules:
         for parent in list(module.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear and child.weight.device.type == "cpu":
+                if type(child) is not nn.Linear:
+                    continue
+                if child.weight.device.type == "cpu" and child.weight.dtype in PACKED_DTYPES:
                     setattr(parent, name, PackedLinear(child))
                     replaced += 1
     return replaced

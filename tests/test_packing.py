@@ -42,6 +42,15 @@ def test_packing_replaces_plain_linears_once_and_keeps_the_parameters():
     assert len(model.state_dict()) == 3  # the packed copy is not a parameter or buffer
 
 
+def test_dtypes_onednn_cannot_pack_stay_plain():
+    model = nn.Sequential(nn.Linear(8, 4).half(), nn.Linear(4, 4).double(), nn.Linear(4, 2))
+    assert pack_linears([model]) == 1 and [type(m) for m in model] == [nn.Linear, nn.Linear, PackedLinear]
+    halved = copy.deepcopy(model[2]).half()  # packed, then converted to a dtype it cannot be packed in
+    x = torch.randn(3, 4).half()
+    with torch.inference_mode():
+        assert torch.equal(halved(x), torch.nn.functional.linear(x, halved.weight, halved.bias))
+
+
 def test_autograd_another_dtype_and_copies_take_a_correct_path():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(32, 8))
