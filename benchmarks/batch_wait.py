@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks.common import cpu_name, serving, write_report
+from benchmarks.common import config_variant, cpu_name, serving, write_report
 from benchmarks.serve_load import QUERIES, clients, percentile
 
 
@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         urls = {}
         for wait in args.waits:
-            path = Path(f"runs/cache/batch_wait_{wait:g}.yaml")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump({**shipped, "serve": {**shipped["serve"], "batch_wait_ms": wait}}))
+            path = config_variant(f"batch_wait_{wait:g}", shipped, {"serve": {"batch_wait_ms": wait}})
             urls[wait] = stack.enter_context(serving(args.index, "--config", str(path)))
         latency: dict[float, list[float]] = {wait: [] for wait in args.waits}
         took: dict[float, list[float]] = {wait: [] for wait in args.waits}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import yaml
 
 from htp import EncoderConfig, HTPEncoder
 from htp.models import dtype_name, pick_device, pick_dtype
@@ -63,6 +64,15 @@ def _kept(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     np.save(tmp, vectors)
     tmp.rename(path)
     return vectors
+
+
+def config_variant(name: str, shipped: dict, sections: dict[str, dict]) -> Path:
+    """`shipped` (config.yaml as read) with some keys of its sections replaced, written to runs/cache/{name}.yaml
+    for a subprocess's `--config`."""
+    path = Path("runs/cache") / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({**shipped, **{key: {**shipped[key], **part} for key, part in sections.items()}}))
+    return path
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from benchmarks.common import serving, write_report
+from benchmarks.common import config_variant, serving, write_report
 from indexes.factory import resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25
@@ -145,19 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.md"))
     args = parser.parse_args(argv)
     shipped = yaml.safe_load(Path("config.yaml").read_text())
-    for option in args.encoder:
-        key, _, value = option.partition("=")
-        shipped["encoder"][key] = yaml.safe_load(value)
+    encoder = {key: yaml.safe_load(value) for key, _, value in (option.partition("=") for option in args.encoder)}
     default_wait = float(shipped["serve"]["batch_wait_ms"])
     extra = [("bfloat16", wait) for wait in args.also_waits if wait != default_wait]
     configs = {}
     for dtype, wait in [("float32", default_wait), ("bfloat16", default_wait), *extra]:
-        path = Path(f"runs/cache/serve_{dtype}_wait{wait:g}_{'_'.join(args.encoder)}.yaml")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        config = {**shipped, "encoder": {**shipped["encoder"], "dtype": dtype}}  # explicit, whatever `auto` takes
-        config["serve"] = {**shipped["serve"], "batch_wait_ms": wait}
-        path.write_text(yaml.safe_dump(config))
-        configs[dtype, wait] = path
+        configs[dtype, wait] = config_variant(
+            f"serve_{dtype}_wait{wait:g}_{'_'.join(args.encoder)}",
+            shipped,
+            # the dtype explicit, whatever `auto` takes
+            {"encoder": {**encoder, "dtype": dtype}, "serve": {"batch_wait_ms": wait}},
+        )
     targets = [(args.index, dtype, wait, ("--config", str(path))) for (dtype, wait), path in configs.items()]
     if args.synthetic:
         big = synthetic_index(args.index, Path("runs/cache") / f"synthetic-{args.synthetic}", args.synthetic)
