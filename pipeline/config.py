@@ -120,7 +120,7 @@ class ServeConfig:
     max_body_seconds: float = 10.0  # a body still arriving after this gets a 408: slow senders cannot hold memory
     max_buffered_bytes: int = 64_000_000  # request bodies held at once, all requests together; past it a 503
     max_concurrency: int = 64
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 5.0  # waited only when other queries are likely to follow (serve.MicroBatcher)
     batch_size: int = 32
     access_log: bool = False  # one JSON line per request on the htp.access logger (stderr)
     warm_up: bool = True  # load the encoder in the background at start: the first dense request need not wait

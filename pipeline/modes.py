@@ -10,14 +10,15 @@ from pipeline.errors import PipelineValueError
 
 @dataclass(frozen=True)
 class SearchMode:
-    """One way to rank: the Searcher method that does it, whether it needs the index's BM25 part, and how an
-    evaluation labels its row for an encoding method."""
+    """One way to rank: the Searcher method that does it, whether it needs the index's BM25 part and the encoder,
+    and how an evaluation labels its row for an encoding method."""
 
     name: str
     description: str
     ranker: str
     needs_bm25: bool
     label: str  # "{method}" is replaced by the encoding method's name
+    needs_encoder: bool = True
 
     def label_for(self, method: str) -> str:
         return self.label.format(method=method)
@@ -27,7 +28,9 @@ MODES: dict[str, SearchMode] = {
     mode.name: mode
     for mode in (
         SearchMode("dense", "the encoder's vectors alone", "dense", needs_bm25=False, label="{method}"),
-        SearchMode("bm25", "BM25 alone (no model is loaded)", "lexical", needs_bm25=True, label="bm25"),
+        SearchMode(
+            "bm25", "BM25 alone (no model is loaded)", "lexical", needs_bm25=True, label="bm25", needs_encoder=False
+        ),
         SearchMode(
             "hybrid",
             "dense and BM25 fused (the fusion calibration chose)",

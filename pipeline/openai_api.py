@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Literal
 
 import numpy as np
@@ -43,8 +44,9 @@ def _check(settings: ServeConfig, texts: list[str]) -> None:
         raise HTTPException(400, "an input is empty: give some words to embed")
 
 
-def embeddings_router(current: Callable[[], Searcher], settings: ServeConfig) -> APIRouter:
-    """The /v1/embeddings route over the live searcher's encoder (`current` gives it)."""
+def embeddings_router(current: Callable[[], Searcher], settings: ServeConfig, model_thread: Executor) -> APIRouter:
+    """The /v1/embeddings route over the live searcher's encoder (`current` gives it), run on the service's
+    `model_thread` (see pipeline.serve)."""
     router = APIRouter()
 
     @router.post("/v1/embeddings")
@@ -53,13 +55,13 @@ def embeddings_router(current: Callable[[], Searcher], settings: ServeConfig) ->
         texts = [body.input] if isinstance(body.input, str) else body.input
         _check(settings, texts)
         searcher = current()
-        encoder = await asyncio.get_running_loop().run_in_executor(None, lambda: searcher.encoder)
+        encoder = await asyncio.get_running_loop().run_in_executor(model_thread, lambda: searcher.encoder)
         if body.dimensions is not None and body.dimensions != encoder.dimension:
             raise HTTPException(
                 400, f"dimensions must be {encoder.dimension}, this encoder's; HTP vectors cannot be cut short"
             )
         vectors = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: encoder.encode(texts, kind=body.input_type, show_progress=False)
+            model_thread, lambda: encoder.encode(texts, kind=body.input_type, show_progress=False)
         )
         tokens = sum(len(ids) for ids in encoder.tokenizer(texts)["input_ids"])
         data = [

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -121,10 +122,20 @@ class Index:
 class MicroBatcher:
     """Queries queued while a pass runs, and those that arrive within `wait_ms` of the first, are searched
     together, at most `size` at a time, so concurrent clients share forward passes instead of queueing one pass
-    each; with `wait_ms` 0 a lone query starts at once and batches still form under load."""
+    each. The first query waits only when others are likely to follow: the last pass had several queries, or
+    `others()` (requests in flight besides this one) is above zero; a lone client's query starts at once."""
 
-    def __init__(self, wait_ms: float, size: int, observer: Observer) -> None:
-        self.wait, self.size, self.observer = wait_ms / 1000, size, observer
+    def __init__(
+        self,
+        wait_ms: float,
+        size: int,
+        observer: Observer,
+        model_thread: Executor,
+        others: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.wait, self.size, self.observer, self.others = wait_ms / 1000, size, observer, others
+        self.model_thread = model_thread
+        self.last_pass = 0  # queries in the last pass
         self.queue: asyncio.Queue[Job] | None = None
         self.worker: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -144,7 +155,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self.wait
+            expect_more = self.last_pass > 1 or self.others() > 0
+            deadline = loop.time() + (self.wait if expect_more else 0.0)
             while len(batch) < self.size:
                 if not queue.empty():  # what queued during the last pass joins at once, with no wait
                     batch.append(queue.get_nowait())
@@ -155,6 +167,7 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), left))
                 except TimeoutError:
                     break
+            self.last_pass = len(batch)
             groups: dict[tuple[int, str, str], list[Job]] = {}
             for job in batch:  # one pass per (version, mode, filter)
                 key = (id(job.searcher), job.mode, json.dumps(job.where, sort_keys=True))
@@ -162,7 +175,8 @@ class MicroBatcher:
             for jobs in groups.values():
                 try:
                     self.observer.batch.observe(len(jobs))
-                    ranked = await loop.run_in_executor(None, _rank, jobs, self.observer)
+                    thread = self.model_thread if MODES[jobs[0].mode].needs_encoder else None  # BM25 needs no model
+                    ranked = await loop.run_in_executor(thread, _rank, jobs, self.observer)
                 except Exception as err:  # noqa: BLE001 - handed to every waiting request, which reports it
                     for job in jobs:
                         job.future.set_exception(err)
@@ -226,9 +240,12 @@ def create_app(
     settings = (config or Config()).serve
     index = Index(Path(index_dir), config)
     observer = Observer(settings.access_log)
-    batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size, observer)
+    # Every forward pass runs on this one thread: torch's OpenMP keeps a worker team per calling thread, and with a
+    # second team alive on 2 cores libgomp stops spinning and sleeps between regions (a lone query 14 -> 21 ms).
+    model_thread = ThreadPoolExecutor(1, thread_name_prefix="htp-model")
+    batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size, observer, model_thread)
     if settings.warm_up:
-        threading.Thread(target=_load_encoder, args=(index.searcher,), daemon=True, name="htp-warm-up").start()
+        model_thread.submit(_load_encoder, index.searcher)
     # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
     app = FastAPI(
         title="htp-index",
@@ -337,7 +354,7 @@ def create_app(
             "default_mode": live.settings.mode,
         }
 
-    app.include_router(embeddings_router(index.current, settings))
+    app.include_router(embeddings_router(index.current, settings, model_thread))
 
     @app.get("/health")
     def health() -> dict:
@@ -371,4 +388,5 @@ def create_app(
         settings.max_body_seconds,
         settings.max_buffered_bytes,
     )
+    batcher.others = lambda: guarded.in_flight - 1  # requests the guard let in, besides the one asking
     return observer.around(guarded)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -269,7 +270,7 @@ def test_concurrent_queries_share_forward_passes(served, monkeypatch):
     slow = replace(config, serve=replace(config.serve, batch_wait_ms=300.0))
     batches = passes_counted(monkeypatch)
     with TestClient(create_app(index_dir, slow)) as client:
-        client.get("/search", params={"q": "warm up", "mode": "dense"})
+        client.post("/search", json={"queries": ["warm", "up"], "mode": "dense"})  # a pass of two: more may follow
         batches.clear()
         results = []
         threads = [
@@ -310,6 +311,60 @@ def test_queries_queued_during_a_pass_join_the_next_one_with_no_wait(served, mon
             thread.join()
     assert len(results) == 4 and all(len(r["hits"]) == 3 for r in results)
     assert batches == [1, 3]  # the lone query started at once; the three queued behind it shared one pass
+
+
+def test_the_first_query_waits_for_others_only_when_more_are_likely(monkeypatch):
+    """A lone client's query starts at once however long batch_wait_ms is; with another request in flight, or
+    after a pass of several queries, the first query waits and one arriving 0.1 s later joins its pass."""
+    batches: list[int] = []
+    monkeypatch.setattr(serve, "_rank", lambda jobs, _observer: (batches.append(len(jobs)), [[] for _ in jobs])[1])
+
+    async def two_queries(batcher: serve.MicroBatcher) -> float:
+        began = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(None, "cat", 3, "dense", None))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        await asyncio.gather(first, batcher.submit(None, "mat", 3, "dense", None))  # type: ignore[arg-type]
+        return time.perf_counter() - began
+
+    alone = serve.MicroBatcher(2000.0, 32, serve.Observer(False), ThreadPoolExecutor(1))
+    assert asyncio.run(two_queries(alone)) < 1.0 and batches == [1, 1]  # neither waited the 2 s
+    batches.clear()
+    busy = serve.MicroBatcher(2000.0, 32, serve.Observer(False), ThreadPoolExecutor(1), others=lambda: 1)
+    asyncio.run(two_queries(busy))
+    assert batches == [2]
+    batches.clear()
+    after_a_pair = serve.MicroBatcher(300.0, 32, serve.Observer(False), ThreadPoolExecutor(1))
+    after_a_pair.last_pass = 2
+    asyncio.run(two_queries(after_a_pair))
+    assert batches == [2]
+
+
+def test_every_forward_pass_of_the_service_runs_on_its_one_model_thread(served, monkeypatch):
+    """Warm-up, searches (several at once too) and /v1/embeddings all run the model on one thread, so torch keeps
+    one OpenMP team (a second makes libgomp sleep between regions and slows every pass)."""
+    from htp.encoder import HTPEncoder
+
+    threads: list[str] = []
+    forward = HTPEncoder.forward
+
+    def recording(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(HTPEncoder, "forward", recording)
+    config, index_dir = served
+    with TestClient(create_app(index_dir, config)) as client:
+        asking = [
+            threading.Thread(target=client.get, args=("/search",), kwargs={"params": {"q": q, "mode": mode}})
+            for q in ("cat", "mat park")
+            for mode in ("dense", "hybrid")
+        ]
+        for thread in asking:
+            thread.start()
+        for thread in asking:
+            thread.join()
+        assert client.post("/v1/embeddings", json={"input": ["a cat"]}).status_code == 200
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("htp-model")
 
 
 def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served, tmp_path):
