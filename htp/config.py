@@ -48,6 +48,7 @@ RUNTIME_KEYS = (
     "cache_dir",
     "prefix_cache",
     "pack_weights",
+    "reuse_memory",
 )
 
 
@@ -126,6 +127,7 @@ class EncoderConfig:
     cache_dir: str | None = None
     prefix_cache: bool = True
     pack_weights: bool = True
+    reuse_memory: bool = True  # on CPU: freed buffers stay in malloc's heap for the next batch (htp/heap.py)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

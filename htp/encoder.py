@@ -18,6 +18,7 @@ from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
+from htp.heap import keep_freed_memory
 from htp.layout import PLACEHOLDER, Layout, build_layout
 from htp.models import dtype_name, load_model, pick_device, pick_dtype
 from htp.outputs import PRECISIONS, converted, quantised
@@ -68,6 +69,8 @@ class HTPEncoder:
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         self.config = (config or EncoderConfig()).resolved()
+        if self.config.reuse_memory and pick_device(self.config.device).type == "cpu":
+            keep_freed_memory()  # before the weights load, so they too come from the heap
         if model is None or tokenizer is None:
             device = pick_device(self.config.device)
             model, tokenizer = load_model(

@@ -1,0 +1,47 @@
+"""htp.heap: with freed memory kept, a repeated large allocation stops page-faulting (checked in fresh processes,
+since the setting is process-wide)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+ALLOCATE = """
+import resource, sys
+import torch
+from htp.heap import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+x = torch.ones(8, 1024, 1024)  # 32 MB, above glibc's largest mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    y = x * 2  # two fresh 32 MB buffers each time, as a forward pass's activations come and go
+    z = y + 1
+    del y, z
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults(mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", ALLOCATE, mode], capture_output=True, text=True, check=True)
+    kept, count = out.stdout.split()
+    return kept, int(count)
+
+
+def test_kept_memory_is_reused_instead_of_faulted_in_again():
+    page = 4096
+    buffer_pages = 8 * 1024 * 1024 * 4 // page
+    plain_kept, plain = faults("plain")
+    kept, reused = faults("keep")
+    assert plain_kept == "False" and kept == "True"
+    assert plain >= 19 * 2 * buffer_pages  # every product faulted its buffer in anew
+    assert reused <= 4 * buffer_pages  # the heap grew while the first buffers settled, then its pages were reused
+
+
+def test_the_encoder_keeps_freed_memory_on_cpu_unless_told_not_to(monkeypatch, make_encoder):
+    from htp import encoder as encoder_module
+
+    calls: list[bool] = []
+    monkeypatch.setattr(encoder_module, "keep_freed_memory", lambda: calls.append(True) or True)
+    make_encoder(device="cpu")
+    make_encoder(device="cpu", reuse_memory=False)
+    assert calls == [True]
