@@ -49,6 +49,7 @@ RUNTIME_KEYS = (
     "prefix_cache",
     "pack_weights",
     "reuse_memory",
+    "attention_products",
 )
 
 
@@ -128,6 +129,7 @@ class EncoderConfig:
     prefix_cache: bool = True
     pack_weights: bool = True
     reuse_memory: bool = True  # on CPU: freed buffers stay in malloc's heap for the next batch (htp/heap.py)
+    attention_products: bool = True  # on CPU in bfloat16: attention as two products, not SDPA (htp/attention.py)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from htp.attention import use_product_attention
 from htp.batching import token_budget_batches
 from htp.config import KINDS, EncoderConfig
 from htp.errors import EncoderTypeError, EncoderValueError
@@ -86,6 +87,8 @@ class HTPEncoder:
         self.layers_run = self.layers_to_run(self.exit_layer)  # decoder layers a forward pass runs
         if self.config.pack_weights and self.device.type == "cpu" and can_pack():  # in place, on the shared model
             pack_linears(self.layers[: self.layers_run])
+        if self.device.type == "cpu":  # in place too; only bfloat16 and float16 passes take the products
+            use_product_attention(model, self.config.attention_products)
         settings = model.config
         self.causal = not (
             getattr(settings, "use_bidirectional_attention", False) or getattr(settings, "is_causal", True) is False
