@@ -54,7 +54,7 @@ def product_attention(
     folded = query.reshape(rows, kv_heads, groups * length, depth)  # heads sharing a key/value head stacked as rows
     hidden = ~attention_mask[:, :, None]  # [b, 1, 1, q, k], broadcast over kv heads and groups
     step = max(1, SCORES_BYTES // (4 * heads * length * keys))
-    out = torch.empty(rows, kv_heads, groups * length, depth, dtype=query.dtype)
+    out = torch.empty(rows, kv_heads, groups * length, depth, dtype=query.dtype, device=query.device)
     for a in range(0, rows, step):
         b = min(a + step, rows)
         scores = torch.matmul(folded[a:b], key[a:b].transpose(-1, -2)).float()

@@ -9,8 +9,9 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -246,12 +247,19 @@ def create_app(
     batcher = MicroBatcher(settings.batch_wait_ms, settings.batch_size, observer, model_thread)
     if settings.warm_up:
         model_thread.submit(_load_encoder, index.searcher)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        model_thread.shutdown(wait=False)  # its thread (and torch's team behind it) ends with the service
+
     # No /docs page: FastAPI's loads its scripts from a third-party CDN (broken offline); /openapi.json stays.
     app = FastAPI(
         title="htp-index",
         description="HTP embeddings, FAISS and BM25 search over one index",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
 
     @app.exception_handler(EncoderError)

@@ -365,6 +365,10 @@ def test_every_forward_pass_of_the_service_runs_on_its_one_model_thread(served, 
             thread.join()
         assert client.post("/v1/embeddings", json={"input": ["a cat"]}).status_code == 200
     assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("htp-model")
+    deadline = time.monotonic() + 10  # the service stopped: its model thread ends too
+    while any(thread.name == threads[0] for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the model thread outlived its service"
+        time.sleep(0.05)
 
 
 def test_hot_swap_under_concurrent_requests_serves_each_from_one_version(served, tmp_path):
