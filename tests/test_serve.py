@@ -344,11 +344,11 @@ def test_every_forward_pass_of_the_service_runs_on_its_one_model_thread(served, 
     one OpenMP team (a second makes libgomp sleep between regions and slows every pass)."""
     from htp.encoder import HTPEncoder
 
-    threads: list[str] = []
+    threads: list[threading.Thread] = []
     forward = HTPEncoder.forward
 
     def recording(self, *args, **kwargs):
-        threads.append(threading.current_thread().name)
+        threads.append(threading.current_thread())
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(HTPEncoder, "forward", recording)
@@ -364,9 +364,9 @@ def test_every_forward_pass_of_the_service_runs_on_its_one_model_thread(served, 
         for thread in asking:
             thread.join()
         assert client.post("/v1/embeddings", json={"input": ["a cat"]}).status_code == 200
-    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("htp-model")
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].name.startswith("htp-model")
     deadline = time.monotonic() + 10  # the service stopped: its model thread ends too
-    while any(thread.name == threads[0] for thread in threading.enumerate()):
+    while threads[0].is_alive():
         assert time.monotonic() < deadline, "the model thread outlived its service"
         time.sleep(0.05)
 
