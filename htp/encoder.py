@@ -70,8 +70,6 @@ class HTPEncoder:
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         self.config = (config or EncoderConfig()).resolved()
-        if self.config.reuse_memory and pick_device(self.config.device).type == "cpu":
-            keep_freed_memory()  # before the weights load, so they too come from the heap
         if model is None or tokenizer is None:
             device = pick_device(self.config.device)
             model, tokenizer = load_model(
@@ -85,6 +83,8 @@ class HTPEncoder:
         assert self.config.exit_layer is not None  # resolved() fills every default
         self.exit_layer: int = self.config.exit_layer  # a hidden-state index, as configured
         self.layers_run = self.layers_to_run(self.exit_layer)  # decoder layers a forward pass runs
+        if self.config.reuse_memory and self.device.type == "cpu":  # process-wide, from the first such encoder on
+            keep_freed_memory()
         if self.config.pack_weights and self.device.type == "cpu" and can_pack():  # in place, on the shared model
             pack_linears(self.layers[: self.layers_run])
         if self.device.type == "cpu":  # in place too; only bfloat16 and float16 passes take the products
