@@ -333,7 +333,7 @@ def test_the_first_query_waits_for_others_only_when_more_are_likely(monkeypatch)
     asyncio.run(two_queries(busy))
     assert batches == [2]
     batches.clear()
-    after_a_pair = serve.MicroBatcher(300.0, 32, serve.Observer(False), ThreadPoolExecutor(1))
+    after_a_pair = serve.MicroBatcher(1000.0, 32, serve.Observer(False), ThreadPoolExecutor(1))
     after_a_pair.last_pass = 2
     asyncio.run(two_queries(after_a_pair))
     assert batches == [2]
