@@ -51,6 +51,12 @@ def _model_lock(model: torch.nn.Module) -> threading.Lock:
         return _LOCKS.setdefault(model, threading.Lock())
 
 
+def _keep_freed_memory_on(device: torch.device, config: EncoderConfig) -> None:
+    """htp.heap's setting, process-wide, when this encoder computes on the CPU and its config asks for it."""
+    if config.reuse_memory and device.type == "cpu":
+        keep_freed_memory()
+
+
 def decoder_parts(model: PreTrainedModel) -> tuple[Any, torch.nn.ModuleList]:
     """The base decoder (embeddings -> layers -> norm) and its layer list, for Llama- and Gemma-style models."""
     base = model.get_decoder() if hasattr(model, "get_decoder") else model
@@ -72,6 +78,8 @@ class HTPEncoder:
         self.config = (config or EncoderConfig()).resolved()
         if model is None or tokenizer is None:
             device = pick_device(self.config.device)
+            # before the weights load: set later, the heap may have no room left to grow in place (measured: no effect)
+            _keep_freed_memory_on(device, self.config)
             model, tokenizer = load_model(
                 self.config.model, device, pick_dtype(self.config.dtype, device), self.config.cache_dir
             )
@@ -83,8 +91,7 @@ class HTPEncoder:
         assert self.config.exit_layer is not None  # resolved() fills every default
         self.exit_layer: int = self.config.exit_layer  # a hidden-state index, as configured
         self.layers_run = self.layers_to_run(self.exit_layer)  # decoder layers a forward pass runs
-        if self.config.reuse_memory and self.device.type == "cpu":  # process-wide, from the first such encoder on
-            keep_freed_memory()
+        _keep_freed_memory_on(self.device, self.config)  # a model passed in
         if self.config.pack_weights and self.device.type == "cpu" and can_pack():  # in place, on the shared model
             pack_linears(self.layers[: self.layers_run])
         if self.device.type == "cpu":  # in place too; only bfloat16 and float16 passes take the products

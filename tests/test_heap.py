@@ -46,3 +46,18 @@ def test_the_encoder_keeps_freed_memory_on_cpu_unless_told_not_to(monkeypatch, m
     make_encoder(device="cpu")
     make_encoder(device="cpu", reuse_memory=False)
     assert calls == [True]
+
+
+def test_a_loading_encoder_keeps_freed_memory_before_the_weights_load(monkeypatch, tiny_model, tiny_tokenizer):
+    """Set after the weights are in, the heap may have no room left to grow in place and the setting did nothing
+    (measured: the faults and peak memory of an encoder without it)."""
+    from htp import EncoderConfig, HTPEncoder
+    from htp import encoder as encoder_module
+
+    order: list[str] = []
+    monkeypatch.setattr(encoder_module, "keep_freed_memory", lambda: order.append("keep") or True)
+    monkeypatch.setattr(
+        encoder_module, "load_model", lambda *args: order.append("load") or (tiny_model, tiny_tokenizer)
+    )
+    HTPEncoder(EncoderConfig(model="tiny", method="htp", exit_layer=-2, window=(1, 4), device="cpu"))
+    assert order[:2] == ["keep", "load"]
