@@ -1,8 +1,8 @@
 """The encoder's two CPU memory and attention settings side by side: `encoder.reuse_memory` (freed buffers kept in
 malloc's heap, process-wide, so each variant runs in a fresh process) and `encoder.attention_products` (attention
 as two bfloat16 products), each on and off, the variants' processes alternating over rounds; documents/s of CISI
-abstracts and a lone query's milliseconds (medians), the cosine of each variant's vectors to the first's, and the
-minor page faults and peak memory of each process.
+abstracts (or another folder's corpus.jsonl) and a lone query's milliseconds (medians), the cosine of each variant's
+vectors to the first's, and the minor page faults and peak memory of each process.
 
     python -m benchmarks.cpu_paths --dataset ../shared/data/cisi --docs 120 --rounds 3
 """
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             "min_cosine_to_default": cosines[name],
         }
     lines = [
-        f"{args.model} in {args.dtype} on {cpu_name()}, {args.docs} CISI abstracts, medians of {args.rounds} fresh "
+        f"{args.model} in {args.dtype} on {cpu_name()}, the first {args.docs} documents of {args.dataset}, medians "
+        f"of {args.rounds} fresh "
         "processes per variant, alternating.",
         "",
         "| variant | documents/s | vs both off | lone query ms | minor page faults (encoding) | peak MB | "

@@ -1,8 +1,8 @@
 """Attention on CPU in bfloat16 as two batched matrix products and a float32 softmax, registered with transformers'
 attention interface.
 
-torch's CPU flash-attention kernel runs bfloat16 no faster than float32 (a 16 x 512-position Gemma 3 batch: 97 ms
-either way), while oneDNN's bfloat16 products run several times faster: the products path takes 34 ms there
+torch's CPU flash-attention kernel runs bfloat16 no faster than float32 (a 16 x 512-position Gemma 3 batch: 96 ms
+either way), while oneDNN's bfloat16 products run several times faster: the products path takes 36 ms there
 (benchmarks.attention). Every query head that shares a key/value head is folded into the rows of one product, so
 grouped-query attention needs no repeated keys. Anything else (float32, a GPU, dropout, float masks) goes to
 transformers' SDPA path unchanged, so only models that attend with SDPA are switched.
@@ -47,8 +47,7 @@ def product_attention(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scale = scaling if scaling is not None else depth**-0.5
     if attention_mask is None:  # causal over equal lengths (a lone position sees everything)
-        attention_mask = torch.ones(length, keys, dtype=torch.bool, device=query.device).tril(keys - length)
-        attention_mask = attention_mask[None, None].expand(rows, 1, length, keys)
+        attention_mask = torch.ones(length, keys, dtype=torch.bool, device=query.device).tril(keys - length)[None, None]
     attention_mask = attention_mask.expand(rows, 1, length, keys)  # a mask may leave the batch to broadcasting
     groups = heads // kv_heads
     folded = query.reshape(rows, kv_heads, groups * length, depth)  # heads sharing a key/value head stacked as rows
