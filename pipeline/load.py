@@ -6,15 +6,18 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets.exceptions import DatasetGenerationError
-from datasets.fingerprint import Hasher
 
 from pipeline.errors import InputMissingError, PipelineValueError
 from pipeline.metadata import metadata_json
+
+# datasets is imported by the functions that read input, not here: it takes half a second, and `htp delete` (which
+# reads no input file) imports this module through pipeline.context.
+if TYPE_CHECKING:
+    import datasets
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 TEXT_FORMATS = {".jsonl", ".json", ".csv"}
@@ -24,7 +27,7 @@ SUPPORTED = (
 )
 BEIR_CORPUS = "corpus.jsonl"
 DUPLICATE_EXAMPLES = 5
-OUTPUT = datasets.Features({name: datasets.Value("string") for name in ("id", "title", "text")})
+OUTPUT_FIELDS = ("id", "title", "text")
 
 
 class DocumentError(PipelineValueError):
@@ -58,6 +61,8 @@ class LoadResult:
 
 def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None) -> LoadResult:
     """Load any SUPPORTED input as id/title/text strings: empty texts skipped and counted, other flaws DocumentError."""
+    import datasets
+
     path = Path(path)
     file, fields, source = resolve_input(path, fields)
     raw = _read(file, fields, cache_dir)
@@ -65,12 +70,13 @@ def load_documents(path: Path, fields: FieldNames, cache_dir: Path | None = None
     _check_utf8(raw, file)
     kept = metadata_fields(fields, raw.column_names, file)
     fields = replace(fields, metadata=kept)
+    columns = OUTPUT_FIELDS + (("metadata",) if kept else ())
     normalised = raw.map(
         normaliser(fields, file),
         batched=True,
         with_indices=True,
         remove_columns=raw.column_names,
-        features=datasets.Features({**OUTPUT, "metadata": datasets.Value("string")}) if kept else OUTPUT,
+        features=datasets.Features({name: datasets.Value("string") for name in columns}),
         cache_file_name=str(_cache_file(file, fields, cache_dir)),
         load_from_cache_file=False,
         desc="normalise",
@@ -126,6 +132,9 @@ def resolve_input(path: Path, fields: FieldNames) -> tuple[Path, FieldNames, str
 
 def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Dataset:
     """Read with datasets' own builders, turning their errors into DocumentError naming the file."""
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+
     cache = str(cache_dir) if cache_dir else None
     if file.is_dir():
         loaded = datasets.load_from_disk(str(file))
@@ -295,6 +304,9 @@ def _check_duplicates(dataset: datasets.Dataset, file: Path) -> None:
 
 def _cache_file(file: Path, fields: FieldNames, cache_dir: Path | None) -> Path:
     """Where the normalised copy goes: under the cache, never beside the user's own files (save_to_disk folders)."""
+    import datasets
+    from datasets.fingerprint import Hasher
+
     root = Path(cache_dir) if cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
     key = Hasher.hash([str(file.resolve()), asdict(fields)])
     folder = root / "htp-index"
