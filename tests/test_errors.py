@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,16 @@ def test_a_cache_dir_that_cannot_be_made_is_named_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "encoder.cache_dir" in err and "cannot be made" in err and "Traceback" not in err
+
+
+def test_the_console_script_keeps_exit_status_and_output(tmp_path):
+    """`htp` exits through gc.freeze (pipeline.cli.run): a failing command still exits 2 with its one line, and a
+    working one exits 0 with all of its output written."""
+    import subprocess
+
+    htp = str(Path(sys.executable).with_name("htp"))
+    failed = subprocess.run([htp, "info", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 2 and failed.stderr.startswith("htp info: error: no index at"), failed.stderr
+    listed = subprocess.run([htp, "models"], capture_output=True, text=True, timeout=120, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert "gemma3-270m" in listed.stdout and "smollm2-135m" in listed.stdout
