@@ -197,7 +197,7 @@ def _saved_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a de-quantised folder, read straight from its tokenizer.json. AutoTokenizer would rebuild
     Gemma 3's 262k-entry vocabulary through its Python class (parsing the 33 MB file three times: about 3.6 s
     against 0.8 s); the encoder uses only ids, offsets and special-token ids, which are the same either way
-    (test_end_to_end compares them on the real model)."""
+    (test_real_model compares them for both registered models)."""
     settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     special = {key: value for key, value in settings.items() if key.endswith("_token") and isinstance(value, str)}
     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **special)

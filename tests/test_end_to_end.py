@@ -74,26 +74,3 @@ def test_cli_query_prints_ranked_json(index_dir, capsys):
     assert hits[0]["id"].startswith("zipfile")
     assert cli_main(["info", str(index_dir)]) == 0
     assert '"method": "htp"' in capsys.readouterr().out
-
-
-def test_saved_tokenizer_reads_as_the_model_class_does():
-    """The default model's tokenizer, read straight from its tokenizer.json, gives the ids, offsets and
-    special-token ids that its own tokenizer class (GemmaTokenizer through AutoTokenizer) gives."""
-    from transformers import AutoTokenizer
-
-    from htp.models import _saved_tokenizer, resolve_model_source
-
-    folder = Path(resolve_model_source("gemma3-270m"))
-    fast, reference = _saved_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
-    assert type(fast) is not type(reference)  # the comparison is between two different loaders
-    texts = [json.loads(line)["text"] for line in (ROOT / "data" / "sample" / "corpus.jsonl").read_text().splitlines()]
-    texts += ["<bos>a <eos> b <pad><mask>", "<start_of_turn>user\nhi", " leading", "日本語 🙂 naïve", "\t\n\n"]
-    for options in (
-        {"add_special_tokens": False, "return_offsets_mapping": True, "split_special_tokens": True},
-        {"add_special_tokens": True},
-    ):
-        assert dict(fast(texts, **options)) == dict(reference(texts, **options))
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
-        assert getattr(fast, name) == getattr(reference, name), name
-    ids = fast("hello world", add_special_tokens=False)["input_ids"]
-    assert fast.convert_ids_to_tokens(ids) == reference.convert_ids_to_tokens(ids)

