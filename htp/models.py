@@ -196,8 +196,8 @@ def resolve_model_source(name: str, cache_dir: str | None = None) -> str:
 def _saved_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a de-quantised folder, read straight from its tokenizer.json. AutoTokenizer would rebuild
     Gemma 3's 262k-entry vocabulary through its Python class (parsing the 33 MB file three times: 2.85 s
-    against 0.85 s, benchmarks.cold_start); the encoder uses only ids, offsets and special-token ids, which are the same either way
-    (test_real_model compares them for both registered models)."""
+    against 0.85 s, benchmarks.cold_start); the encoder uses only ids, offsets and special-token ids, which are
+    the same either way (test_real_model compares them for both registered models)."""
     settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     special = {key: value for key, value in settings.items() if key.endswith("_token") and isinstance(value, str)}
     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **special)
