@@ -139,9 +139,15 @@ def synthetic_index(sample: Path, out: Path, count: int, seed: int = 0) -> Path:
 
 
 def measure(
-    url: str, requests: int, per_client: int, limit_s: float, load: Callable[..., tuple[int, float]] = clients
+    url: str,
+    requests: int,
+    per_client: int,
+    limit_s: float,
+    load: Callable[..., tuple[int, float]] = clients,
+    rounds: int = 1,
 ) -> list[dict]:
-    """Latency of sequential requests and throughput at 1, 4 and 16 clients, dense then hybrid."""
+    """Latency of sequential requests and throughput at 1, 4 and 16 clients, dense then hybrid; with several rounds
+    (1, 4, 16 clients in turn each round) the median of each and of the per-round ratios 16 vs 1."""
     rows = []
     with httpx.Client(timeout=60) as client:
         for q in QUERIES:  # warm-up: model loaded, caches filled
@@ -153,9 +159,14 @@ def measure(
                 client.get(f"{url}/search", params={"q": QUERIES[i % len(QUERIES)], "mode": mode, "k": 10})
                 latencies.append(1000 * (time.perf_counter() - began))
             row = {"mode": mode, "p50_ms": statistics.median(latencies), "p95_ms": percentile(latencies, 0.95)}
-            for count in (1, 4, 16):
-                answered, seconds = load(url, mode, count, per_client, limit_s)
-                row[f"qps_{count}"] = answered / seconds
+            runs: dict[int, list[float]] = {count: [] for count in (1, 4, 16)}
+            for _ in range(rounds):
+                for count, rates in runs.items():
+                    answered, seconds = load(url, mode, count, per_client, limit_s)
+                    rates.append(answered / seconds)
+            row.update({f"qps_{count}": statistics.median(rates) for count, rates in runs.items()})
+            row["ratios_16_1"] = [many / one for one, many in zip(runs[1], runs[16])]
+            row["ratio_16_1"] = statistics.median(row["ratios_16_1"])
             rows.append(row)
             print(row, flush=True)
     return rows
@@ -187,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         default="threads",
         help="throughput load: a thread per client with httpx (as before), or every client on one asyncio thread",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="throughput rounds (1, 4, 16 clients in turn); medians are reported"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.md"))
     args = parser.parse_args(argv)
     shipped = yaml.safe_load(Path("config.yaml").read_text())
@@ -211,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             count = open_index(index).manifest.count
             rows += [
                 {"index": str(index), "documents": count, "queries": dtype, "batch_wait_ms": wait, **row}
-                for row in measure(url, args.requests, args.per_client, args.limit_s, LOADS[args.client])
+                for row in measure(url, args.requests, args.per_client, args.limit_s, LOADS[args.client], args.rounds)
             ]
     lines = [
         "`htp serve` on 127.0.0.1, 10-word queries, k=10, after a warm-up; latency over "
@@ -219,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         f"({'one asyncio thread for all clients' if args.client == 'asyncio' else 'a thread per client, httpx'}). "
         "Documents are always float32 vectors; the query encoder runs in the dtype named; batch wait is "
         "serve.batch_wait_ms (queries queued during a pass always join the next one)."
+        + (
+            f" Throughput: medians of {args.rounds} rounds, 1, 4 and 16 clients in turn each round; '16 vs 1' is "
+            "the median of the rounds' ratios (min-max in brackets)."
+            if args.rounds > 1
+            else ""
+        )
         + (f" Encoder settings over config.yaml's: {', '.join(args.encoder)}." if args.encoder else ""),
         "",
         "| index | documents | query encoder | batch wait ms | mode | p50 ms | p95 ms | queries/s, 1 client "
@@ -228,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     lines += [
         f"| {r['index']} | {r['documents']} | {r['queries']} | {r['batch_wait_ms']:g} | {r['mode']} "
         f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
-        f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['qps_16'] / r['qps_1']:.1f}x |"
+        f"| {r['qps_1']:.1f} | {r['qps_4']:.1f} | {r['qps_16']:.1f} | {r['ratio_16_1']:.2f}x"
+        + (f" ({min(r['ratios_16_1']):.2f}-{max(r['ratios_16_1']):.2f})" if args.rounds > 1 else "")
+        + " |"
         for r in rows
     ]
     write_report(args.out, lines, rows)
