@@ -8,12 +8,12 @@ does the same packing, but compiles per shape; this keeps eager mode. Measured i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKED_DTYPES = (torch.float32, torch.bfloat16)  # oneDNN packs float16 only on CPUs with AVX512-FP16, never float64
 ROWS_HINT = 32  # oneDNN picks its blocked layout for about this many rows: a query's; documents' batches gain too
 
 
@@ -27,6 +27,15 @@ def can_pack() -> bool:
     )
 
 
+@cache
+def packed_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN packs on this CPU: float32 always, bfloat16 only where oneDNN has a bfloat16 path
+    (AVX512-BW/VL/DQ or AVX-NE-CONVERT: an AVX2-only CPU refuses to re-order a bfloat16 weight), float16 never
+    here (it needs AVX512-FP16), float64 never."""
+    bf16 = (torch.bfloat16,) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ()
+    return (torch.float32, *bf16)
+
+
 class PackedLinear(nn.Linear):
     """An `nn.Linear` (same weight and bias parameters, so state dicts and dtype checks still see them) that
     also holds its weight in oneDNN's layout and multiplies with it in inference on CPU. Anywhere else (autograd
@@ -38,7 +47,8 @@ class PackedLinear(nn.Linear):
         self.in_features, self.out_features = plain.in_features, plain.out_features
         self.weight, self.bias = plain.weight, plain.bias
         self.packed: tuple[torch.dtype, torch.Tensor] | None = None
-        self._pack()
+        if self.weight.dtype in packed_dtypes():
+            self._pack()
 
     def _pack(self) -> torch.Tensor:
         if self.packed is None or self.packed[0] != self.weight.dtype:
@@ -50,7 +60,7 @@ class PackedLinear(nn.Linear):
         return {**self.__dict__, "packed": None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = torch.is_grad_enabled() or x.dtype != self.weight.dtype or x.dtype not in PACKED_DTYPES
+        plain = torch.is_grad_enabled() or x.dtype != self.weight.dtype or x.dtype not in packed_dtypes()
         if plain or x.device.type != "cpu" or self.weight.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, self.in_features)
@@ -59,7 +69,7 @@ class PackedLinear(nn.Linear):
 
 
 def pack_linears(modules: Iterable[nn.Module]) -> int:
-    """Replace every plain float32 or bfloat16 `nn.Linear` on the CPU inside `modules` (a model's decoder
+    """Replace every plain `nn.Linear` on the CPU of a packed dtype (packed_dtypes) inside `modules` (a model's decoder
     layers) by a PackedLinear, in place; returns how many were replaced. Packing twice replaces nothing more."""
     replaced = 0
     for module in modules:
@@ -67,7 +77,7 @@ def pack_linears(modules: Iterable[nn.Module]) -> int:
             for name, child in list(parent.named_children()):
                 if type(child) is not nn.Linear:
                     continue
-                if child.weight.device.type == "cpu" and child.weight.dtype in PACKED_DTYPES:
+                if child.weight.device.type == "cpu" and child.weight.dtype in packed_dtypes():
                     setattr(parent, name, PackedLinear(child))
                     replaced += 1
     return replaced

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from htp import EncoderConfig, HTPEncoder
-from htp.packing import PackedLinear, can_pack, pack_linears
+from htp import EncoderConfig, HTPEncoder, packing
+from htp.packing import PackedLinear, can_pack, pack_linears, packed_dtypes
 
 pytestmark = pytest.mark.skipif(not can_pack(), reason="this torch build has no oneDNN")
 
@@ -67,8 +67,21 @@ def test_autograd_another_dtype_and_copies_take_a_correct_path():
     halved = copy.deepcopy(model).to(torch.bfloat16)  # packed again in the new dtype on first use
     with torch.inference_mode():
         got = halved(x.bfloat16())
-    assert got.dtype == torch.bfloat16 and halved[0].packed[0] == torch.bfloat16
+    repacked = halved[0].packed is not None and halved[0].packed[0] == torch.bfloat16
+    assert got.dtype == torch.bfloat16 and repacked == (torch.bfloat16 in packed_dtypes())
     assert (got.float() - expected).abs().max() < 0.05
+
+
+def test_a_cpu_without_onednns_bfloat16_path_keeps_bfloat16_products_plain(monkeypatch):
+    """An AVX2-only CPU: oneDNN refuses to re-order a bfloat16 weight, so bfloat16 layers are never packed."""
+    monkeypatch.setattr(packing, "packed_dtypes", lambda: (torch.float32,))
+    model = nn.Sequential(nn.Linear(8, 4).bfloat16(), nn.Linear(4, 2))
+    assert pack_linears([model]) == 1 and [type(m) for m in model] == [nn.Linear, PackedLinear]
+    direct = PackedLinear(nn.Linear(8, 4).bfloat16())
+    x = torch.randn(3, 8).bfloat16()
+    with torch.inference_mode():
+        assert torch.equal(direct(x), torch.nn.functional.linear(x, direct.weight, direct.bias))
+    assert direct.packed is None
 
 
 def unpacked_copy(model: nn.Module) -> nn.Module:
