@@ -9,6 +9,7 @@ with BM25), runs alternating, medians. Also `htp verify`'s full re-hash.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -18,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import write_report
+from benchmarks.harness.report import write_report
 from indexes.faiss_index import build_faiss
 from indexes.lexical import build_bm25, load_bm25
 from indexes.ondisk import IVF_DATA, build_on_disk, read_index
-from indexes.store import Manifest, forget_verified, open_index, write_version
+from indexes.store import Manifest, open_index, write_version
 
 DIM = 640  # the default model's (Gemma 3 270M) hidden size
 LAYOUTS = {"Flat": "Flat", "IVF on disk": "IVF1024,Flat"}
@@ -35,6 +36,15 @@ def unchecked_open(version: Path) -> None:
     np.load(version / "center.npy")
     load_bm25(version / "bm25")
     pq.ParquetFile(version / "docs.parquet", memory_map=True)
+
+
+def unhashed(version: Path) -> None:
+    """Move every file's modification time on by a nanosecond, so the next open hashes them all again, as a new
+    process would (the store keeps the digests it checked, keyed by path, inode, size and mtime)."""
+    for path in version.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                     began = time.perf_counter()
                     unchecked_open(version)
                     plain.append(time.perf_counter() - began)
-                    forget_verified()
+                    unhashed(version)
                     began = time.perf_counter()
                     open_index(Path(folder))
                     checked.append(time.perf_counter() - began)

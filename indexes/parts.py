@@ -1,7 +1,7 @@
 """The parts of an index version beside its ids and documents, behind one small interface: each part saves its value
 into a version folder and loads it back, checking it against the version's shape. `write_version` and `OpenIndex`
-loop over the parts a manifest lists, so a new part (a metadata column store, a deletion bitmap) is one class
-here, or anywhere, and one `register` call."""
+loop over the parts a manifest lists, so a new part is one class here, or anywhere, and one `register` call (as the
+metadata columns and the deletion marks below are)."""
 
 from __future__ import annotations
 

@@ -61,11 +61,6 @@ Hits = list[list[tuple[str, float]]]
 _VERIFIED: dict[tuple[str, int, int, int], str] = {}  # files this process hashed: (path, inode, size, mtime) -> sha256
 
 
-def forget_verified() -> None:
-    """Make the next open hash every file again, as a new process would (benchmarks time both cases)."""
-    _VERIFIED.clear()
-
-
 @dataclass
 class Manifest:
     """What an index holds and how its vectors were made; a query encoder must match `encoder`."""
@@ -86,7 +81,7 @@ class Manifest:
     built_with: dict = field(default_factory=dict)  # device and dtype of the build's encoder (not part of the key)
     parts: list[str] = field(default_factory=list)  # indexes.parts written, in the order they load
     metadata: dict = field(default_factory=dict)  # metadata field -> type (string, integer, float, boolean, date, list)
-    # live changes since the last full build (pipeline.changes); {} after one
+    # live changes since the last full build (pipeline.ingest.changes); {} after one
     changes: dict = field(default_factory=dict)
     format: int = FORMAT
 

@@ -1,6 +1,8 @@
-"""Every older layout of an index folder is read here and nowhere else: the manifest's format number says what
-wrote it, and `upgrade_manifest` turns any older one into today's fields; CURRENT pointers and index folders from
-before their current form are recognised here too."""
+"""Older layouts of an index folder are read here: the manifest's format number says what wrote it, and
+`upgrade_manifest` turns any older one into today's fields; CURRENT pointers and index folders from before their
+current form are recognised here too. One thing lies outside this package, since it belongs to the encoder:
+encoder settings an older manifest lacks take their former values from `htp.config.OPTIONAL_KEYS` wherever a
+manifest's encoder is turned into an EncoderConfig (the searcher and live changes)."""
 
 from __future__ import annotations
 

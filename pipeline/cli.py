@@ -11,13 +11,17 @@ import sys
 import unicodedata
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from htp.errors import EncoderError
 from indexes.errors import IndexStoreError
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.hits import Hit
-from pipeline.modes import SEARCH_MODES
+from pipeline.query.hits import Hit
+from pipeline.query.modes import SEARCH_MODES
+
+if TYPE_CHECKING:
+    from pipeline.service.client import ServiceClient
 
 
 def _config(path: str | None) -> Config:
@@ -25,7 +29,7 @@ def _config(path: str | None) -> Config:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from pipeline.build import build
+    from pipeline.ingest.builder import build
 
     config = _config(args.config)
     if args.factory:
@@ -39,9 +43,10 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_add(args: argparse.Namespace) -> None:
     if args.server:
-        _print_change(_ask_server(args.server, "POST", "/documents", body={"documents": _json_records(args.input)}))
+        with _service(args.server) as service:
+            _print_change(service.add(_json_records(args.input)))
         return
-    from pipeline.changes import add
+    from pipeline.ingest.changes import add
 
     add(Path(args.index_dir), Path(args.input), _config(args.config) if args.config else None)
 
@@ -58,9 +63,10 @@ def cmd_delete(args: argparse.Namespace) -> None:
     if args.server:
         if not ids:
             raise PipelineError("give at least one document id to delete")
-        _print_change(_ask_server(args.server, "DELETE", "/documents", params={"id": ids}))
+        with _service(args.server) as service:
+            _print_change(service.delete(ids))
         return
-    from pipeline.changes import delete
+    from pipeline.ingest.changes import delete
 
     delete(Path(args.index_dir), ids, _config(args.config) if args.config else None)
 
@@ -100,44 +106,22 @@ def _print_change(answer: dict) -> None:
         )
 
 
-def _ask_server(server: str, method: str, path: str, params: dict | None = None, body: object = None) -> dict:
-    """One request to a running `htp serve` (loaded model, no start-up cost here), the API key from HTP_API_KEY;
-    its JSON answer, or a PipelineError saying what the service answered."""
-    import httpx
+def _service(url: str) -> ServiceClient:
+    """The client of a running `htp serve` (its loaded model, no start-up cost here), the key from HTP_API_KEY."""
+    from pipeline.service.client import ServiceClient
 
-    headers = {"X-API-Key": os.environ["HTP_API_KEY"]} if os.environ.get("HTP_API_KEY") else {}
-    try:
-        response = httpx.request(
-            method, server.rstrip("/") + path, params=params, json=body, headers=headers, timeout=600
-        )
-    except httpx.HTTPError as err:
-        raise PipelineError(f"cannot reach the service at {server}: {err}") from err
-    if response.status_code != 200:
-        is_json = response.headers.get("content-type", "").startswith("application/json")
-        detail = response.json().get("detail") if is_json else response.text[:200]
-        raise PipelineError(f"the service at {server} answered {response.status_code}: {detail}")
-    return response.json()
-
-
-def _remote_hits(args: argparse.Namespace) -> list[Hit]:
-    """Ask a running `htp serve` instead of opening the index here."""
-    params = {
-        "q": args.question,
-        **({"k": args.k} if args.k is not None else {}),
-        **({"mode": args.mode} if args.mode else {}),
-        **({"where": args.where} if args.where else {}),
-    }
-    return [Hit(**hit) for hit in _ask_server(args.server, "GET", "/search", params=params)["hits"]]
+    return ServiceClient(url)
 
 
 def cmd_query(args: argparse.Namespace) -> None:
     if args.server:
-        hits = _remote_hits(args)
+        with _service(args.server) as service:
+            hits = [Hit(**hit) for hit in service.search_one(args.question, args.k, args.mode, args.where)["hits"]]
     else:
-        from pipeline.searcher import Searcher
+        from pipeline.query.searcher import Searcher
 
         config = _config(args.config) if args.config else None
-        from pipeline.filters import parse_where
+        from pipeline.query.filters import parse_where
 
         searcher = Searcher(Path(args.index_dir), config)
         hits = searcher.search(args.question, args.k, args.mode, parse_where(args.where))
@@ -183,8 +167,8 @@ def cmd_models(_args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from pipeline.guard import LOOPBACK_HOSTS, host_name
-    from pipeline.serve import create_app
+    from pipeline.service.app import create_app
+    from pipeline.service.guard import LOOPBACK_HOSTS, host_name
 
     config = _config(args.config) if args.config else None
     api_key = args.api_key or os.environ.get("HTP_API_KEY")

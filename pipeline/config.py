@@ -15,8 +15,8 @@ from htp import EncoderConfig
 from htp.config import checked_fields
 from indexes.params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
 from pipeline.errors import InputMissingError, PipelineValueError
-from pipeline.fusion import FUSION_METHODS
-from pipeline.modes import SEARCH_MODES
+from pipeline.query.fusion import FUSION_METHODS
+from pipeline.query.modes import SEARCH_MODES
 
 ENGINES = ("local", "ray")
 

@@ -12,8 +12,10 @@ import pytest
 
 from conftest import write_corpus
 from indexes.store import MANIFEST, open_index
-from pipeline.build import build
-from pipeline.calibration import (
+from pipeline.config import Config
+from pipeline.evaluation.metrics import evaluate_run
+from pipeline.ingest.builder import build
+from pipeline.ingest.calibration import (
     FUSIONS,
     Calibration,
     calibration_data,
@@ -26,10 +28,8 @@ from pipeline.calibration import (
     target_ndcg,
     without_sentence,
 )
-from pipeline.config import Config
-from pipeline.evaluation.metrics import evaluate_run
-from pipeline.fusion import FusionChoice, fuse
-from pipeline.searcher import Searcher
+from pipeline.query.fusion import FusionChoice, fuse
+from pipeline.query.searcher import Searcher
 from pipeline.vectors import prepare
 
 
@@ -236,7 +236,7 @@ def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp
 
 
 def test_the_adapter_s_softmax_keeps_a_small_corpus_whole_and_samples_a_large_one():
-    from pipeline.calibration import NEGATIVES, _softmax_documents
+    from pipeline.ingest.calibration import NEGATIVES, _softmax_documents
 
     small = np.arange(40, dtype=np.float32).reshape(20, 2)
     docs, targets = _softmax_documents(small, np.array([3, 3, 19]), seed=0)

@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 
 from conftest import WORDS, write_corpus
 from indexes.store import IndexFolderError, locked_for_writing, open_index
-from pipeline.build import build
-from pipeline.changes import ChangeError, add, change, delete
 from pipeline.cli import main as cli_main
+from pipeline.ingest.builder import build
+from pipeline.ingest.changes import ChangeError, add, change, delete
 from pipeline.metadata import MetadataError
-from pipeline.searcher import Searcher
-from pipeline.serve import create_app
+from pipeline.query.searcher import Searcher
+from pipeline.service.app import create_app
 
 QUERIES = ["protein market report", "library catalogue subject", "sunny park cat", "stock index journal"]
 

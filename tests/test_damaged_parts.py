@@ -13,7 +13,7 @@ import pytest
 from indexes.errors import IndexValueError
 from indexes.lexical import build_bm25, load_bm25, save_bm25, search_bm25
 from indexes.store import Manifest
-from pipeline.shards import DIGEST, ShardError, ShardStore, _rows_digest, document_keys
+from pipeline.ingest.shards import DIGEST, ShardError, ShardStore, _rows_digest, document_keys
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\x00\x01"])

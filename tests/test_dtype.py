@@ -17,8 +17,8 @@ from conftest import write_corpus
 from htp import HTPEncoder
 from htp.errors import EncoderValueError
 from htp.models import cpu_has_native_bf16, pick_dtype
-from pipeline.build import build
-from pipeline.searcher import Searcher
+from pipeline.ingest.builder import build
+from pipeline.query.searcher import Searcher
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu vme avx2 avx512f avx512_bf16 avx512_vnni\n"
 SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"

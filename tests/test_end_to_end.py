@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
-from pipeline.searcher import Searcher
+from pipeline.ingest.builder import build
+from pipeline.query.searcher import Searcher
 
 pytestmark = pytest.mark.integration
 

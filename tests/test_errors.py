@@ -15,9 +15,9 @@ import torch
 from conftest import write_corpus
 from htp.models import ModelNotFoundError, _gguf_path, load_model
 from htp.registry import ModelDefaults, ModelSpec
-from pipeline.build import build
 from pipeline.cli import main as cli_main
 from pipeline.config import Config
+from pipeline.ingest.builder import build
 
 BAD_CONFIGS = {
     "search:\n  k: ten\n": "search.k must be an integer, got 'ten'",
@@ -64,7 +64,7 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch, tmp_path):
     def broken(*args, **kwargs):
         raise ValueError("a bug, not a user error")
 
-    monkeypatch.setattr(sys.modules["pipeline.build"], "build", broken)
+    monkeypatch.setattr(sys.modules["pipeline.ingest.builder"], "build", broken)
     with pytest.raises(ValueError, match="a bug"):
         cli_main(["build", "--config", "config.yaml", "--out", str(tmp_path / "x")])
 

@@ -15,8 +15,8 @@ from pipeline.evaluation.beir import BeirData, load_beir, sample_queries, split_
 from pipeline.evaluation.metrics import evaluate_run
 from pipeline.evaluation.synthetic import main as synth_main
 from pipeline.evaluation.synthetic import make_needle, make_passkey
-from pipeline.fusion import rrf
-from pipeline.load import FieldNames, load_documents
+from pipeline.ingest.load import FieldNames, load_documents
+from pipeline.query.fusion import rrf
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi"
 

@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import WORDS
-from pipeline.build import build
 from pipeline.cli import main as cli_main
-from pipeline.filters import FilterError, allowed
+from pipeline.ingest.builder import build
 from pipeline.metadata import MetadataError, metadata_json, metadata_table
-from pipeline.searcher import Searcher
-from pipeline.serve import create_app
+from pipeline.query.filters import FilterError, allowed
+from pipeline.query.searcher import Searcher
+from pipeline.service.app import create_app
 
 DOCS = 2000
 TAGS = ["red", "green", "blue", "amber"]
@@ -46,7 +46,7 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 
 def holds(row: dict, where: dict) -> bool:
-    """The filter's meaning, written out independently of pipeline.filters."""
+    """The filter's meaning, written out independently of pipeline.query.filters."""
     for key, condition in where.items():
         if key == "$and":
             if not all(holds(row, part) for part in condition):

@@ -17,10 +17,10 @@ from indexes.errors import IndexValueError
 from indexes.faiss_index import build_faiss, new_index, search_faiss
 from indexes.ondisk import IVF_DATA, build_on_disk
 from indexes.store import open_index
-from pipeline.build import CALIBRATION_TEXTS, build
 from pipeline.cli import main as cli_main
-from pipeline.searcher import Searcher
-from pipeline.shards import ShardStore
+from pipeline.ingest.builder import CALIBRATION_TEXTS, build
+from pipeline.ingest.shards import ShardStore
+from pipeline.query.searcher import Searcher
 
 
 def edited(source: Path, target: Path) -> Path:

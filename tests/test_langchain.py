@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 
-from pipeline.build import build
+from pipeline.ingest.builder import build
 from pipeline.integrations.langchain import HTPEmbeddings, HTPRetriever
-from pipeline.searcher import Searcher
+from pipeline.query.searcher import Searcher
 
 
 @pytest.fixture

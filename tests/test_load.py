@@ -12,7 +12,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.load import DocumentError, FieldNames, iter_batches, load_documents
+from pipeline.ingest.load import DocumentError, FieldNames, iter_batches, load_documents
 
 RECORDS = [
     {"id": "a1", "title": "First", "text": "The cat sat on the mat."},

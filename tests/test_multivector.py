@@ -12,11 +12,11 @@ import numpy as np
 
 from conftest import write_corpus
 from indexes.store import open_index
-from pipeline.build import build
-from pipeline.changes import add
+from pipeline.ingest.builder import build
+from pipeline.ingest.changes import add
+from pipeline.ingest.shards import read_shards
+from pipeline.query.searcher import Searcher
 from pipeline.records import full_text
-from pipeline.searcher import Searcher
-from pipeline.shards import read_shards
 from pipeline.vectors import prepare
 
 

@@ -19,10 +19,10 @@ import yaml
 
 from conftest import write_corpus
 from htp.registry import MODELS, installed
-from pipeline.build import build
 from pipeline.cli import main as cli_main
-from pipeline.searcher import EncoderMismatchError, Searcher
-from pipeline.shards import read_shards
+from pipeline.ingest.builder import build
+from pipeline.ingest.shards import read_shards
+from pipeline.query.searcher import EncoderMismatchError, Searcher
 from pipeline.vectors import prepare
 
 

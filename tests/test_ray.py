@@ -20,9 +20,9 @@ import ray
 import yaml
 
 from conftest import write_corpus
-from pipeline.build import build
-from pipeline.searcher import Searcher
-from pipeline.shards import read_shards
+from pipeline.ingest.builder import build
+from pipeline.ingest.shards import read_shards
+from pipeline.query.searcher import Searcher
 
 
 @pytest.fixture(scope="module")

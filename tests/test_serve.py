@@ -29,12 +29,13 @@ from fastapi.testclient import TestClient
 
 from conftest import write_corpus
 from indexes.store import open_index
-from pipeline import serve
-from pipeline.build import build
 from pipeline.config import Config
-from pipeline.guard import Guard
-from pipeline.searcher import Searcher
-from pipeline.serve import create_app
+from pipeline.ingest.builder import build
+from pipeline.query.request import SearchRequest
+from pipeline.query.searcher import Searcher
+from pipeline.service import app as serve
+from pipeline.service.app import create_app
+from pipeline.service.guard import Guard
 
 
 @pytest.fixture
@@ -321,9 +322,10 @@ def test_the_first_query_waits_for_others_only_when_more_are_likely(monkeypatch)
 
     async def two_queries(batcher: serve.MicroBatcher) -> float:
         began = time.perf_counter()
-        first = asyncio.ensure_future(batcher.submit(None, "cat", 3, "dense", None))  # type: ignore[arg-type]
+        request = SearchRequest(("cat", "mat"), 3, "dense")
+        first = asyncio.ensure_future(batcher.submit(None, request, "cat", None))  # type: ignore[arg-type]
         await asyncio.sleep(0.1)
-        await asyncio.gather(first, batcher.submit(None, "mat", 3, "dense", None))  # type: ignore[arg-type]
+        await asyncio.gather(first, batcher.submit(None, request, "mat", None))  # type: ignore[arg-type]
         return time.perf_counter() - began
 
     alone = serve.MicroBatcher(2000.0, 32, serve.Observer(False), ThreadPoolExecutor(1))
@@ -671,3 +673,24 @@ def test_metrics_count_requests_batches_and_forward_passes(served, caplog):
     lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "htp.access"]
     assert [line["status"] for line in lines[:5]] == [200, 200, 200, 400, 404]
     assert lines[0]["path"] == "/search" and not any("secret" in json.dumps(line) for line in lines)
+
+
+def test_the_service_imports_no_write_side_until_a_write_arrives():
+    """Serving loads the read side only: build, changes, engines, load and shards come with the first write."""
+    probe = (
+        "import sys, pipeline.service.app, pipeline.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.ingest')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_search_with_texts_carries_each_hits_whole_document(served):
+    config, index_dir = served
+    client = TestClient(create_app(index_dir, config))
+    answer = client.post("/search", json={"queries": ["stock market"], "k": 3, "with_text": True}).json()
+    hits = answer["results"][0]["hits"]
+    stored = {hit["id"]: client.get("/documents", params={"id": hit["id"]}).json()["text"] for hit in hits}
+    assert hits and all(hit["text"] == stored[hit["id"]] for hit in hits)
+    plain = client.post("/search", json={"queries": ["stock market"], "k": 3}).json()["results"][0]["hits"]
+    assert all("text" not in hit for hit in plain)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.shards import FORMAT, ShardError, ShardStore, document_key, document_keys
+from pipeline.ingest.shards import FORMAT, ShardError, ShardStore, document_key, document_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 4
@@ -27,14 +27,14 @@ BUILD = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from pipeline.shards import ShardStore, document_keys
+from pipeline.ingest.shards import ShardStore, document_keys
 folder, total, size, pause = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 ids = [f"d{i}" for i in range(total)]
 keys = document_keys(ids, [""] * total, ids)
 store = ShardStore(folder, "cfg")
 store.remove_leftovers()
-where = store.locate()
-missing = [i for i, key in enumerate(keys) if key not in where]
+located = store.locate()
+missing = [i for i, key in enumerate(keys) if key not in located]
 for start in range(0, len(missing), size):
     rows = missing[start:start + size]
     store.write([ids[i] for i in rows], [keys[i] for i in rows], np.repeat(np.array(rows, np.float32)[:, None], 4, 1))
@@ -91,9 +91,9 @@ def test_shards_round_trip_and_gather_in_any_order(tmp_path):
 def test_a_multi_vector_document_keeps_its_rows_together(tmp_path):
     store = ShardStore(tmp_path, "cfg")
     store.write(["a", "a", "b", "c", "c", "c"], ["ka", "ka", "kb", "kc", "kc", "kc"], vectors_for(range(6)))
-    where = store.locate()
-    assert {k: v[1:] for k, v in where.items()} == {"ka": (0, 2), "kb": (2, 1), "kc": (3, 3)}
-    parts = list(store.gather(["kc", "ka"], where))
+    located = store.locate()
+    assert {k: v[1:] for k, v in located.items()} == {"ka": (0, 2), "kb": (2, 1), "kc": (3, 3)}
+    parts = list(store.gather(["kc", "ka"], located))
     assert parts[0][0] == ["c", "c", "c", "a", "a"] and np.array_equal(parts[0][1], vectors_for([3, 4, 5, 0, 1]))
     assert {k: v[1:] for k, v in store.locate(wanted={"kc", "kz"}).items()} == {"kc": (3, 3)}  # only those asked
     assert store.locate(wanted=set()) == {}
@@ -148,8 +148,8 @@ def test_prune_drops_dead_documents_and_keeps_live_ones(tmp_path):
     live = {keys[i] for i in (5, 7, 8, 9, 11)}
     assert store.prune(live, store.locate()) == 7
     assert not gone.exists() and not mostly.exists() and not partly.exists() and kept.exists()
-    where = store.locate()
-    assert set(where) == live and store.prune(live, where) == 0
+    located = store.locate()
+    assert set(located) == live and store.prune(live, located) == 0
     stored = [k for path in store.shards() for k in pq.read_table(path, columns=["key"]).column("key").to_pylist()]
     assert sorted(stored) == sorted(live), f"every live document once ({copy.name} or its twin removed)"
     got_ids, vectors = gathered(store, [keys[i] for i in (9, 5, 7)])

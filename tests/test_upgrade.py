@@ -1,5 +1,5 @@
-"""An index folder written by landed main (tests/fixtures/landed-index, see its README) still opens, verifies and
-searches with today's code, and today's encoder still makes the vectors it holds."""
+"""Index folders written by landed main (tests/fixtures/landed-index*, see their README) still open, verify and
+search with today's code, and today's encoder still makes the vectors they hold."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import pytest
 
 from htp import EncoderConfig, HTPEncoder
 from indexes.store import open_index
+from pipeline.ingest.changes import delete
+from pipeline.query.searcher import Searcher
 from pipeline.records import full_text
-from pipeline.searcher import Searcher
 from pipeline.vectors import prepare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "landed-index"
+WITH_METADATA = Path(__file__).parent / "fixtures" / "landed-index-1635f66"  # HNSW32, metadata fields, BM25 terms
 
 
 @pytest.fixture
@@ -32,6 +34,19 @@ def test_a_landed_index_opens_verifies_and_answers_bm25(landed):
     assert doc["title"] == "Doc 7"
     hits = Searcher(landed).search(doc["text"], 5, mode="bm25")
     assert hits[0].id == "d7" or hits[0].score == hits[1].score  # its own text ranks it first (or ties)
+
+
+def test_an_index_written_before_the_pipeline_was_split_filters_searches_and_changes(tmp_path):
+    """Written at 1635f66, the last commit before pipeline/ became ingest/, query/ and service/."""
+    landed = tmp_path / "landed"
+    shutil.copytree(WITH_METADATA, landed)
+    index = open_index(landed, verify=True)
+    assert index.manifest.factory == "HNSW32" and set(index.manifest.metadata) == {"section", "tags"}
+    hits = Searcher(landed).search("library catalogue", 20, mode="bm25", where={"section": 2, "tags": "even"})
+    assert hits and all(hit.metadata["section"] == 2 and hit.metadata["tags"] == ["even"] for hit in hits)
+    summary = delete(landed, ["d2"])
+    assert summary.deleted == 1 and summary.documents == 59
+    assert "d2" not in {hit.id for hit in Searcher(landed).search("library catalogue", 60, mode="bm25")}
 
 
 def test_today_s_encoder_makes_the_vectors_a_landed_index_holds(landed, tiny_model_dir):

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 
 from pipeline.errors import InputMissingError, PipelineValueError
-from pipeline.load import DocumentError, FieldNames, load_documents
+from pipeline.ingest.load import DocumentError, FieldNames, load_documents
 
 log = logging.getLogger(__name__)
 

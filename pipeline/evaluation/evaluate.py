@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.build import build
 from pipeline.config import Config
 from pipeline.evaluation.beir import BeirData, load_beir, sample_queries
 from pipeline.evaluation.metrics import evaluate_run
-from pipeline.modes import search_mode
-from pipeline.searcher import Searcher
+from pipeline.ingest.builder import build
+from pipeline.query.modes import search_mode
+from pipeline.query.searcher import Searcher
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length
 DEPTH = 100

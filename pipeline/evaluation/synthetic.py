@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineValueError
-from pipeline.load import FieldNames, load_documents
+from pipeline.ingest.load import FieldNames, load_documents
 
 TASKS = ("passkey", "needle")
 SENTENCE_ENDS = (".", "!", "?")

@@ -72,20 +72,20 @@ class BuildSummary:
     encode_seconds: float = 0.0  # of `seconds`: encoding the documents (calibration's encoding not included)
 
 
-def _stored_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
+def _stored_vectors(store: ShardStore, located: Located, keys: list[str]) -> np.ndarray:
     """Stored (raw) vectors of the documents with these keys, in this order."""
-    return np.concatenate([vectors for _, vectors in store.gather(keys, where)])
+    return np.concatenate([vectors for _, vectors in store.gather(keys, located)])
 
 
-def _page_vectors(store: ShardStore, where: Located, keys: list[str]) -> np.ndarray:
+def _page_vectors(store: ShardStore, located: Located, keys: list[str]) -> np.ndarray:
     """The first stored row of each document with these keys, in this order: its own vector in an index whose
     pages keep theirs (index.page_vector)."""
-    return np.concatenate([vectors[first_rows(ids)] for ids, vectors in store.gather(keys, where)])
+    return np.concatenate([vectors[first_rows(ids)] for ids, vectors in store.gather(keys, located)])
 
 
-def _read_documents(store: ShardStore, where: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
+def _read_documents(store: ShardStore, located: Located, keys: list[str], center: np.ndarray | None) -> np.ndarray:
     """Prepared vectors of the documents with these keys, in this order."""
-    return prepare(_stored_vectors(store, where, keys), center)
+    return prepare(_stored_vectors(store, located, keys), center)
 
 
 def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration:
@@ -104,7 +104,7 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
     subset = ctx.loaded.dataset.select(rows)
     texts = full_texts(subset)
     sampled = [ctx.keys[row] for row in rows]
-    raw = (_page_vectors if config.index.page_vector else _stored_vectors)(ctx.store, ctx.where, sampled)
+    raw = (_page_vectors if config.index.page_vector else _stored_vectors)(ctx.store, ctx.located, sampled)
     position = {text: i for i, text in enumerate(texts)}
     cache = ShardStore(ctx.store.folder / CALIBRATION_TEXTS, ctx.store.config_hash)
     cached = cache.locate()
@@ -182,7 +182,7 @@ def dense_index(
         settings.on_disk == "auto" and count * dim * 4 > budget and is_ivf(factory, dim)
     )
     sample = [ctx.keys[row] for row in sample_rows(count, settings.train_sample, 0)]
-    train = _read_documents(ctx.store, ctx.where, sample, center) if needs_training(factory, dim) else None
+    train = _read_documents(ctx.store, ctx.located, sample, center) if needs_training(factory, dim) else None
     if not on_disk:
         return factory, build_faiss(factory, dim, ctx.vectors(center, f"index {factory}"), train), None
     part_rows = max(256, budget // (8 * dim * 4))  # a part's vectors and codes stay well inside the budget
@@ -229,7 +229,7 @@ def index_shards(ctx: BuildContext, engine: Engine) -> tuple[str, Path, Calibrat
     config, ids = ctx.config, []
 
     def vectors_noting_ids():
-        for row_ids, vectors in ctx.store.gather(ctx.keys, ctx.where):
+        for row_ids, vectors in ctx.store.gather(ctx.keys, ctx.located):
             ids.extend(row_ids)
             yield vectors
 
@@ -319,7 +319,7 @@ def build(
         factory, version, calibration = index_shards(ctx, engine)
         if calibration is not None:
             log.info(f"calibrate: {describe(calibration)}")
-        dropped = store.prune(set(keys), ctx.where)
+        dropped = store.prune(set(keys), ctx.located)
         if dropped:
             log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
         stale = [

@@ -227,7 +227,7 @@ def _new_vectors(
     ctx = build_context(config, Path("."), index_dir, loaded, encoder, {})
     encoded, _ = LocalEngine().encode_missing(ctx)
     row_ids, parts = [], []
-    for ids, vectors in ctx.store.gather(ctx.keys, ctx.where):
+    for ids, vectors in ctx.store.gather(ctx.keys, ctx.located):
         row_ids.extend(ids)
         parts.append(prepare(vectors, old.center))
     return encoded, np.concatenate(parts), row_ids

@@ -1,5 +1,6 @@
-"""What one build's stages share, passed to each of them instead of the whole configuration plus a handful of
-loose arguments, and how it is made (also for a live change): the shard store, the documents' keys, the encoder."""
+"""What one build's stages share, passed to each of them as one object that carries the configuration beside what
+the stages derive from it (the shard store, the documents' keys and where they are stored, the encoder loaded on
+first use), and how it is made, for a build or a live change."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 @dataclass
 class BuildContext:
     """What every stage of one build reads: its settings, the loaded input and its document keys, the shard store
-    and where each stored document is (`where`, refreshed by `relocate` after encoding), and the encoder (loaded
+    and where each stored document is (`located`, refreshed by `relocate` after encoding), and the encoder (loaded
     on first use)."""
 
     config: Config
@@ -37,26 +38,26 @@ class BuildContext:
     loaded: LoadResult
     keys: list[str]
     store: ShardStore
-    where: Located
+    located: Located
     encoder: Callable[[], HTPEncoder]
     built_with: dict
     metadata: tuple[pa.Table, dict[str, str]] | None = None  # the documents' metadata columns and their types
-    scanned: set[Path] = field(default_factory=set)  # the shards `where` was read from
+    scanned: set[Path] = field(default_factory=set)  # the shards `located` was read from
 
     def relocate(self) -> None:
         """Add where the input's documents in shards written since are (only those shards are read; what was
         found before stays where it was)."""
         fresh = [path for path in self.store.shards() if path not in self.scanned]
-        self.where = {**self.store.locate(fresh, set(self.keys)), **self.where}
+        self.located = {**self.store.locate(fresh, set(self.keys)), **self.located}
         self.scanned.update(fresh)
 
     def missing(self) -> list[int]:
         """Input rows whose vectors are not stored."""
-        return [row for row, key in enumerate(self.keys) if key not in self.where]
+        return [row for row, key in enumerate(self.keys) if key not in self.located]
 
     def vectors(self, center: np.ndarray | None, desc: str) -> Iterator[np.ndarray]:
         """Prepared vectors of every input document in input order, a batch at a time, with a progress bar."""
-        batches = self.store.gather(self.keys, self.where)
+        batches = self.store.gather(self.keys, self.located)
         total = -(-len(self.keys) // GATHER_BATCH)
         return (prepare(vectors, center) for _, vectors in tqdm(batches, desc=desc, unit="batch", total=total))
 
@@ -128,7 +129,7 @@ def build_context(
 
     keys = input_keys(loaded.dataset)
     shards = store.shards()
-    where = store.locate(shards, set(keys))
+    located = store.locate(shards, set(keys))
     return BuildContext(
         config,
         input_path,
@@ -137,7 +138,7 @@ def build_context(
         loaded,
         keys,
         store,
-        where,
+        located,
         loaded_encoder,
         built_with,
         metadata,

@@ -74,7 +74,7 @@ class RayEngine:
         from pipeline.ingest.ray_engine import encode_with_ray
 
         encoded, truncated = encode_with_ray(
-            ctx.input_path, ctx.loaded, ctx.fields, ctx.config, ctx.store, set(ctx.where)
+            ctx.input_path, ctx.loaded, ctx.fields, ctx.config, ctx.store, set(ctx.located)
         )
         ctx.relocate()
         here, here_truncated = LocalEngine().encode_missing(ctx)
@@ -87,7 +87,7 @@ class RayEngine:
     ) -> list[Path]:
         from pipeline.ingest.ray_engine import parts_with_ray
 
-        return parts_with_ray(ctx.config.ray, trained, ctx.store, ctx.where, ctx.keys, center, part_rows, folder)
+        return parts_with_ray(ctx.config.ray, trained, ctx.store, ctx.located, ctx.keys, center, part_rows, folder)
 
 
 ENGINES: dict[str, Callable[[], Engine]] = {"local": LocalEngine, "ray": RayEngine}

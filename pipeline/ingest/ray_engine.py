@@ -198,14 +198,15 @@ def _write_part(
     trained: bytes,
     folder: str,
     config_hash: str,
-    where: Located,
+    located: Located,
     keys: list[str],
     center: np.ndarray | None,
     first_row: int,
     path: str,
 ) -> str:
     """A Ray task: one on-disk IVF part from its documents' stored vectors."""
-    vectors = np.concatenate([prepare(v, center) for _, v in ShardStore(Path(folder), config_hash).gather(keys, where)])
+    stored = ShardStore(Path(folder), config_hash).gather(keys, located)
+    vectors = np.concatenate([prepare(v, center) for _, v in stored])
     return str(
         write_part(faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8)), vectors, first_row, Path(path))
     )
@@ -215,7 +216,7 @@ def parts_with_ray(
     settings: RayConfig,
     trained: faiss.Index,
     store: ShardStore,
-    where: Located,
+    located: Located,
     keys: list[str],
     center: np.ndarray | None,
     part_docs: int,
@@ -230,13 +231,13 @@ def parts_with_ray(
         refs, first_row = [], 0
         for number, start in enumerate(range(0, len(keys), part_docs)):
             chunk = keys[start : start + part_docs]
-            located = {k: where[k] for k in chunk}
+            part_located = {k: located[k] for k in chunk}
             refs.append(
                 task.remote(
                     trained_ref,
                     str(store.folder),
                     store.config_hash,
-                    located,
+                    part_located,
                     chunk,
                     center,
                     first_row,

@@ -109,7 +109,7 @@ class ShardStore:
         """key -> (shard, first row, row count) for every document stored in `paths` (default: every shard, in
         name order; a key stored twice is found in the first), reading only the key columns; with `wanted`, only
         those keys are listed (a change of 10 documents does not build a map of the 100,000 stored)."""
-        where: Located = {}
+        located: Located = {}
         wanted_keys = None if wanted is None else pa.array(list(wanted), pa.string())
         for path in self.shards() if paths is None else paths:
             keys = _read_checked(path, ["key"]).column("key").combine_chunks()
@@ -124,8 +124,8 @@ class ShardStore:
                 keep = pc.is_in(heads, value_set=wanted_keys).to_numpy(zero_copy_only=False)
                 heads, starts, counts = heads.filter(pa.array(keep)), starts[keep], counts[keep]
             for key, start, count in zip(heads.to_pylist(), starts.tolist(), counts.tolist()):
-                where.setdefault(key, (path, start, count))
-        return where
+                located.setdefault(key, (path, start, count))
+        return located
 
     def write(self, ids: Sequence[str], keys: Sequence[str], vectors: np.ndarray) -> Path:
         """Write one shard atomically, named by its keys; a shard already there holding exactly these rows, intact,
@@ -180,7 +180,7 @@ class ShardStore:
         )
 
     def gather(
-        self, keys: Sequence[str], where: Located, batch: int = GATHER_BATCH
+        self, keys: Sequence[str], located: Located, batch: int = GATHER_BATCH
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(row ids, vectors) for the documents with these keys, in this order, `batch` documents at a time; a
         key not stored is a ShardError."""
@@ -188,27 +188,27 @@ class ShardStore:
             ids: list[str] = []
             parts: list[np.ndarray] = []
             for key in keys[start : start + batch]:
-                if key not in where:
+                if key not in located:
                     raise ShardError(f"{self.folder} holds no vectors for document key {key}: build again")
-                path, first, count = where[key]
+                path, first, count = located[key]
                 shard_ids, vectors = self._table(path)
                 ids.extend(shard_ids[first : first + count])
                 parts.append(vectors[first : first + count])
             yield ids, np.concatenate(parts)
 
-    def prune(self, live: set[str], where: Located) -> int:
+    def prune(self, live: set[str], located: Located) -> int:
         """Drop stored documents whose keys are not live, and second copies of live ones: a shard left with nothing
         is deleted, one with something left is rewritten with it (Parquet I/O only, no encoding); returns how many
         documents were dropped."""
         dropped: set[str] = set()
         for path in self.shards():
             keys = row_documents(_read_checked(path, ["key"]).column("key").to_pylist())
-            kept = [k for k in keys if k in live and where.get(k, (None,))[0] == path]
+            kept = [k for k in keys if k in live and located.get(k, (None,))[0] == path]
             dropped.update(k for k in keys if k not in live)
             if len(kept) == len(keys):
                 continue
             if kept:
-                rows = np.concatenate([np.arange(where[k][1], where[k][1] + where[k][2]) for k in kept])
+                rows = np.concatenate([np.arange(located[k][1], located[k][1] + located[k][2]) for k in kept])
                 table = self._read_verified(path).take(pa.array(rows))
                 self.write(table.column("id").to_pylist(), table.column("key").to_pylist(), _vectors(table))
             path.unlink()

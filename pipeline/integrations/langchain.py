@@ -4,11 +4,9 @@ with id, score, title and its metadata fields), and an `Embeddings` over the HTP
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -16,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr
 
 from htp import EncoderConfig, HTPEncoder
-from pipeline.errors import PipelineError, PipelineValueError
+from pipeline.errors import PipelineValueError
 
 
 class HTPRetriever(BaseRetriever):
@@ -39,7 +37,7 @@ class HTPRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         if self.server is not None:
             return self._from_server(query)
-        from pipeline.searcher import Searcher
+        from pipeline.query.searcher import Searcher
 
         if self._searcher is None:
             self._searcher = Searcher(Path(self.index_dir))  # type: ignore[arg-type]  # set: checked above
@@ -48,22 +46,11 @@ class HTPRetriever(BaseRetriever):
         return [_document(hit.id, hit.score, hit.title, texts[hit.id], hit.metadata) for hit in hits]
 
     def _from_server(self, query: str) -> list[Document]:
-        key = self.api_key or os.environ.get("HTP_API_KEY")
-        headers = {"X-API-Key": key} if key else {}
-        base = str(self.server).rstrip("/")
-        body = {"queries": [query], "k": self.k, "mode": self.mode, "where": self.where}
-        answer = httpx.post(f"{base}/search", json=body, headers=headers, timeout=120)
-        if answer.status_code != 200:
-            raise PipelineError(f"the service at {base} answered {answer.status_code}: {answer.text[:200]}")
-        out = []
-        for hit in answer.json()["results"][0]["hits"]:
-            # the id in the query string: a path would lose "." and ".." segments to URL normalisation
-            stored = httpx.get(f"{base}/documents", params={"id": hit["id"]}, headers=headers, timeout=120)
-            if stored.status_code != 200:
-                raise PipelineError(f"the service at {base} answered {stored.status_code}: {stored.text[:200]}")
-            text = stored.json()["text"]
-            out.append(_document(hit["id"], hit["score"], hit["title"], text, hit.get("metadata", {})))
-        return out
+        from pipeline.service.client import ServiceClient
+
+        with ServiceClient(str(self.server), self.api_key, timeout=120) as service:
+            hits = service.search([query], self.k, self.mode, self.where, with_text=True)[0]
+        return [_document(h["id"], h["score"], h["title"], h["text"], h.get("metadata", {})) for h in hits]
 
 
 def _document(doc_id: str, score: float, title: str, text: str, metadata: dict) -> Document:
