@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import cpu_name, write_report
+from benchmarks.harness.report import cpu_name, write_report
+from benchmarks.harness.timing import alternating
 from htp.attention import product_attention
 from htp.heap import keep_freed_memory
 
@@ -52,15 +52,10 @@ def main(argv: list[str] | None = None) -> None:
             }
             if dtype == torch.float32:  # the products path hands float32 to SDPA itself
                 del paths["products"]
-            times: dict[str, list[float]] = {name: [] for name in paths}
-            for _ in range(args.rounds + 1):  # the first round warms up
-                for name, run in paths.items():
-                    began = time.perf_counter()
-                    run()
-                    times[name].append(1000 * (time.perf_counter() - began))
+            times = alternating(paths, args.rounds)
             for name, run in paths.items():
                 results[f"{name} {str(dtype).removeprefix('torch.')}"] = {
-                    "ms": statistics.median(times[name][1:]),
+                    "ms": 1000 * statistics.median(times[name]),
                     "max_difference_from_float32_sdpa": float((run().float() - exact).abs().max()),
                 }
     lines = [

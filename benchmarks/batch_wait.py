@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks.common import config_variant, cpu_name, serving, write_report
-from benchmarks.serve_load import QUERIES, clients, percentile
+from benchmarks.harness.report import cpu_name, write_report
+from benchmarks.harness.serving import QUERIES, clients, config_variant, serving
+from benchmarks.harness.timing import percentile
 
 
 def main(argv: list[str] | None = None) -> None:

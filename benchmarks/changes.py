@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import serving, write_report
+from benchmarks.harness.report import write_report
+from benchmarks.harness.serving import serving
 from htp import HTPEncoder
-from pipeline.build import build
-from pipeline.changes import add, delete
 from pipeline.config import Config
-from pipeline.context import shard_store
-from pipeline.shards import document_keys
+from pipeline.ingest.builder import build
+from pipeline.ingest.changes import add, delete
+from pipeline.ingest.context import shard_store
+from pipeline.ingest.shards import document_keys
 
 
 def corpus(path: Path, count: int) -> list[dict]:
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats}. "
         "'command' runs `htp add`/`htp delete` as a new process (Python, torch and the model load each time); "
         "'command --server' runs the command against a running `htp serve` (its start-up not counted); "
-        "'loaded' calls pipeline.changes with the encoder loaded, as `htp serve` does for POST /documents.",
+        "'loaded' calls pipeline.ingest.changes with the encoder loaded, as `htp serve` does for POST /documents.",
         "",
         "'rebuild as a command' is `htp build` (calibration on) run the same way, as a new process: the fair baseline "
         "of a change run as a command.",

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import write_report
+from benchmarks.harness.report import write_report
 
 TOKENIZERS = {
     "AutoTokenizer (GemmaTokenizer)": "from transformers import AutoTokenizer as T; T.from_pretrained(folder)",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cpu_name, write_report
+from benchmarks.harness.report import cpu_name, write_report
 
 VARIANTS = {  # name -> (reuse_memory, attention_products)
     "both on (default)": (True, True),
@@ -31,7 +31,6 @@ VARIANTS = {  # name -> (reuse_memory, attention_products)
 ONE_RUN = """
 import json, resource, sys, time
 import numpy as np
-from benchmarks.serve_load import QUERIES
 from htp import EncoderConfig, HTPEncoder
 from pipeline.records import full_text
 model, dtype, reuse, products, docs_file, out = sys.argv[1:]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness.report import write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.batching import token_budget_batches
 from htp.models import DTYPES, load_model, pick_device
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-layer", type=int, default=None, help="default: each model's registry default")
     parser.add_argument("--batch-tokens", type=int, default=EncoderConfig().batch_tokens)
     parser.add_argument("--max-padding", type=float, default=EncoderConfig().max_padding)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encode_speed.md"))
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in (args.dataset / "corpus.jsonl").read_text().splitlines()[: args.docs]]
     texts = [full_text(r.get("title"), r["text"]) for r in rows]
@@ -152,19 +153,18 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"setup": setup, "results": results}, indent=1))
+    lines = []
     first = next(iter(results))
-    print(
-        f"\n| model, dtype | method | text tokens/s (median of {args.repeats}) | documents/s | vs {first} htp | "
+    lines.append(
+        f"| model, dtype | method | text tokens/s (median of {args.repeats}) | documents/s | vs {first} htp | "
         "padding waste | achieved GFLOP/s | share of this dtype's matmul |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     base = results[first]["summary"]["htp"]["docs_per_s"]
     for key, result in results.items():
         for method in ("vanilla-mean", "htp"):
             s = result["summary"][method]
-            print(
+            lines.append(
                 f"| {key} | {method} | {s['tokens_per_s']:.0f} | {s['docs_per_s']:.2f} | "
                 f"{s['docs_per_s'] / base:.2f}x | {100 * s['padding_waste']:.1f}% | "
                 f"{s['achieved_flops'] / 1e9:.1f} | {100 * s['share_of_matmul']:.0f}% |"
@@ -172,11 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     for key, result in results.items():
         s = result["summary"]
         top = ", ".join(f"{e['op'].removeprefix('aten::')} {100 * e['share']:.0f}%" for e in s["profile"][:5])
-        print(
+        lines.append(
             f"\n{key}: htp / vanilla-mean {s['htp_over_vanilla']:.3f}; matmul {s['matmul_flops'] / 1e9:.0f} GFLOP/s; "
             f"exit layer {s['exit_layer']}; profile: {top}"
         )
-    print(f"\npeak RSS {setup['peak_rss_mb']:.0f} MB; {len(texts)} docs")
+    lines.append(f"\npeak RSS {setup['peak_rss_mb']:.0f} MB; {len(texts)} docs")
+    write_report(args.out, lines, {"setup": setup, "results": results})
 
 
 if __name__ == "__main__":

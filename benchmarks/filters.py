@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.common import write_report
-from benchmarks.serve_load import percentile, synthetic_index
+from benchmarks.harness.report import write_report
+from benchmarks.harness.serving import synthetic_index
+from benchmarks.harness.timing import percentile
 from indexes.faiss_index import build_faiss, search_faiss
 from indexes.lexical import search_bm25
 from indexes.store import open_index
-from pipeline.filters import allowed
+from pipeline.query.filters import allowed
 
 FILTERS = {"1%": {"bucket": 0}, "10%": {"bucket": {"$lt": 10}}, "50%": {"bucket": {"$lt": 50}}}
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import write_report
+from benchmarks.harness.report import write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import DTYPES
-from pipeline.build import build
 from pipeline.config import Config
 from pipeline.evaluation.beir import load_beir
+from pipeline.ingest.builder import build
+from pipeline.query.searcher import Searcher
 from pipeline.records import full_text
-from pipeline.searcher import Searcher
 
 
 def throughput(encoder: HTPEncoder, texts: list[str], device: torch.device) -> tuple[np.ndarray, float]:

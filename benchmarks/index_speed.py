@@ -27,6 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks.harness.report import write_report
 from indexes.factory import ivf_lists
 from indexes.faiss_index import (
     DEFAULT_EF_SEARCH,
@@ -35,7 +36,7 @@ from indexes.faiss_index import (
     build_faiss,
     search_faiss,
 )
-from pipeline.searcher import Searcher
+from pipeline.query.searcher import Searcher
 
 K = 10
 SHARDS = 10
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--query-index", type=Path, help="a built index to time `htp query` against")
     parser.add_argument("--query-runs", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/index_speed.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/index_speed.md"))
     args = parser.parse_args(argv)
     setup = {
         "dim": args.dim,
@@ -207,9 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             f"p95 {cli['p95']:.2f} s over {cli['runs']} runs\n`Searcher.search` in a warm process: "
             f"p50 {1000 * warm['p50']:.0f} ms, p95 {1000 * warm['p95']:.0f} ms over {warm['runs']} queries"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"\n{report}\n\nwrote {args.out}")
+    write_report(args.out, report.splitlines(), results)
 
 
 if __name__ == "__main__":

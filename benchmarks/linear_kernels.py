@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import write_report
+from benchmarks.harness.report import write_report
 
 IN, OUT = 640, 2048  # Gemma 3 270M's MLP up/gate projection
 WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "int8 dynamic": 1}  # per weight, as each kernel stores it

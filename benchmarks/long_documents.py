@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import cached_layers, length_buckets, scores_by_bucket, write_report
+from benchmarks.harness.cache import cached_layers
+from benchmarks.harness.report import write_report
+from benchmarks.harness.tasks import length_buckets, scores_by_bucket
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from pipeline.evaluation.beir import load_beir

@@ -17,7 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import task_folders, write_report
+from benchmarks.harness.report import write_report
+from benchmarks.harness.tasks import task_folders
 from htp import METHODS
 from pipeline.config import Config
 from pipeline.evaluation.beir import load_beir

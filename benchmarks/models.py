@@ -21,18 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import (
-    cached_layers,
-    dense_run,
-    minilm_vectors,
-    ndcg,
-    write_report,
-)
+from benchmarks.harness.cache import cached_layers, minilm_vectors
+from benchmarks.harness.report import write_report
+from benchmarks.harness.tasks import dense_run, ndcg
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from indexes.lexical import build_bm25, search_bm25
 from pipeline.evaluation.beir import BeirData, load_beir, split_queries
-from pipeline.fusion import rrf
+from pipeline.query.fusion import rrf
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import cpu_name, write_report
-from benchmarks.serve_load import QUERIES
+from benchmarks.harness.report import cpu_name, write_report
+from benchmarks.harness.serving import QUERIES
 from htp import EncoderConfig, HTPEncoder
 from pipeline.records import full_text
 

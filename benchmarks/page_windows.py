@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cached_exit, cpu_name, length_buckets, scores_by_bucket, write_report
+from benchmarks.harness.cache import cached_exit
+from benchmarks.harness.report import cpu_name, write_report
+from benchmarks.harness.tasks import length_buckets, scores_by_bucket
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import build_bm25, search_bm25
 from pipeline.evaluation.beir import load_beir
-from pipeline.fusion import FusionChoice, fuse
+from pipeline.query.fusion import FusionChoice, fuse
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import synthetic_sets, write_report
+from benchmarks.harness.report import write_report
+from benchmarks.harness.tasks import synthetic_sets
 from htp import METHODS
 from pipeline.config import Config
 from pipeline.evaluation.beir import load_beir, split_queries

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cached_layers, write_report
+from benchmarks.harness.cache import cached_layers
+from benchmarks.harness.report import write_report
 from htp import EncoderConfig, HTPEncoder
 from indexes.lexical import build_bm25, search_bm25
 from pipeline.evaluation.beir import load_beir, split_queries
 from pipeline.evaluation.metrics import evaluate_run
-from pipeline.fusion import FusionChoice, fuse
+from pipeline.query.fusion import FusionChoice, fuse
 from pipeline.records import full_text
 from pipeline.vectors import prepare
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.calibration import Collection, collection_arguments, prepared
-from benchmarks.common import cpu_name, write_report
+from benchmarks.harness.collection import Collection, collection_arguments, prepared
+from benchmarks.harness.report import cpu_name, write_report
 from htp import EncoderConfig, HTPEncoder
 from htp.models import cpu_has_native_bf16
-from pipeline.calibration import PENALTY
+from pipeline.ingest.calibration import PENALTY
 from pipeline.vectors import prepare
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import write_report
-from benchmarks.serve_load import QUERIES
+from benchmarks.harness.report import write_report
+from benchmarks.harness.serving import QUERIES
 from htp import HTPEncoder
-from pipeline.fusion import fuse
-from pipeline.searcher import Searcher
+from pipeline.query.fusion import fuse
+from pipeline.query.searcher import Searcher
 from pipeline.vectors import prepare
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.harness.report import write_report
 
 DIM = 576
 MEMORY_JOB = """
@@ -67,9 +67,9 @@ def throughput(docs: int, out: Path) -> list[dict]:
     """Build seconds and documents/s: local, Ray with 1 actor x 2 CPUs, Ray with 2 actors x 1 CPU."""
     import ray
 
-    from pipeline.build import build
     from pipeline.config import Config
     from pipeline.evaluation.beir import load_beir
+    from pipeline.ingest.builder import build
 
     data = load_beir(Path("../shared/data/cisi"))
     corpus = out / "cisi-head.jsonl"
@@ -161,8 +161,8 @@ def changed_corpus(source: Path, target: Path, share: float, seed: int) -> int:
 
 def incremental(out: Path, share: float) -> list[dict]:
     """Full build and incremental rebuild seconds on the sample corpus, calibration on and off."""
-    from pipeline.build import build
     from pipeline.config import Config
+    from pipeline.ingest.builder import build
 
     source = Path("data/sample/corpus.jsonl")
     changed = out / "sample-changed.jsonl"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from benchmarks.common import serving
+from benchmarks.harness.serving import serving
 
 
 def main(argv: list[str] | None = None) -> None:

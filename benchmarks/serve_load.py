@@ -9,133 +9,18 @@ real vectors (bfloat16 queries).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
 
-import httpx
-import numpy as np
-import pyarrow as pa
 import yaml
 
-from benchmarks.common import config_variant, serving, write_report
-from indexes.factory import resolve_factory
-from indexes.faiss_index import build_faiss
-from indexes.lexical import build_bm25
-from indexes.store import current_version, open_index, write_version
-from pipeline.records import full_text
-
-QUERIES = [  # ten words each, as the issue's latency target assumes
-    "how do I read and write compressed archive files quickly",
-    "parse command line arguments and print a helpful usage message",
-    "send an email message through a mail server with attachments",
-    "compute a secure hash digest of a large binary file",
-    "run a function later in a background thread with timeout",
-    "read rows from a comma separated values file into dictionaries",
-    "generate random numbers from a normal distribution with seed value",
-    "open a network socket and listen for incoming client connections",
-]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def clients(url: str, mode: str, count: int, per_client: int, limit_s: float) -> tuple[int, float]:
-    """`count` threads, each sending up to `per_client` queries; (answered, seconds)."""
-    done = [0] * count
-    stop_at = time.perf_counter() + limit_s
-
-    def run(slot: int) -> None:
-        with httpx.Client(timeout=60) as client:
-            for i in range(per_client):
-                if time.perf_counter() > stop_at:
-                    return
-                q = QUERIES[(slot + i) % len(QUERIES)]
-                if client.get(f"{url}/search", params={"q": q, "mode": mode, "k": 10}).status_code == 200:
-                    done[slot] += 1
-
-    began = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done), time.perf_counter() - began
-
-
-def asyncio_clients(url: str, mode: str, count: int, per_client: int, limit_s: float) -> tuple[int, float]:
-    """The same load from one thread: `count` keep-alive connections on asyncio sockets, each request written as
-    raw HTTP/1.1 and its answer read by Content-Length, so the load generator takes little of the 2 cores it shares
-    with the service (16 httpx threads take far more); (answered, seconds)."""
-    address = urlsplit(url)
-
-    async def run(slot: int, stop_at: float) -> int:
-        reader, writer = await asyncio.open_connection(address.hostname, address.port)
-        answered = 0
-        for i in range(per_client):
-            if time.perf_counter() > stop_at:
-                break
-            target = "/search?" + urlencode({"q": QUERIES[(slot + i) % len(QUERIES)], "mode": mode, "k": 10})
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: {address.hostname}\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            fields = (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-            length = next(int(value) for name, value in fields if name.strip().lower() == b"content-length")
-            await reader.readexactly(length)
-            answered += head.startswith(b"HTTP/1.1 200")
-        writer.close()
-        return answered
-
-    async def all_clients() -> int:
-        stop_at = time.perf_counter() + limit_s
-        return sum(await asyncio.gather(*(run(slot, stop_at) for slot in range(count))))
-
-    began = time.perf_counter()
-    answered = asyncio.run(all_clients())
-    return answered, time.perf_counter() - began
-
-
-LOADS = {"threads": clients, "asyncio": asyncio_clients}
-
-
-def synthetic_index(sample: Path, out: Path, count: int, seed: int = 0) -> Path:
-    """An index of `count` documents made from the sample index: its real vectors tiled with small noise (and
-    re-normalised), its texts repeated with a copy number, BM25 over them, its centre and calibration kept, the
-    FAISS factory `auto` picks at that size. Built once; an existing one is reused."""
-    if current_version(out) is not None:
-        return out
-    source = open_index(sample)
-    rows = source.faiss.ntotal
-    base = source.faiss.reconstruct_n(0, rows)
-    rng = np.random.default_rng(seed)
-    picks = np.arange(count) % rows
-    vectors = base[picks] + rng.normal(0, 0.02, size=(count, base.shape[1])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    docs = source.documents(source.ids)
-    ids = [f"s{i}" for i in range(count)]
-    titles = [docs[p]["title"] for p in picks]
-    texts = [f"{docs[p]['text']} (copy {i // rows})" for i, p in enumerate(picks)]
-    factory = resolve_factory("auto", count, base.shape[1], 4096 * 2**20)
-    index = build_faiss(factory, base.shape[1], np.array_split(vectors, 20), vectors[:20000])
-    bm25 = build_bm25([full_text(t, x) for t, x in zip(titles, texts)])
-    manifest = replace(source.manifest, count=count, factory=factory)
-    write_version(
-        out,
-        index,
-        ids,
-        pa.table({"id": ids, "title": titles, "text": texts}),
-        manifest,
-        bm25=bm25,
-        center=source.center,
-        calibration=source.calibration_arrays or None,
-    )
-    return out
+from benchmarks.harness.report import write_report
+from benchmarks.harness.serving import LOADS, QUERIES, clients, config_variant, serving, synthetic_index
+from benchmarks.harness.timing import paired_ratios, percentile
+from indexes.store import open_index
+from pipeline.service.client import ServiceClient
 
 
 def measure(
@@ -149,14 +34,14 @@ def measure(
     """Latency of sequential requests and throughput at 1, 4 and 16 clients, dense then hybrid; with several rounds
     (1, 4, 16 clients in turn each round) the median of each and of the per-round ratios 16 vs 1."""
     rows = []
-    with httpx.Client(timeout=60) as client:
+    with ServiceClient(url, timeout=60) as client:
         for q in QUERIES:  # warm-up: model loaded, caches filled
-            client.get(f"{url}/search", params={"q": q, "mode": "hybrid"})
+            client.search_one(q, mode="hybrid")
         for mode in ("dense", "hybrid"):
             latencies = []
             for i in range(requests):
                 began = time.perf_counter()
-                client.get(f"{url}/search", params={"q": QUERIES[i % len(QUERIES)], "mode": mode, "k": 10})
+                client.search_one(QUERIES[i % len(QUERIES)], 10, mode)
                 latencies.append(1000 * (time.perf_counter() - began))
             row = {"mode": mode, "p50_ms": statistics.median(latencies), "p95_ms": percentile(latencies, 0.95)}
             runs: dict[int, list[float]] = {count: [] for count in (1, 4, 16)}
@@ -165,7 +50,7 @@ def measure(
                     answered, seconds = load(url, mode, count, per_client, limit_s)
                     rates.append(answered / seconds)
             row.update({f"qps_{count}": statistics.median(rates) for count, rates in runs.items()})
-            row["ratios_16_1"] = [many / one for one, many in zip(runs[1], runs[16])]
+            row["ratios_16_1"] = paired_ratios(runs[1], runs[16])
             row["ratio_16_1"] = statistics.median(row["ratios_16_1"])
             rows.append(row)
             print(row, flush=True)

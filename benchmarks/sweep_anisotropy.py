@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import dense_run, ndcg, write_report
+from benchmarks.harness.report import write_report
+from benchmarks.harness.tasks import dense_run, ndcg
 from htp import EncoderConfig, HTPEncoder
 from htp.models import load_model, pick_device
 from pipeline.evaluation.beir import load_beir, split_queries
