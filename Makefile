@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine with Python 3.11 and PyPI:
 #   make demo   install, build an index over the bundled sample corpus, answer a query
-#   make test   install, run the whole test suite
+#   make test   install, lint, type-check, build the docs, run the whole test suite
+#   make docs   serve the reference docs on 127.0.0.1:8000
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 QUERY ?= how do I read and write compressed archive files?
 
-.PHONY: demo test install gpu-check
+.PHONY: demo test docs install gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +34,16 @@ demo: install
 	$(BIN)/htp build --config config.yaml
 	$(BIN)/htp query out/sample-index "$(QUERY)" --config config.yaml
 
-# Lint, format and type checks first (seconds), then the suite.
+# Lint, format and type checks and the docs first (seconds: a broken link or a stale reference fails), then the suite.
 test: install /usr/bin/chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest -q
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 # On a machine with a CUDA GPU: a venv of its own whose torch is PyPI's Linux build (the CUDA one; the machine's pip
 # configuration, which may point at a local CPU build, is ignored there), then benchmarks/gpu_check.py (< 5 min).

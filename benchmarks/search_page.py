@@ -1,5 +1,5 @@
 """A screenshot of `htp serve`'s search page in headless Chromium (Debian's browser, driven by Playwright) after
-a real query over the sample index, for the README.
+a real query over the sample index, for the docs (Results, Serving).
 
     python -m benchmarks.search_page --index out/sample-index
 """

@@ -79,7 +79,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto`: bf16 (or fp16) on CUDA; on CPU bf16 where the CPU has native bfloat16 products (several times
-    float32's speed, vectors within cosine 0.99 of it: README "Speed"), else fp32."""
+    float32's speed, vectors within cosine 0.99 of it: docs/results/speed.md), else fp32."""
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -43,13 +43,13 @@ class ModelSpec:
 
 
 # The one table of per-model defaults. smollm2-135m's values were chosen by benchmarks/sweep_layers.py on the
-# development half of CISI's queries (see README.md). mistral-7b follows the official HTP code, whose settings
+# development half of CISI's queries (docs/results/quality.md). mistral-7b follows the official HTP code, whose settings
 # (exit layer -2, window [1, 7)) were tuned on Mistral-7B-Instruct-v0.3. llama3-8b ([1, 3)), qwen2-7b and
 # gemma2-9b ([1, 6)), all exiting at -2, are the official Token Prepending settings for those models
 # (github.com/fuyuchenIfyw/token_prepending, config.yaml at commit ab3081d: tp_starting_index / tp_exiting_index,
 # output_layer). gemma3-270m, the default, has no official setting: its exit layer 13 is the best on CISI's dev half,
 # on manpages-3's, and on their mean (benchmarks/calibration.py --exit-layers), and its window [1, 2) beat Gemma 2's
-# official [1, 6) on CISI's dev half (benchmarks/models.py; README.md, "Beyond the default model").
+# official [1, 6) on CISI's dev half (benchmarks/models.py; docs/results/quality.md).
 INSTRUCTION = "Retrieve relevant document. Text:"
 HUB_INSTALL = "huggingface-cli download {} (where the hub is reachable; then copy the Hugging Face cache here)"
 MODELS: dict[str, ModelSpec] = {

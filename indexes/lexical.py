@@ -1,7 +1,7 @@
 """A BM25 index beside the dense one, with bm25s: lower-cased, English stopwords, no stemming.
 
 Tokenisation is fixed (no optional stemmer that would depend on what a machine has installed), so the same
-corpus gives the same index and the same scores everywhere; the measured BM25 figures in README.md use it.
+corpus gives the same index and the same scores everywhere; the measured BM25 figures in docs/results use it.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=SEARCH_MODES, help=f"{', '.join(SEARCH_MODES)} (default: search.mode)")
     p.add_argument("--config", help="check this configuration's encoder against the index and use its search settings")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
-    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\' (README "Metadata")')
+    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"year": {"$gte": 2020}}\' (docs: Search modes)')
     p.add_argument("--server", help="URL of a running `htp serve` to ask instead (API key from HTP_API_KEY)")
     p.set_defaults(run=cmd_query)
 

@@ -11,7 +11,7 @@ Two label-free sets are drawn from the documents (sentences that read like prose
 The development set early-stops the adapter and chooses the correction strength, each only when it beats the
 plainer choice there. For the fusion it is read with its measured bias in mind: on both collections with real
 queries here it rated dense lower against BM25 than real queries did, and ordered the fusion weights almost
-unlike them (README "Self-calibration"). So the fusion takes the most dense weight that the development set
+unlike them (docs/concepts/calibration.md). So the fusion takes the most dense weight that the development set
 cannot tell from its best option (a paired bootstrap over its queries), and no more: where dense clearly hurts
 there, hybrid stays with BM25.
 """
@@ -37,12 +37,12 @@ MIN_WORDS, MAX_WORDS = 4, 40
 MIN_QUERIES = 10  # fewer training or development pseudo-queries than this and calibration is skipped
 PROSE_SHARE = 0.6  # at least this share of a pseudo-query's words are plain words (no code, numbers, paths)
 TAU = 0.05  # InfoNCE temperature
-PENALTY = 1e-2  # on ||W||^2; chosen with the pseudo-query count on CISI's and manpages-3's dev queries (README)
+PENALTY = 1e-2  # on ||W||^2; chosen with the pseudo-query count on CISI's and manpages-3's dev queries (docs/results)
 DEPTH = 100  # candidates per ranking on the development set, as search.candidates
 BIAS_WEIGHTS = (0.0, 0.5, 1.0)
 NEGATIVES = 8192  # documents in the adapter's softmax: all of a smaller corpus, else the targets and a sample
 # Score fusion (a convex combination of min-max normalised scores) with rising dense weight, BM25 alone first. It
-# beat weighted RRF at the best weight on the real queries of both collections (README), as in Bruch et al.,
+# beat weighted RRF at the best weight on the real queries of both collections (docs/results), as in Bruch et al.,
 # "An Analysis of Fusion Functions for Hybrid Retrieval" (2023); `search.fusion: rrf` still offers RRF.
 FUSIONS = tuple(FusionChoice("score", w) for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5))
 RESAMPLES = 2000  # paired bootstrap resamples of the development queries
