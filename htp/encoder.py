@@ -6,7 +6,7 @@ import copy
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -304,7 +304,7 @@ class HTPEncoder:
         chosen = prompt_name or kind or "document"
         single = isinstance(texts, str)
         progress = show_progress if show_progress_bar is None else show_progress_bar
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = text_list(texts)
         vectors = self.encode_layers(batch, [self.exit_layer], chosen, batch_size, progress)[0]
         return converted(quantised(vectors, precision), single, convert_to_tensor, convert_to_numpy)
 
@@ -334,8 +334,10 @@ class HTPEncoder:
         `encode` gives with that exit layer (used by the layer sweep).
         """
         counts = [self.layers_to_run(layer) for layer in exit_layers]
-        layouts = self.layouts(texts, kind)
         out = np.zeros((len(counts), len(texts), self.dimension), dtype=np.float32)
+        if not texts:  # nothing to embed: an empty [layers, 0, d] result, as sentence-transformers gives
+            return out
+        layouts = self.layouts(texts, kind)
         lengths = [len(layout.ids) for layout in layouts]
         batches = token_budget_batches(
             lengths, self.config.batch_tokens, batch_size or self.config.max_batch_size, self.config.max_padding
@@ -457,6 +459,17 @@ class HTPEncoder:
             tensor(bpst, offset),
             tensor(b_src, offset),
         )
+
+
+def text_list(texts: object) -> list[str]:
+    """The texts `encode` takes as a list: one string, or a list, tuple or other iterable of strings; anything else
+    (a dict, bytes, None, a number) is refused naming what was given."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, Mapping | bytes | bytearray) or not isinstance(texts, Iterable):
+        hint = " (decode it to str first)" if isinstance(texts, bytes | bytearray) else ""
+        raise EncoderTypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}{hint}")
+    return list(texts)
 
 
 def _same_device(asked: torch.device, loaded: torch.device) -> bool:

@@ -17,6 +17,8 @@ def quantised(vectors: np.ndarray, precision: str) -> np.ndarray:
     binary/ubinary one bit per dimension (positive -> 1) packed eight to a byte (binary offset by -128)."""
     if precision == "float32":
         return vectors
+    if precision in ("int8", "uint8") and not len(vectors):  # no texts: no range to scale by
+        return vectors.astype(np.int8 if precision == "int8" else np.uint8)
     if precision in ("int8", "uint8"):
         starts = vectors.min(axis=0)
         steps = (vectors.max(axis=0) - starts) / 255

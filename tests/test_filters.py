@@ -16,7 +16,7 @@ from conftest import WORDS
 from pipeline.cli import main as cli_main
 from pipeline.ingest.builder import build
 from pipeline.metadata import MetadataError, metadata_json, metadata_table
-from pipeline.query.filters import FilterError, allowed
+from pipeline.query.filters import FilterError, allowed, parse_where
 from pipeline.query.searcher import Searcher
 from pipeline.service.app import create_app
 
@@ -171,6 +171,60 @@ def test_bad_filters_are_clear_errors_everywhere(built, capsys):
     refused = client.post("/search", json={"queries": ["report"], "where": {"year": {"$gte": "x"}}})
     assert refused.status_code == 400 and "'year' is an integer field" in refused.json()["detail"]
     assert client.get("/search", params={"q": "report", "where": "[1]"}).status_code == 400
+
+
+def nested(depth: int) -> dict:
+    where: dict = {"section": 3}
+    for _ in range(depth - 1):
+        where = {"$and": [where]}
+    return where
+
+
+def test_filters_are_bounded_in_depth_and_size_in_every_entry_point(built, capsys):
+    """A filter nested 1,000 levels deep exhausted the JSON decoder's recursion; now every entry point says the
+    bound: the Python API, the CLI, the query string and the JSON body."""
+    folder, config = built["Flat"]
+    searcher = Searcher(folder, config)
+    assert len(searcher.search("report", 5, "bm25", nested(10))) > 0  # within the bound: answered
+    with pytest.raises(FilterError, match="nests more than 32 levels deep"):
+        searcher.search("report", 5, "bm25", nested(40))
+    wide = {"$or": [{"section": i} for i in range(1500)]}
+    with pytest.raises(FilterError, match="more than 2000 objects, lists and values"):
+        searcher.search("report", 5, "bm25", wide)
+    deep_text = '{"$and": [' * 1000 + '{"section": 3}' + "]}" * 1000
+    assert cli_main(["query", str(folder), "report", "--mode", "bm25", "--where", deep_text]) == 2
+    assert "the filter nests too deeply to read; at most 32 levels" in capsys.readouterr().err
+    long_text = json.dumps({"kind": {"$in": ["memo"] * 4000}})
+    assert cli_main(["query", str(folder), "report", "--mode", "bm25", "--where", long_text]) == 2
+    assert f"the filter has {len(long_text)} characters; at most 20000" in capsys.readouterr().err
+    shallow_text = '{"$and": [' * 600 + '{"section": 3}' + "]}" * 600
+    with pytest.raises(FilterError, match="nests"):
+        searcher.search("report", 5, "bm25", parse_where(shallow_text))
+    client = TestClient(create_app(folder, config))
+    answer = client.get("/search", params={"q": "report", "mode": "bm25", "where": json.dumps(nested(40))})
+    assert answer.status_code == 400 and "nests more than 32 levels" in answer.json()["detail"]
+    body = '{"queries": ["report"], "mode": "bm25", "where": ' + deep_text + "}"
+    answer = client.post("/search", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "nests too deeply to read" in answer.json()["detail"]
+
+
+def test_numbers_in_filters_are_finite_and_whole_where_equality_needs_them(built):
+    folder, config = built["Flat"]
+    searcher = Searcher(folder, config)
+    for where in ({"year": float("nan")}, {"year": {"$gt": float("inf")}}, {"score": {"$lt": float("-inf")}}):
+        with pytest.raises(FilterError, match="numbers in a filter must be finite"):
+            searcher.search("report", 5, "bm25", where)
+    for where in ({"year": 2000.5}, {"year": {"$in": [2001, 2000.5]}}, {"year": {"$ne": 1.25}}):
+        with pytest.raises(FilterError, match="is an integer field: \\$(eq|in|ne) with .* can match no document"):
+            searcher.search("report", 5, "bm25", where)
+    assert searcher.search("report", 5, "dense", {"year": {"$gte": 2000.5}})  # ordered: means what it says
+    assert searcher.search("report", 5, "dense", {"year": 2005.0}) == searcher.search(
+        "report", 5, "dense", {"year": 2005}
+    )
+    client = TestClient(create_app(folder, config))
+    for text in ('{"year": NaN}', '{"year": 1e400}'):
+        answer = client.get("/search", params={"q": "report", "where": text})
+        assert answer.status_code == 400 and "must be finite" in answer.json()["detail"]
 
 
 def test_the_cli_and_http_forms_agree_with_the_api(built, capsys):

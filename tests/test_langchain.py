@@ -57,3 +57,9 @@ def test_the_embeddings_are_the_encoder_s(make_encoder):
     texts = ["The cat sat on the mat.", "Stock markets fell."]
     assert np.allclose(embeddings.embed_documents(texts), encoder.encode(texts, kind="document"), atol=1e-6)
     assert np.allclose(embeddings.embed_query(texts[0]), encoder.encode(texts[0], kind="query"), atol=1e-6)
+
+
+def test_no_documents_embed_to_no_vectors(make_encoder):
+    from pipeline.integrations.langchain import HTPEmbeddings
+
+    assert HTPEmbeddings(encoder=make_encoder()).embed_documents([]) == []

@@ -66,3 +66,33 @@ def test_a_device_is_compared_by_kind_and_index():
     assert _same_device(torch.device("cuda"), cuda0) and _same_device(torch.device("cuda:0"), cuda0)
     assert not _same_device(torch.device("cuda:1"), cuda0) and not _same_device(torch.device("cuda"), cpu)
     assert _same_device(torch.device("cpu"), cpu)
+
+
+def test_empty_input_gives_an_empty_result_of_the_vectors_width(make_encoder):
+    """As sentence-transformers does: no texts, no rows, in every output form and precision."""
+    encoder = make_encoder()
+    width = encoder.get_sentence_embedding_dimension()
+    assert encoder.encode_query([]).shape == (0, width) and encoder.encode_document([]).dtype == np.float32
+    assert encoder.encode([], convert_to_tensor=True).shape == (0, width)
+    assert encoder.encode([], precision="int8").shape == (0, width)
+    assert encoder.encode([], precision="ubinary").shape == (0, width // 8)
+    assert encoder.encode_layers([], [1, 2]).shape == (2, 0, width)
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"a": 1}, "got dict"),
+        (None, "got NoneType"),
+        (5, "got int"),
+        (b"abc", r"got bytes \(decode it to str first\)"),
+        (["fine", 3], "text 1 is int, not str"),
+    ],
+)
+def test_input_that_is_no_text_is_refused_naming_what_was_given(make_encoder, given, message):
+    from htp.errors import EncoderTypeError
+
+    encoder = make_encoder()
+    for call in (encoder.encode_query, encoder.encode_document, encoder.encode):
+        with pytest.raises(EncoderTypeError, match=message):
+            call(given)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,10 @@ COMPARE = {
 MEMBERSHIP = ("$in", "$nin")
 ORDERED = ("$gt", "$gte", "$lt", "$lte")
 NEGATED = ("$ne", "$nin")  # a document without the field matches these
+EQUALITY = ("$eq", "$ne", "$in", "$nin")
+MAX_DEPTH = 32  # levels of objects and lists in one filter
+MAX_NODES = 2000  # objects, lists and values in one filter
+MAX_CHARS = 20_000  # a filter's JSON text
 
 
 class FilterError(PipelineValueError):
@@ -40,12 +45,32 @@ def parse_where(text: str | None) -> dict | None:
     """A `where` filter from its JSON text (CLI and query string), or None for none."""
     if text is None or not text.strip():
         return None
+    if len(text) > MAX_CHARS:
+        raise FilterError(f"the filter has {len(text)} characters; at most {MAX_CHARS}")
     try:
         where = json.loads(text)
     except ValueError as err:
         raise FilterError(f'the filter is not valid JSON ({err}): write it like {{"year": {{"$gte": 2020}}}}') from err
+    except RecursionError:
+        raise FilterError(f"the filter nests too deeply to read; at most {MAX_DEPTH} levels") from None
+    return checked_shape(where)
+
+
+def checked_shape(where: Any) -> dict:
+    """`where` itself if it is a JSON object within the bounds on depth and size, else a FilterError saying which
+    bound it passes (walked without recursion, so no filter can exhaust the stack)."""
     if not isinstance(where, dict):
         raise FilterError(f"the filter must be a JSON object, got {type(where).__name__}")
+    nodes, stack = 0, [(where, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise FilterError(f"the filter nests more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH}")
+        if nodes > MAX_NODES:
+            raise FilterError(f"the filter has more than {MAX_NODES} objects, lists and values; at most {MAX_NODES}")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
     return where
 
 
@@ -105,6 +130,13 @@ def _compare(name: str, op: str, value: Any, column: pa.ChunkedArray, kind: str)
         values = [_typed(name, item, kind) for item in value]
     else:
         values = [_typed(name, value, kind)]
+    fractions = [v for v in values if isinstance(v, float) and not v.is_integer()]
+    if kind == "integer" and op in EQUALITY and fractions:
+        # an ordered comparison with 2000.5 means what it says; equality with it could only ever match nothing
+        raise FilterError(
+            f"{name!r} is an integer field: {op} with {fractions[0]} can match no document; "
+            "compare it with a whole number, or use $gt/$gte/$lt/$lte"
+        )
     numeric = kind in ("integer", "float") and any(isinstance(v, float) for v in values)
     element = pa.array(values, type=pa.string() if kind == "list" else pa.float64() if numeric else column.type)
     if kind == "list":
@@ -136,6 +168,8 @@ def _typed(name: str, value: Any, kind: str) -> Any:
         return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
     if kind == "integer" and isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
         raise FilterError(f"{name!r} is an integer field holding 64-bit integers; {value} is beyond that range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"{name!r}: numbers in a filter must be finite, got {value}")
     if kind in ("integer", "float"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:

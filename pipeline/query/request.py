@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pipeline.config import SearchConfig, ServeConfig
 from pipeline.errors import PipelineValueError
-from pipeline.query.filters import FilterError, parse_where
+from pipeline.query.filters import checked_shape, parse_where
 from pipeline.query.modes import search_mode
 
 
@@ -58,10 +58,7 @@ class SearchRequest:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise PipelineValueError(f"k must be a whole number >= 1, got {k!r}")
         mode = search_mode(mode or settings.mode).name
-        if isinstance(where, str):
-            where = parse_where(where)
-        elif where is not None and not isinstance(where, dict):
-            raise FilterError(f"the filter must be a JSON object, got {type(where).__name__}")
+        where = parse_where(where) if isinstance(where, str) else None if where is None else checked_shape(where)
         return cls(texts, k, mode, where)
 
 

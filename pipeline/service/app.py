@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from pydantic import BaseModel, Field, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from htp.errors import EncoderError
@@ -28,6 +30,7 @@ from indexes.errors import IndexStoreError
 from indexes.store import IndexFolderError, current_version
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.query.filters import MAX_DEPTH
 from pipeline.query.modes import MODES
 from pipeline.query.request import RequestLimits, SearchRequest
 from pipeline.query.searcher import Searcher
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from pipeline.ingest.changes import ChangeSummary
 
 LOG = logging.getLogger("htp.serve")
+DEPTH_RULE = f"a filter may nest at most {MAX_DEPTH} levels"
 
 
 class DocumentsRequest(BaseModel):
@@ -255,6 +259,12 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+
+    @app.exception_handler(StarletteHTTPException)  # what FastAPI's body parser raises
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        if isinstance(err.__cause__, RecursionError):  # FastAPI's body parser ran out of stack on deep nesting
+            return JSONResponse({"detail": f"the request body nests too deeply to read; {DEPTH_RULE}"}, 400)
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(EncoderError)
     @app.exception_handler(IndexStoreError)
