@@ -6,11 +6,15 @@ manifest's encoder is turned into an EncoderConfig (the searcher and live change
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
+from typing import TypeAlias
 
 from indexes.errors import IndexValueError
+
+Layout: TypeAlias = tuple[tuple[str, ...], dict[str, "Layout"]]
 
 FORMAT = 3  # 3: `metadata` types and `changes` since the last full build (from 2: none); 2: the manifest lists its
 # `parts`; 1 (no `format` field): flags `bm25` and `centered` instead
@@ -51,17 +55,46 @@ def made_before_the_marker(index_dir: Path, current: str) -> bool:
     return (index_dir / current).is_file()
 
 
+# What a version or shard folder made before the marker may hold, and nothing else: names (glob patterns) of its
+# files, and its subfolders with the same rule for theirs. A folder holding anything else is not provably ours.
+VERSION_BEFORE_THE_MARKER: Layout = (
+    ("manifest.json", "index.faiss", "index.ivfdata", "ids.parquet", "docs.parquet", "center.npy", "calibration.npz",
+     "metadata.parquet", "deleted.npy", "*.tmp"),
+    {"bm25": (("*.index.npy", "*.index.json", "*.tmp"), {}), "terms": (("*.npy", "*.tmp"), {})},
+)  # fmt: skip
+SHARDS_BEFORE_THE_MARKER: Layout = (
+    ("meta.json", "shard-*.parquet", "*.tmp"),
+    {"calibration-texts": (("meta.json", "shard-*.parquet", "*.tmp"), {})},
+)
+
+
 def owned_before_the_marker(folder: Path) -> bool:
-    """A version or shard folder made before folders got their marker file is known by a manifest.json or
-    meta.json holding this package's fields."""
-    for name, field in BEFORE_THE_MARKER.items():
+    """A version or shard folder made before folders got their marker file: a manifest.json or meta.json holding
+    this package's fields, and nothing in it but what such a folder holds (a user's own file inside means it
+    cannot be shown to be ours, so it is never deleted)."""
+    for (name, field), layout in zip(BEFORE_THE_MARKER.items(), (VERSION_BEFORE_THE_MARKER, SHARDS_BEFORE_THE_MARKER)):
         try:
             data = json.loads((folder / name).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and field in data:
+        if isinstance(data, dict) and field in data and _holds_only(folder, layout):
             return True
     return False
+
+
+def _holds_only(folder: Path, layout: Layout) -> bool:
+    """Whether every entry of `folder` is a file matching `layout`'s names or a subfolder it lists (recursively);
+    a link is never taken for a file or folder of ours."""
+    names, subfolders = layout
+    for child in folder.iterdir():
+        if child.is_symlink():
+            return False
+        if child.is_dir():
+            if child.name not in subfolders or not _holds_only(child, subfolders[child.name]):
+                return False
+        elif not any(fnmatch.fnmatchcase(child.name, pattern) for pattern in names):
+            return False
+    return True
 
 
 def temp_before_the_marker(folder: Path) -> bool:

@@ -89,6 +89,26 @@ def test_folders_the_package_did_not_write_are_never_deleted(quick, tmp_path):
     assert open_index(out).manifest.count == 6
 
 
+def test_folders_that_only_look_like_ours_are_left_and_named(quick, tmp_path, caplog):
+    """A plain build deleted a user's shards/0123456789abcdef/ because its meta.json looked like shard metadata:
+    a folder without the marker is only ours when it holds nothing but what such a folder holds."""
+    caplog.set_level(logging.INFO, logger="pipeline")
+    out = tmp_path / "index"
+    build(quick, write_corpus(tmp_path / "a.jsonl", 6), out)
+    lookalike = out / "shards" / "0123456789abcdef"
+    lookalike.mkdir()
+    (lookalike / "meta.json").write_text('{"dim": 8, "config_hash": "0123456789abcdef"}')
+    (lookalike / "thesis.tex").write_text("the user's own file")
+    version = out / "versions" / "20200101T000000-mine"
+    version.mkdir()
+    (version / "manifest.json").write_text('{"encoder": {"model": "mine"}}')
+    (version / "notes.txt").write_text("the user's own file")
+    build(quick, write_corpus(tmp_path / "b.jsonl", 7, seed=1), out)
+    assert (lookalike / "thesis.tex").is_file() and (version / "notes.txt").is_file()
+    assert f"left {lookalike}: htp-index cannot show it made it" in caplog.text
+    assert "removed 1 shard folder" not in caplog.text
+
+
 def test_a_version_half_removed_by_a_killed_prune_is_removed_by_the_next_build(quick, tmp_path):
     out = tmp_path / "index"
     first = build(quick, write_corpus(tmp_path / "a.jsonl", 6), out).version_dir

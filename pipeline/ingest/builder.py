@@ -21,7 +21,7 @@ from indexes.factory import needs_training, resolve_factory
 from indexes.faiss_index import build_faiss
 from indexes.lexical import Terms, build_bm25_terms
 from indexes.ondisk import IVF_DATA, is_ivf, merge_parts, trained_ivf
-from indexes.owned import mark_owned, remove_owned, written_here
+from indexes.owned import OWNED, mark_owned, remove_owned, written_here
 from indexes.store import (
     TMP_PREFIX,
     VERSIONS,
@@ -322,15 +322,17 @@ def build(
         dropped = store.prune(set(keys), ctx.located)
         if dropped:
             log.info(f"clean: dropped the stored vectors of {dropped} document(s) no longer in the input")
-        stale = [
-            p
-            for p in (index_dir / SHARDS).iterdir()
-            if p != store.folder and SHARD_FOLDER.fullmatch(p.name) and written_here(p)
-        ]
+        others = [p for p in (index_dir / SHARDS).iterdir() if p != store.folder and SHARD_FOLDER.fullmatch(p.name)]
+        stale = [p for p in others if written_here(p)]
         for path in stale:
             remove_owned(path)
         if stale:
             log.info(f"clean: removed {len(stale)} shard folder(s) of other encoder settings or an earlier layout")
+        for path in sorted(set(others) - set(stale)):
+            log.warning(
+                f"clean: left {path}: htp-index cannot show it made it (no {OWNED} marker, and it holds files a "
+                "shard folder never does); remove it yourself if it is yours to remove"
+            )
     seconds = time.perf_counter() - began
     spent = f"; encoding the documents {encode_seconds / seconds:.0%} of it" if encoded else ""
     log.info(f"index: {len(loaded.dataset)} vectors in {factory} at {version} ({seconds:.1f} s in all{spent})")
