@@ -241,6 +241,29 @@ def test_metadata_of_every_type_is_carried_and_added(config, tmp_path):
     assert sorted(hit.id for hit in hits) == ["d20", "d4", "d5", "d6", "d7"]
 
 
+def test_records_added_without_an_indexed_field_hold_null_there_as_at_build(config, tmp_path):
+    """Every incoming record lacked the list field (no metadata, explicit nulls, or some fields only): Arrow could
+    not cast the all-null column, typed string, to a list (htp add exit 1, POST /documents 500)."""
+    fields = ("section", "tags", "when")
+    chosen = replace(
+        config, index=replace(config.index, calibrate=False), data=replace(config.data, metadata_fields=fields)
+    )
+    rows = [{**record(i), "tags": ["a"], "when": "2020-01-01"} for i in range(6)]
+    build(chosen, write(tmp_path / "a.jsonl", rows), tmp_path / "index")
+    bare = [{"_id": "d30", "title": "", "text": "No fields here."}]
+    nulls = [{"_id": "d31", "title": "", "text": "Nulls here.", "section": None, "tags": None, "when": None}]
+    some = [{"_id": "d32", "title": "", "text": "Some fields here.", "section": 4}]
+    for name, records in (("bare", bare), ("nulls", nulls), ("some", some)):
+        add(tmp_path / "index", write(tmp_path / f"{name}.jsonl", records), chosen)
+    client = TestClient(create_app(tmp_path / "index", chosen))
+    answer = client.post("/documents", json={"documents": [{"_id": "d33", "text": "Posted bare."}]})
+    assert answer.status_code == 200, answer.text
+    index = open_index(tmp_path / "index")
+    empty = {"section": None, "tags": None, "when": None}
+    assert index.metadata_of(["d30", "d31", "d32", "d33"]) == [empty, empty, {**empty, "section": 4}, empty]
+    assert {hit.id for hit in Searcher(tmp_path / "index", chosen).search("here", 10, "bm25", {"tags": "a"})} == set()
+
+
 def test_hnsw_takes_additions_in_place_and_on_disk_ivf_is_refused(settings, tmp_path):
     hnsw = replace(settings, index=replace(settings.index, factory="HNSW16"))
     build(hnsw, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "hnsw")

@@ -316,7 +316,16 @@ def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa
                 f"metadata field {name!r} holds {kind} values in the index but {seen} values in the records added; "
                 "give it the index's type, or rebuild with htp build"
             )
-    incoming = pa.table({name: incoming.column(name).cast(ARROW_TYPES[types[name]]) for name in table.column_names})
+    # a record without a field, or with null, holds null there, as at build; a column of nulls alone was typed
+    # string, which Arrow cannot cast to a list, so it is made in the index's type
+    incoming = pa.table(
+        {
+            name: pa.nulls(len(rows), ARROW_TYPES[types[name]])
+            if incoming.column(name).null_count == len(rows)
+            else incoming.column(name).cast(ARROW_TYPES[types[name]])
+            for name in table.column_names
+        }
+    )
     return pa.concat_tables([table, incoming.cast(table.schema)])  # Parquet may name a list's item differently
 
 
