@@ -459,6 +459,21 @@ def serving(index_dir: Path, *options: str, headers: dict | None = None) -> Iter
         server.wait(timeout=30)
 
 
+def test_the_request_after_a_change_by_another_process_answers_from_the_new_version(served):
+    """After `htp delete` on a served folder has exited, the service's next request (the very next, with no pause
+    and no reload) answers from the version the command wrote."""
+    config, index_dir = served
+    with serving(index_dir) as url:
+        before = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "bm25", "k": 20}, timeout=30)
+        doomed = before.json()["hits"][0]["id"]
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "delete", str(index_dir), doomed], check=True)
+        written = (index_dir / "CURRENT").read_text().split()[0]
+        after = httpx.get(f"{url}/search", params={"q": "protein market", "mode": "bm25", "k": 20}, timeout=30)
+        assert after.json()["version"] == written != before.json()["version"]
+        assert doomed not in {hit["id"] for hit in after.json()["hits"]}
+        assert httpx.get(f"{url}/documents", params={"id": doomed}, timeout=30).status_code == 404
+
+
 def test_htp_serve_answers_over_real_http_on_loopback(served):
     config, index_dir = served
     with serving(index_dir, "--api-key", "k1", headers={"X-API-Key": "k1"}) as url:

@@ -75,9 +75,10 @@ class Job:
 
 
 class Index:
-    """The live Searcher, replaced when CURRENT names another version; readers keep the one they took. A new
-    version is opened in a background thread while the old one keeps answering, and a version that fails to
-    open is not tried again until CURRENT changes or /reload asks."""
+    """The live Searcher, replaced when CURRENT names another version; readers keep the one they took. Every
+    request checks CURRENT first, so none answers from a version a finished change or build has replaced: the
+    new version is opened before the answer (one open at a time; requests that arrive meanwhile wait for it). A
+    version that fails to open is not tried again until CURRENT changes or /reload asks; the old one answers."""
 
     def __init__(self, index_dir: Path, config: Config | None) -> None:
         self.index_dir, self.config = index_dir, config
@@ -85,22 +86,28 @@ class Index:
         self.searcher = Searcher(index_dir, config)
         self.version = self.searcher.index.path.name
         self._reloading = threading.Lock()
-        self._opening: str | None = None  # the version a background thread is opening now
         self.failed: dict[str, str] = {}  # version -> why it could not be opened
 
-    def current(self) -> Searcher:
-        """The searcher loaded now; when CURRENT names another version, its opening starts in the background."""
+    def stale(self) -> bool:
+        """Whether CURRENT names a version other than the loaded one that has not failed to open (a small read:
+        an event loop may ask it before handing the open to a thread)."""
         name = current_version(self.index_dir)
-        with self._lock:
-            if name is None or name in (self.version, self._opening) or name in self.failed:
-                return self.searcher
-            self._opening = name
-        threading.Thread(target=self._open, args=(name,), daemon=True, name=f"htp-open-{name}").start()
+        return name is not None and name != self.version and name not in self.failed
+
+    def current(self) -> Searcher:
+        """The searcher of the version CURRENT names now, opened here first when it changed (blocking: call it from
+        a worker thread, or ask `stale` first on an event loop)."""
+        if not self.stale():
+            return self.searcher
+        with self._reloading:  # one open at a time; whoever waited finds it done
+            name = current_version(self.index_dir)
+            if name is not None and name != self.version and name not in self.failed:
+                self._open(name)
         return self.searcher
 
     def reload(self) -> Searcher:
         """Open the version CURRENT names now, in the calling thread, raising what stops it (POST /reload)."""
-        with self._reloading:  # one synchronous open at a time
+        with self._reloading:
             name = current_version(self.index_dir)
             if name is not None and name != self.version:
                 self.failed.pop(name, None)
@@ -113,18 +120,20 @@ class Index:
         except Exception as err:  # noqa: BLE001 - whatever stops the new version, the old one keeps answering
             with self._lock:
                 self.failed[name] = str(err)
-                if self._opening == name:
-                    self._opening = None
             LOG.error("version %s could not be opened; still serving %s: %s", name, self.version, err)
             if raise_errors:
                 raise
             return
         with self._lock:
-            if self._opening == name:
-                self._opening = None
             # installed only while CURRENT still names it: a slower open of an older version never wins
             if fresh.index.path.name == current_version(self.index_dir):
                 self.searcher, self.version = fresh, fresh.index.path.name
+
+    async def fresh(self) -> Searcher:
+        """`current` from an event loop: the open, when there is one, runs in a worker thread."""
+        if not self.stale():
+            return self.searcher
+        return await asyncio.get_running_loop().run_in_executor(None, self.current)
 
 
 class MicroBatcher:
@@ -277,7 +286,7 @@ def create_app(
     async def answer(
         queries: list[str], k: int | None, mode: str | None, where: dict | str | None, with_text: bool = False
     ) -> dict:
-        searcher = index.current()
+        searcher = await index.fresh()
         request = searcher.request(queries, k, mode, where, limits)
         allowed = searcher.allowed(request.where)  # evaluated once: a bad filter is a 400 before any encoding
         began = time.perf_counter()
@@ -375,7 +384,7 @@ def create_app(
             "default_mode": live.settings.mode,
         }
 
-    app.include_router(embeddings_router(index.current, settings, model_thread))
+    app.include_router(embeddings_router(index.fresh, settings, model_thread))
 
     @app.get("/health")
     def health() -> dict:

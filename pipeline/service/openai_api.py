@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Literal
 
@@ -44,7 +44,9 @@ def _check(settings: ServeConfig, texts: list[str]) -> None:
         raise HTTPException(400, "an input is empty: give some words to embed")
 
 
-def embeddings_router(current: Callable[[], Searcher], settings: ServeConfig, model_thread: Executor) -> APIRouter:
+def embeddings_router(
+    current: Callable[[], Awaitable[Searcher]], settings: ServeConfig, model_thread: Executor
+) -> APIRouter:
     """The /v1/embeddings route over the live searcher's encoder (`current` gives it), run on the service's
     `model_thread` (see pipeline.service.app)."""
     router = APIRouter()
@@ -54,7 +56,7 @@ def embeddings_router(current: Callable[[], Searcher], settings: ServeConfig, mo
         """Vectors for each input, in the OpenAI format."""
         texts = [body.input] if isinstance(body.input, str) else body.input
         _check(settings, texts)
-        searcher = current()
+        searcher = await current()
         encoder = await asyncio.get_running_loop().run_in_executor(model_thread, lambda: searcher.encoder)
         if body.dimensions is not None and body.dimensions != encoder.dimension:
             raise HTTPException(
