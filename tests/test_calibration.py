@@ -10,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import write_corpus
+from conftest import WORDS, write_corpus
+from htp.segment import Segmenter
 from indexes.store import MANIFEST, open_index
 from pipeline.config import Config
 from pipeline.evaluation.metrics import evaluate_run
@@ -231,8 +232,35 @@ def test_a_corpus_without_prose_builds_uncalibrated_and_says_so(calibrating, tmp
         "".join(json.dumps({"_id": f"c{i}", "text": f"x{i} = f({i}, 0x{i:x}); y{i} += 2"}) + "\n" for i in range(30))
     )
     summary = build(calibrating, corpus, tmp_path / "code")
-    assert summary.calibration is None and "calibrate: skipped: the documents hold too few prose" in caplog.text
+    assert (
+        summary.calibration is None
+        and "calibrate: skipped: too few training and development pseudo-queries" in caplog.text
+    )
+    assert "could be drawn from 30 documents, and 10 of each are needed" in caplog.text
     assert len(Searcher(tmp_path / "code", calibrating).search("f(3)", 3, mode="hybrid")) == 3
+
+
+def test_a_small_corpus_calibrates_with_the_default_counts(config, tmp_path):
+    """60 documents of several sentences: development queries, one per document and drawn first, took every
+    document and left none to train on; now the documents are split in the counts' proportion."""
+    rng = np.random.default_rng(0)
+    sentences = [[" ".join(rng.choice(WORDS, size=6)).capitalize() + "." for _ in range(3)] for _ in range(60)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": " ".join(s)}) + "\n" for i, s in enumerate(sentences))
+    )
+    assert config.calibration.pseudo_queries == 2000 and config.calibration.dev_queries == 200  # the defaults
+    summary = build(config, corpus, tmp_path / "index")
+    assert summary.calibration is not None
+    sample = sample_pseudo_queries(
+        [json.loads(line)["text"] for line in corpus.read_text().splitlines()],
+        Segmenter("sentencizer").sentence_starts,
+        2000,
+        200,
+        seed=0,
+    )
+    assert len(sample.dev) == 10 and len(sample.train) >= 10
+    assert not {q.row for q in sample.dev} & {q.row for q in sample.train}  # no document in both
 
 
 def test_the_adapter_s_softmax_keeps_a_small_corpus_whole_and_samples_a_large_one():

@@ -97,7 +97,9 @@ def sample_pseudo_queries(
 ) -> PseudoQueries:
     """Deterministic for a seed. Development queries come first, one per document from documents with at least
     two query-like sentences (so the document keeps some text of its own); training queries then take one
-    sentence per remaining document in a seeded order, a second round if documents run out.
+    sentence per remaining document in a seeded order, a second round if documents run out. When the development
+    queries leave too few sentences to train on (a small corpus), the documents are split between the two in the
+    proportion their counts ask for.
 
     A document's place in the order and its sentence choices depend only on the seed and its own text, so a
     corpus with a few documents added, edited or deleted draws nearly the same sample (and an incremental
@@ -114,6 +116,13 @@ def sample_pseudo_queries(
         chosen = set(dev_rows)
         if len(dev_rows) == dev_count and sum(len(spans[r]) for r in seen if r not in chosen) >= count:
             break
+
+    spare = sum(len(spans[r]) for r in seen if r not in chosen)
+    if spare < MIN_QUERIES and len(dev_rows) > MIN_QUERIES:
+        # a small corpus: development queries, drawn first, left too few documents to train on; split the
+        # documents in the proportion the two counts ask for instead, keeping MIN_QUERIES of each where it can
+        share = dev_count / (dev_count + count)
+        dev_rows = dev_rows[: max(MIN_QUERIES, min(len(dev_rows) - MIN_QUERIES, round(share * len(seen))))]
 
     def pick(row: int) -> PseudoQuery:
         rng = rngs.setdefault(row, np.random.default_rng([seed, seeded_hash(seed, texts[row])]))
@@ -344,9 +353,12 @@ def calibration_data(
     document's truncation point): those documents keep their stored vector instead of being encoded again."""
     sample = sample_pseudo_queries(texts, sentence_starts, pseudo_queries, dev_queries, seed)
     if len(sample.train) < MIN_QUERIES or len(sample.dev) < MIN_QUERIES:
+        counts = (("training", len(sample.train)), ("development", len(sample.dev)))
+        short = " and ".join(kind for kind, drawn in counts if drawn < MIN_QUERIES)
         raise CalibrationSkipped(
-            f"the documents hold too few prose sentences ({len(sample.train)} training and "
-            f"{len(sample.dev)} development pseudo-queries; {MIN_QUERIES} of each are needed)"
+            f"too few {short} pseudo-queries: {len(sample.train)} training and {len(sample.dev)} development ones "
+            f"could be drawn from {len(texts)} documents, and {MIN_QUERIES} of each are needed (a pseudo-query is "
+            "a sentence of 4-40 mostly plain words; a development one comes from a document with at least two)"
         )
     train = prepare(encode([q.text for q in sample.train], "query"), center)
     dev = prepare(encode([q.text for q in sample.dev], "query"), center)
