@@ -25,8 +25,30 @@ def load_spacy(name: str) -> Language:
                 f"spaCy pipeline {name!r} is not installed: install it as a package, or use encoder.spacy_model: "
                 "sentencizer"
             ) from err
-    nlp.max_length = 10_000_000
+    nlp.max_length = 2 * PIECE_CHARS  # texts are segmented in pieces of at most PIECE_CHARS (Segmenter)
     return nlp
+
+
+PIECE_CHARS = 1_000_000  # spaCy's own default max_length: longer texts are segmented piece by piece
+CUT_WINDOW = 10_000  # a piece ends at the last sentence end (or white space) within this many characters of its limit
+
+
+def pieces(text: str, limit: int) -> list[int]:
+    """Where the pieces of `text` start (the first at 0), each at most `limit` characters: cut after the last
+    sentence end (". ", "? ", "! ", a newline) near the limit, else after the last white space there, else at it."""
+    starts, at = [0], 0
+    while len(text) - at > limit:
+        window = text[max(at + 1, at + limit - CUT_WINDOW) : at + limit]
+        base = at + limit - len(window)
+        ends = [window.rfind(mark) for mark in (". ", "? ", "! ", "\n")]
+        cut = max(ends)
+        if cut >= 0:
+            at = base + cut + (1 if window[cut] == "\n" else 2)
+        else:
+            space = max(window.rfind(" "), window.rfind("\t"))
+            at = base + space + 1 if space >= 0 else at + limit
+        starts.append(at)
+    return starts
 
 
 class Segmenter:
@@ -37,11 +59,19 @@ class Segmenter:
         self.batch_size = batch_size
 
     def sentence_starts(self, texts: Sequence[str]) -> list[list[int]]:
-        """For each text, the character offsets where its sentences start (sorted, first is 0)."""
+        """For each text, the character offsets where its sentences start (sorted, first is 0). A text longer
+        than PIECE_CHARS is segmented in pieces cut at sentence ends, so no length is refused (spaCy's E088)."""
+        cuts = [pieces(text, PIECE_CHARS) for text in texts]
+        flat = [
+            text[start:end] for text, starts in zip(texts, cuts) for start, end in zip(starts, [*starts[1:], len(text)])
+        ]
+        docs = iter(self.nlp.pipe(flat, batch_size=self.batch_size))
         out = []
-        for doc in self.nlp.pipe(texts, batch_size=self.batch_size):
-            starts = sorted({sent.start_char for sent in doc.sents} | {0})
-            out.append(starts)
+        for starts in cuts:
+            found = {0}
+            for offset in starts:
+                found |= {offset + sent.start_char for sent in next(docs).sents}
+            out.append(sorted(found))
         return out
 
 

@@ -329,3 +329,12 @@ def test_a_query_is_separated_from_its_prompt_where_the_tokenizer_would_glue_the
     document = separated.layouts([text], "document")[0]  # no document prompt: nothing to separate from
     assert [document.ids[i] for i in document.pooled] == plain
     assert np.abs(separated.encode([text], kind="query") - glued.encode([text], kind="query")).max() > 1e-4
+
+
+def test_a_text_longer_than_spacy_takes_at_once_is_encoded(make_encoder):
+    """1.5 million characters: segmented in two pieces, truncated to max_length tokens, one unit vector."""
+    encoder = make_encoder()
+    text = "The cat sat on the mat. " * 62_500
+    vector = encoder.encode([text])[0]
+    assert len(text) > 1_000_000 and abs(float(np.linalg.norm(vector)) - 1) < 1e-4
+    assert encoder.stats.truncated == 1

@@ -152,3 +152,22 @@ def test_an_appended_eos_closes_the_layout_one_budget_token_earlier(sizes, max_l
         plain.bpst,
         plain.truncated,
     )
+
+
+def test_a_text_of_any_length_is_segmented_in_pieces_cut_at_sentence_ends(monkeypatch):
+    """spaCy refuses texts past its max_length (E088 after 32 s on 10,000,000 characters); long texts are segmented
+    piece by piece, cut at a sentence end, giving the sentences the whole text gives."""
+    from htp import segment
+
+    sentences = [f"Sentence number {i} says something about item {i % 7}." for i in range(400)]
+    text = " ".join(sentences)
+    whole = segment.Segmenter().sentence_starts([text])[0]
+    monkeypatch.setattr(segment, "PIECE_CHARS", 1000)
+    monkeypatch.setattr(segment, "CUT_WINDOW", 200)
+    cut = segment.pieces(text, 1000)
+    assert len(cut) >= 20 and all(b - a <= 1000 for a, b in zip(cut, cut[1:])) and len(text) - cut[-1] <= 1000
+    assert all(text[at - 2 : at] == ". " for at in cut[1:])  # each piece ends with its sentence
+    assert segment.Segmenter().sentence_starts([text, "Short one. Two."]) == [whole, [0, 11]]
+    no_space = "x" * 2500
+    assert segment.pieces(no_space, 1000) == [0, 1000, 2000]  # nothing to cut at: cut at the limit
+    assert segment.Segmenter().sentence_starts([no_space]) == [[0, 1000, 2000]]  # a piece starts a sentence
