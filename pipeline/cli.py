@@ -184,7 +184,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
         access.setLevel(logging.INFO)
         access.addHandler(lines)
         access.propagate = False
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    settings = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+
+    class Announced(uvicorn.Server):
+        """uvicorn's server, saying once its socket is bound where it listens (its own line is at INFO)."""
+
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(f"htp serve: listening on http://{shown}:{args.port} ({args.index_dir})", flush=True)
+
+    Announced(settings).run()
 
 
 def cmd_verify(args: argparse.Namespace) -> None:

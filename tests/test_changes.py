@@ -181,6 +181,7 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert client.post("/documents", json={"documents": [record(50)]}).status_code == 401
     added = client.post("/documents", json={"documents": [record(50), record(2, version=1)]}, headers=key)
     assert added.status_code == 200 and added.json()["added"] == 1 and added.json()["replaced"] == 1
+    assert "version_dir" not in added.json() and added.json()["version"].startswith("20")  # no null, no server path
     assert client.delete("/documents/d5", headers=key).json()["deleted"] == 1
     assert client.delete("/documents/d5", headers=key).status_code == 404
     assert client.delete("/documents", params={"id": "d6"}, headers=key).json()["documents"] == 11

@@ -474,6 +474,28 @@ def test_the_request_after_a_change_by_another_process_answers_from_the_new_vers
         assert httpx.get(f"{url}/documents", params={"id": doomed}, timeout=30).status_code == 404
 
 
+def test_htp_serve_says_where_it_listens_once_its_socket_is_bound(served):
+    config, index_dir = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", str(index_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 120)
+        assert ready, "htp serve printed nothing"
+        line = server.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith(f"htp serve: listening on http://127.0.0.1:{port} ")
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200  # bound when it said so
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_htp_serve_answers_over_real_http_on_loopback(served):
     config, index_dir = served
     with serving(index_dir, "--api-key", "k1", headers={"X-API-Key": "k1"}) as url:

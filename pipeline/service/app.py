@@ -320,7 +320,10 @@ def create_app(
             summary = run(live)
         except IndexFolderError as err:
             raise HTTPException(409, str(err)) from err
-        answer = {**asdict(summary), "version_dir": None, "version": summary.version_dir.name}
+        answer = {
+            **{k: v for k, v in asdict(summary).items() if k != "version_dir"},
+            "version": summary.version_dir.name,
+        }
         try:
             index.reload()
         except Exception as err:  # noqa: BLE001 - the change is written and live on disk; say the swap failed
