@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -279,3 +280,19 @@ def test_permuted_ids_are_refused(built):
     pq.write_table(pa.table({"id": pa.array(ids[1:] + ids[:1], pa.string())}), path, write_page_checksum=True)
     with pytest.raises(ValueError, match="ids.parquet is damaged"):
         open_index(built)
+
+
+def test_loading_the_model_is_reported_apart_from_encoding(quick, tmp_path, caplog, monkeypatch):
+    """A first build's one-off model load (de-quantisation) was counted as encoding in the summary's shares."""
+    from htp import encoder as encoder_module
+
+    class SlowToLoad(encoder_module.HTPEncoder):
+        def __init__(self, *args, **kwargs) -> None:
+            time.sleep(1.0)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "HTPEncoder", SlowToLoad)
+    caplog.set_level(logging.INFO, logger="pipeline")
+    summary = build(quick, write_corpus(tmp_path / "a.jsonl", 10), tmp_path / "index")
+    assert "model: " in caplog.text and caplog.text.index("model: ") < caplog.text.index("encode: 10 documents")
+    assert summary.encode_seconds < summary.seconds - 1.0  # the second of loading is outside encoding

@@ -307,7 +307,12 @@ def build(
         ctx = build_context(config, input_path, index_dir, loaded, encoder, built_with, metadata)
         store, keys = ctx.store, ctx.keys
         engine = ENGINES[config.engine]()
-        reused = len(keys) - len(ctx.missing())
+        missing = len(ctx.missing())
+        reused = len(keys) - missing
+        if missing and encoder is None and config.engine == "local":  # its own line: encoding's share stays true
+            loading = time.perf_counter()
+            ctx.encoder()
+            log.info(f"model: {config.encoder.model} loaded in {time.perf_counter() - loading:.1f} s")
         encoding = time.perf_counter()
         encoded, truncated = engine.encode_missing(ctx)
         encode_seconds = time.perf_counter() - encoding
