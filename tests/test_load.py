@@ -253,3 +253,21 @@ def test_a_file_replaced_by_other_content_of_the_same_size_and_timestamp_is_read
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_size == before.st_size
     assert load_documents(path, FieldNames(), tmp_path / "cache").dataset["id"] == [f"e{i}" for i in range(9)]
+
+
+def test_a_number_too_large_for_an_integer_id_is_named_with_the_cure(load, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1, "text": "x"}\n{"id": 123456789012345678901234567890, "text": "y"}\n')
+    with pytest.raises(
+        DocumentError,
+        match=r"the ids were read as numbers.*past 64 bits.*\(record 2: 1\.2345678901234568e\+29\); write the ids",
+    ):
+        load(path)
+
+
+@pytest.mark.parametrize("line, kind", [("[1, 2, 3]", "array"), ('"just text"', "string"), ("42", "number")])
+def test_a_json_line_that_is_not_an_object_is_named(load, tmp_path, line, kind):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(f"{line}\n{line}\n")
+    with pytest.raises(DocumentError, match=f"line 1 is a JSON {kind}, not an object: each line must be one record"):
+        load(path)

@@ -173,18 +173,25 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
 
 
 def _raise_bad_json_line(file: Path) -> None:
-    """Raise a DocumentError naming the first line of a JSON-lines file that is not JSON, counted from 1 (Arrow names
-    a 0-based row within the block it was parsing, which is not a line of the file); returns if every line parses."""
+    """Raise a DocumentError naming the first line of a JSON-lines file that is not JSON, or JSON other than an
+    object (one record), counted from 1 (Arrow names a 0-based row within the block it was parsing, which is not a
+    line of the file); returns if every line holds an object."""
+    kinds = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
     with file.open(encoding="utf-8") as f:
         for line, content in enumerate(f, start=1):
             if content.strip():
                 try:
-                    json.loads(content)
+                    value = json.loads(content)
                 except json.JSONDecodeError as err:
                     raise DocumentError(
                         f"{file}: line {line} is not valid JSON ({err.msg} at column {err.colno}; "
                         f"the line starts {content[:60]!r})"
                     ) from None
+                if not isinstance(value, dict):
+                    raise DocumentError(
+                        f"{file}: line {line} is a JSON {kinds.get(type(value), 'value')}, not an object: each line "
+                        'must be one record such as {"_id": "d1", "text": "..."}'
+                    )
 
 
 def _has_content(file: Path) -> bool:
@@ -208,6 +215,16 @@ def _is_utf8_error(err: BaseException | None) -> bool:
 def _check_fields(raw: datasets.Dataset, file: Path, fields: FieldNames) -> None:
     """The id and text fields must exist; a missing title field just means empty titles."""
     missing = [name for name in (fields.id_field, fields.text_field) if name not in raw.column_names]
+    if missing and file.suffix.lower() == ".jsonl":
+        _raise_bad_json_line(file)  # a line that is no object may be read as a column named `text`
+    if not missing and pa.types.is_floating(raw.data.table.schema.field(fields.id_field).type):
+        ids = raw.data.table.column(fields.id_field).to_numpy(zero_copy_only=False)
+        odd = [row for row, value in enumerate(ids) if not (abs(value) < 2**63 and float(value).is_integer())]
+        row = odd[0] if odd else 0
+        raise DocumentError(
+            f"{file}: the ids were read as numbers with a fraction, as JSON readers read an integer past 64 bits or "
+            f"one written with a decimal point (record {row + 1}: {float(ids[row])!r}); write the ids as strings"
+        )
     if missing:
         raise DocumentError(
             f"{file}: the records have no field {' or '.join(map(repr, missing))} (their fields: "
