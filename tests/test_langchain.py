@@ -63,3 +63,17 @@ def test_no_documents_embed_to_no_vectors(make_encoder):
     from pipeline.integrations.langchain import HTPEmbeddings
 
     assert HTPEmbeddings(encoder=make_encoder()).embed_documents([]) == []
+
+
+def test_a_retriever_whose_server_is_down_raises_the_package_s_error():
+    """It raised a raw httpx error; now the service client's ServiceError (a PipelineError) names the URL."""
+    import socket
+
+    from pipeline.errors import PipelineError
+    from pipeline.integrations.langchain import HTPRetriever
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(PipelineError, match=f"cannot reach the service at http://127.0.0.1:{port}"):
+        HTPRetriever(server=f"http://127.0.0.1:{port}").invoke("anything")

@@ -119,6 +119,19 @@ def test_other_config_hash_or_dim_is_refused(tmp_path):
         ShardStore(tmp_path, "cfg").write(["d1"], [keys[1]], np.ones((2, 4)))
 
 
+@pytest.mark.parametrize("dim", [DIM + 1, 0, "4", True])
+def test_a_meta_json_edited_to_another_dim_is_refused(tmp_path, dim):
+    """meta.json edited to a wrong dim was accepted: reads went on at the shards' own width, writes blamed the
+    new vectors."""
+    ids, keys = corpus(3)
+    write_rows(ShardStore(tmp_path, "cfg"), ids, keys, [0, 1, 2])
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "dim": dim}))
+    with pytest.raises(ShardError, match="meta.json (says|gives the vectors' dimension as)"):
+        store = ShardStore(tmp_path, "cfg")
+        gathered(store, keys)
+
+
 def test_a_key_not_stored_is_refused_by_name(tmp_path):
     ids, keys = corpus(3)
     store = ShardStore(tmp_path, "cfg")

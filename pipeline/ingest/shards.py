@@ -80,6 +80,11 @@ class ShardStore:
                     f"this build {config_hash}); delete it or use a new out dir"
                 )
             self.dim = meta.get("dim")
+            if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1):
+                raise ShardError(
+                    f"{meta_path} gives the vectors' dimension as {self.dim!r}; it was edited or damaged: delete "
+                    f"{self.folder} and build again (its vectors are re-encoded)"
+                )
             self.undigested = set(meta.get("undigested", []))
             if meta.get("format", FORMAT) < FORMAT:
                 self._upgrade()
@@ -234,6 +239,11 @@ class ShardStore:
     def _read_table(self, path: Path) -> tuple[list[str], np.ndarray]:
         table = self._read_verified(path)
         vectors = _vectors(table)
+        if self.dim is not None and vectors.shape[1] != self.dim:
+            raise ShardError(
+                f"{path} holds {vectors.shape[1]}-dimensional vectors but {self.folder / META} says {self.dim}: one "
+                f"of them was edited; delete {self.folder} and build again (its vectors are re-encoded)"
+            )
         if not np.isfinite(vectors).all():  # a centre or a search over NaN answers nothing, silently
             raise ShardError(
                 f"{path} holds NaN or infinite vectors: delete it and build again (its documents are re-encoded)"
