@@ -27,6 +27,7 @@ from htp.packing import can_pack, pack_linears
 from htp.pooling import last_pool, mean_pool, normalise
 from htp.rewire import Copies, EarlyExit, rewired
 from htp.segment import Segmenter, make_blocks
+from htp.turns import Turns
 
 
 @dataclass
@@ -41,14 +42,14 @@ class EncodeStats:
     seconds: float = 0.0  # in forward passes
 
 
-_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
+_TURNS: weakref.WeakKeyDictionary[torch.nn.Module, Turns] = weakref.WeakKeyDictionary()
+_TURNS_GUARD = threading.Lock()
 
 
-def _model_lock(model: torch.nn.Module) -> threading.Lock:
-    """One lock per model object, shared by every encoder built on it."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(model, threading.Lock())
+def _model_turns(model: torch.nn.Module) -> Turns:
+    """One set of turns per model object, shared by every encoder built on it."""
+    with _TURNS_GUARD:
+        return _TURNS.setdefault(model, Turns())
 
 
 def _keep_freed_memory_on(device: torch.device, config: EncoderConfig) -> None:
@@ -347,7 +348,7 @@ class HTPEncoder:
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
             for batch in batches:
                 began = time.perf_counter()
-                vectors = self.forward([layouts[i] for i in batch], counts)
+                vectors = self.forward([layouts[i] for i in batch], counts, urgent=kind == "query")
                 out[:, batch] = vectors.cpu().numpy()
                 self.stats.seconds += time.perf_counter() - began
                 bar.update(len(batch))
@@ -377,9 +378,10 @@ class HTPEncoder:
         return cache
 
     @torch.inference_mode()
-    def forward(self, layouts: Sequence[Layout], counts: Sequence[int]) -> torch.Tensor:
+    def forward(self, layouts: Sequence[Layout], counts: Sequence[int], urgent: bool = False) -> torch.Tensor:
         """One padded batch of `layouts` (from `layouts()`) through the decoder with rewiring: pooled vectors after
-        each of `counts` layers, [len(counts), rows, d] (public so benchmarks can time the pass alone)."""
+        each of `counts` layers, [len(counts), rows, d] (public so benchmarks can time the pass alone). An `urgent`
+        pass (queries) takes the model before other threads' waiting passes over the same model."""
         rows, width = len(layouts), max(len(layout.ids) for layout in layouts)
         ids = torch.zeros((rows, width), dtype=torch.long)
         weights = torch.zeros((rows, width))
@@ -413,8 +415,8 @@ class HTPEncoder:
             lengths = torch.tensor([len(layout.ids) for layout in layouts], device=self.device)
             mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).long()
         # The hooks live on the shared layer modules, so two encoders over one model object (in two threads) take
-        # turns: each forward pass sees only its own copies and exit.
-        with _model_lock(self.model):
+        # turns: each forward pass sees only its own copies and exit. Query passes go first (htp.turns).
+        with _model_turns(self.model).turn(urgent):
             past = self._prefix(tuple(layouts[0].ids[:cached]), rows) if cached else None
             with rewired(self.layers, self.config.window, copies, max(counts), taps):
                 try:

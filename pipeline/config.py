@@ -116,6 +116,7 @@ class ServeConfig:
     max_k: int = 100
     max_batch_queries: int = 64
     max_request_chars: int = 8000  # all queries of one request together: bounds the encoding work a request causes
+    max_write_documents: int = 256  # documents in one POST /documents: bounds the encoding work one write causes
     max_body_bytes: int = 1_000_000
     max_body_seconds: float = 10.0  # a body still arriving after this gets a 408: slow senders cannot hold memory
     max_buffered_bytes: int = 64_000_000  # request bodies held at once, all requests together; past it a 503
@@ -132,6 +133,7 @@ class ServeConfig:
                 self.max_k,
                 self.max_batch_queries,
                 self.max_request_chars,
+                self.max_write_documents,
                 self.max_body_bytes,
                 self.max_buffered_bytes,
                 self.max_concurrency,

@@ -204,6 +204,18 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert np.isfinite(index.faiss.reconstruct_n(0, index.faiss.ntotal)).all()
 
 
+def test_one_write_request_is_bounded_in_the_documents_it_may_encode(settings, tmp_path):
+    """One POST took 2,000 documents (11.5 s of encoding), limited only by the body size."""
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(4)]), tmp_path / "index")
+    bounded = replace(settings, serve=replace(settings.serve, max_write_documents=2))
+    client = TestClient(create_app(tmp_path / "index", bounded))
+    before = client.get("/health").json()["version"]
+    refused = client.post("/documents", json={"documents": [record(i) for i in range(10, 13)]})
+    assert refused.status_code == 413 and "3 documents in one request; at most 2" in refused.json()["detail"]
+    assert client.get("/health").json()["version"] == before  # nothing written
+    assert client.post("/documents", json={"documents": [record(10), record(11)]}).status_code == 200
+
+
 def test_one_change_adds_and_deletes_and_edge_inputs_are_refused(settings, tmp_path):
     build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(6)]), tmp_path / "index")
     both = change(tmp_path / "index", write(tmp_path / "b.jsonl", [record(9)]), ["d1", "d1", "d2"], settings)

@@ -333,6 +333,12 @@ def create_app(
     @app.post("/documents")
     def add_documents(body: DocumentsRequest) -> dict:
         """Add records (replacing those whose id is indexed), encoding only them, as a new version."""
+        if len(body.documents) > settings.max_write_documents:
+            raise HTTPException(
+                413,
+                f"{len(body.documents)} documents in one request; at most {settings.max_write_documents} "
+                "(send them in several requests, or use htp add)",
+            )
         with tempfile.TemporaryDirectory(prefix="htp-add-") as folder:
             records = Path(folder) / "records.jsonl"
             records.write_text("".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in body.documents))
