@@ -271,3 +271,13 @@ def test_a_json_line_that_is_not_an_object_is_named(load, tmp_path, line, kind):
     path.write_text(f"{line}\n{line}\n")
     with pytest.raises(DocumentError, match=f"line 1 is a JSON {kind}, not an object: each line must be one record"):
         load(path)
+
+
+@pytest.mark.parametrize("content", ["null\n", "\n\nnull\n", 'null\n{"id": "a", "text": "x"}\n', "{}\n{}\n"])
+def test_files_that_crashed_or_tracebacked_the_reader_are_refused_by_name(load, tmp_path, content):
+    """Found by tests/test_properties.py: a first line of `null` made datasets' JSON reader segfault the process,
+    and records with no fields raised datasets' bare ValueError."""
+    path = tmp_path / "docs.jsonl"
+    path.write_text(content)
+    with pytest.raises(DocumentError, match="is a JSON null, not an object|holds no records with any field"):
+        load(path)

@@ -145,6 +145,8 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
         return loaded
     if file.stat().st_size == 0 or (file.suffix.lower() in TEXT_FORMATS and not _has_content(file)):
         raise DocumentError(f"{file} is empty (nothing but white space): there are no documents in it")
+    if file.suffix.lower() == ".jsonl" and not _first_line_opens_an_object(file):
+        _raise_bad_json_line(file)  # before datasets: a first line of `null` crashes its reader (a segfault)
     builder = BUILDERS[file.suffix.lower()]
     options: dict = {}
     if builder == "csv":
@@ -170,6 +172,10 @@ def _read(file: Path, fields: FieldNames, cache_dir: Path | None) -> datasets.Da
             _raise_bad_json_line(file)
         cause = err.__cause__ or err
         raise DocumentError(f"cannot read {file}: {type(cause).__name__}: {cause}") from err
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):  # datasets' word for a file whose records have no fields
+            raise
+        raise DocumentError(f"{file} holds no records with any field (each record needs an id and a text)") from err
 
 
 def _raise_bad_json_line(file: Path) -> None:
@@ -192,6 +198,15 @@ def _raise_bad_json_line(file: Path) -> None:
                         f"{file}: line {line} is a JSON {kinds.get(type(value), 'value')}, not an object: each line "
                         'must be one record such as {"_id": "d1", "text": "..."}'
                     )
+
+
+def _first_line_opens_an_object(file: Path) -> bool:
+    """Whether a JSON-lines file's first line that is not blank starts with `{` (read up to that line only)."""
+    with file.open("rb") as f:
+        for line in f:
+            if line.strip():
+                return line.lstrip().startswith(b"{")
+    return True
 
 
 def _has_content(file: Path) -> bool:
