@@ -125,6 +125,7 @@ class ServeConfig:
     batch_size: int = 32
     access_log: bool = False  # one JSON line per request on the htp.access logger (stderr)
     warm_up: bool = True  # load the encoder in the background at start: the first dense request need not wait
+    allow_writes_without_key: bool = False  # POST/DELETE /documents on a service started without --api-key
 
     def __post_init__(self) -> None:
         if (

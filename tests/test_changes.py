@@ -204,10 +204,25 @@ def test_the_service_adds_and_deletes_documents_behind_its_key(settings, tmp_pat
     assert np.isfinite(index.faiss.reconstruct_n(0, index.faiss.ntotal)).all()
 
 
+def test_a_service_without_a_key_takes_no_writes_unless_told_to(settings, tmp_path):
+    build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(4)]), tmp_path / "index")
+    keyless = TestClient(create_app(tmp_path / "index", settings))
+    for answer in (
+        keyless.post("/documents", json={"documents": [record(9)]}),
+        keyless.delete("/documents/d1"),
+        keyless.delete("/documents", params={"id": "d2"}),
+    ):
+        assert answer.status_code == 403 and "start it with --api-key" in answer.json()["detail"]
+    assert len(open_index(tmp_path / "index").doc_ids) == 4  # nothing changed
+    assert keyless.get("/search", params={"q": "Item", "mode": "bm25"}).status_code == 200  # reads stay open
+    told = replace(settings, serve=replace(settings.serve, allow_writes_without_key=True))
+    assert TestClient(create_app(tmp_path / "index", told)).delete("/documents/d1").json()["deleted"] == 1
+
+
 def test_one_write_request_is_bounded_in_the_documents_it_may_encode(settings, tmp_path):
     """One POST took 2,000 documents (11.5 s of encoding), limited only by the body size."""
     build(settings, write(tmp_path / "a.jsonl", [record(i) for i in range(4)]), tmp_path / "index")
-    bounded = replace(settings, serve=replace(settings.serve, max_write_documents=2))
+    bounded = replace(settings, serve=replace(settings.serve, max_write_documents=2, allow_writes_without_key=True))
     client = TestClient(create_app(tmp_path / "index", bounded))
     before = client.get("/health").json()["version"]
     refused = client.post("/documents", json={"documents": [record(i) for i in range(10, 13)]})
@@ -268,7 +283,8 @@ def test_records_added_without_an_indexed_field_hold_null_there_as_at_build(conf
     some = [{"_id": "d32", "title": "", "text": "Some fields here.", "section": 4}]
     for name, records in (("bare", bare), ("nulls", nulls), ("some", some)):
         add(tmp_path / "index", write(tmp_path / f"{name}.jsonl", records), chosen)
-    client = TestClient(create_app(tmp_path / "index", chosen))
+    open_writes = replace(chosen, serve=replace(chosen.serve, allow_writes_without_key=True))
+    client = TestClient(create_app(tmp_path / "index", open_writes))
     answer = client.post("/documents", json={"documents": [{"_id": "d33", "text": "Posted bare."}]})
     assert answer.status_code == 200, answer.text
     index = open_index(tmp_path / "index")

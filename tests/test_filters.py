@@ -222,6 +222,9 @@ def test_numbers_in_filters_are_finite_and_whole_where_equality_needs_them(built
         "report", 5, "dense", {"year": 2005}
     )
     client = TestClient(create_app(folder, config))
+    body = '{"queries": ["report"], "where": Infinity}'  # not an object: a 422 that renders (it was a 500)
+    answer = client.post("/search", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "where"]
     for text in ('{"year": NaN}', '{"year": 1e400}'):
         answer = client.get("/search", params={"q": "report", "where": text})
         assert answer.status_code == 400 and "must be finite" in answer.json()["detail"]

@@ -96,7 +96,7 @@ def served(tiny_model_dir, tmp_path_factory):
         encoder=replace(base.encoder, model=str(tiny_model_dir), exit_layer=-1, window=(1, 4), device="cpu"),
         index=replace(base.index, factory="Flat", calibrate=False),
         data=replace(base.data, metadata_fields=("section",)),
-        serve=replace(base.serve, warm_up=False),
+        serve=replace(base.serve, warm_up=False, allow_writes_without_key=True),
     )
     folder = tmp_path_factory.mktemp("served")
     corpus = folder / "corpus.jsonl"

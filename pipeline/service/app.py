@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from pydantic import BaseModel, Field, StrictInt
@@ -269,6 +270,13 @@ def create_app(
         lifespan=lifespan,
     )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        """A 422 naming each fault, without echoing the input back (an Infinity there made the 422 itself fail
+        to render, a 500)."""
+        kept = ("type", "loc", "msg")
+        return JSONResponse({"detail": [{key: e[key] for key in kept if key in e} for e in err.errors()]}, 422)
+
     @app.exception_handler(StarletteHTTPException)  # what FastAPI's body parser raises
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
         if isinstance(err.__cause__, RecursionError):  # FastAPI's body parser ran out of stack on deep nesting
@@ -312,6 +320,15 @@ def create_app(
         """Ranked hits for each query of a batch."""
         return await answer(body.queries, body.k, body.mode, body.where, body.with_text)
 
+    def writable() -> None:
+        """Writes need the API key, or a service told to take them without one."""
+        if api_key is None and not settings.allow_writes_without_key:
+            raise HTTPException(
+                403,
+                "this service takes no writes: start it with --api-key (or HTP_API_KEY), or set "
+                "serve.allow_writes_without_key: true to let any client that reaches it add and delete documents",
+            )
+
     def changed(run: Callable[[Searcher], ChangeSummary]) -> dict:
         """Run a live change with the loaded model, then switch to the version it wrote; a change that finds the
         index busy gets a 409. The write side (pipeline.ingest) is imported by the first write, not at start."""
@@ -333,6 +350,7 @@ def create_app(
     @app.post("/documents")
     def add_documents(body: DocumentsRequest) -> dict:
         """Add records (replacing those whose id is indexed), encoding only them, as a new version."""
+        writable()
         if len(body.documents) > settings.max_write_documents:
             raise HTTPException(
                 413,
@@ -360,6 +378,7 @@ def create_app(
         return delete_documents([doc_id])
 
     def delete_documents(ids: list[str]) -> dict:
+        writable()
         held = set(index.current().index.doc_ids)
         unknown = [doc_id for doc_id in dict.fromkeys(ids) if doc_id not in held]
         if unknown:
