@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 API_KEY_HEADER = "X-API-Key"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ALWAYS_ANSWERED = frozenset({"/health"})  # answered even when the in-flight limit is reached
+DRAIN_FACTOR = 16  # a refused body up to this many times serve.max_body_bytes is read to its end before the 413
 KEYLESS = frozenset({"/"})  # the search page holds no index data; its script sends the key in the header
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -63,6 +64,9 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         refusal = self._refusal(scope, headers)
         if refusal is not None:
+            declared = headers.get("content-length", "")
+            if refusal[0] == 413 and declared.isdigit() and int(declared) <= DRAIN_FACTOR * self.max_body:
+                await _drain(receive, DRAIN_FACTOR * self.max_body, self.max_body_seconds)
             await _reply(send, *refusal)
             return
         held = [0]  # bytes of this request's body counted in self.buffered, released when it is answered
@@ -75,6 +79,8 @@ class Guard:
             if refusal is None and scope["path"] not in ALWAYS_ANSWERED and self.in_flight >= self.max_in_flight:
                 refusal = 503, f"more than {self.max_in_flight} requests in flight; try again shortly"
             if refusal is not None:
+                if refusal[0] == 413:  # let the client finish sending, so it reads the 413 instead of a reset
+                    await _drain(receive, DRAIN_FACTOR * self.max_body, self.max_body_seconds)
                 await _reply(send, *refusal)
                 return
             self.in_flight += 1
@@ -120,6 +126,21 @@ class Guard:
             self.buffered += size
             if not message.get("more_body", False):
                 return messages, None
+
+
+async def _drain(receive: Receive, limit: int, seconds: float) -> None:
+    """Read and drop the rest of a refused body, up to `limit` bytes and `seconds`: a server that closes while the
+    client still sends makes the kernel reset the connection, and the client never reads the answer."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(seconds):
+            while dropped <= limit:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                dropped += len(message.get("body", b""))
+    except TimeoutError:
+        return
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
