@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from pipeline.service.app import create_app
-    from pipeline.service.guard import LOOPBACK_HOSTS, host_name
+    from pipeline.service.guard import HEAD_BYTES, LOOPBACK_HOSTS, host_name
 
     config = _config(args.config) if args.config else None
     api_key = args.api_key or os.environ.get("HTP_API_KEY")
@@ -184,7 +184,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
         access.setLevel(logging.INFO)
         access.addHandler(lines)
         access.propagate = False
-    settings = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    settings = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=HEAD_BYTES,  # a long URL or header block reaches the guard's 414 or 431
+    )
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     class Announced(uvicorn.Server):

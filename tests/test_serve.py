@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -608,6 +609,23 @@ def test_a_client_sending_a_body_too_large_reads_the_413_instead_of_a_reset(serv
                 else:  # chunked: refused once it passes the limit
                     sock.sendall(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
                 assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_a_url_or_headers_too_long_get_414_and_431_not_a_reset(served):
+    """A 300 KB `where` in the URL got a connection reset with no status."""
+    _, index_dir = served
+    with serving(index_dir) as url:
+        port = int(url.rsplit(":", 1)[1])
+        where = urlencode({"where": json.dumps({"kind": {"$in": ["memo"] * 40_000}})})  # about 300 KB
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # httpx refuses such a URL itself
+            sock.sendall(f"GET /search?q=cat&{where} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 414") and b"send a long filter in a POST /search body" in answer
+        crowded = httpx.get(f"{url}/health", headers={f"X-Pad-{i}": "y" * 1000 for i in range(100)}, timeout=30)
+        assert crowded.status_code == 431 and "request headers have" in crowded.json()["detail"]
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
 
 
 def test_the_service_cannot_be_locked_out_by_idle_sockets_or_a_chunked_flood(served):

@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 API_KEY_HEADER = "X-API-Key"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ALWAYS_ANSWERED = frozenset({"/health"})  # answered even when the in-flight limit is reached
+MAX_URL_BYTES = 32_768  # path and query string; a longer one gets a 414 (a long filter belongs in a POST body)
+MAX_HEADER_BYTES = 65_536  # all request headers; more get a 431
+HEAD_BYTES = 1_048_576  # what the HTTP parser reads of a request's head, so the two above are answered, not reset
 DRAIN_FACTOR = 16  # a refused body up to this many times serve.max_body_bytes is read to its end before the 413
 KEYLESS = frozenset({"/"})  # the search page holds no index data; its script sends the key in the header
 SECURITY_HEADERS = [
@@ -92,6 +95,12 @@ class Guard:
             self.buffered -= held[0]
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        url = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        if url > MAX_URL_BYTES:
+            return 414, f"the URL has {url} bytes; at most {MAX_URL_BYTES} (send a long filter in a POST /search body)"
+        head = sum(len(k) + len(v) for k, v in scope.get("headers", []))
+        if head > MAX_HEADER_BYTES:
+            return 431, f"the request headers have {head} bytes; at most {MAX_HEADER_BYTES}"
         if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
             return 400, "this service answers only requests addressed to its loopback name (Host header)"
         if self.api_key is not None and not (scope["method"] == "GET" and scope["path"] in KEYLESS):
