@@ -293,6 +293,17 @@ def test_records_added_without_an_indexed_field_hold_null_there_as_at_build(conf
     assert {hit.id for hit in Searcher(tmp_path / "index", chosen).search("here", 10, "bm25", {"tags": "a"})} == set()
 
 
+def test_a_metadata_integer_past_64_bits_is_named_as_such(config, tmp_path):
+    chosen = replace(
+        config, index=replace(config.index, calibrate=False), data=replace(config.data, metadata_fields=("section",))
+    )
+    build(chosen, write(tmp_path / "a.jsonl", [record(i) for i in range(4)]), tmp_path / "index")
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('{"_id": "d9", "title": "", "text": "Big.", "section": 123456789012345678901234567890}\n')
+    with pytest.raises(MetadataError, match="gives it 1.2345678901234568e\\+29, an integer too large for that"):
+        add(tmp_path / "index", huge, chosen)
+
+
 def test_hnsw_takes_additions_in_place_and_on_disk_ivf_is_refused(settings, tmp_path):
     hnsw = replace(settings, index=replace(settings.index, factory="HNSW16"))
     build(hnsw, write(tmp_path / "a.jsonl", [record(i) for i in range(30)]), tmp_path / "hnsw")

@@ -311,6 +311,15 @@ def _metadata(old: OpenIndex, kept: np.ndarray, loaded: LoadResult | None) -> pa
     for name, kind in types.items():
         seen = found[name]
         fits = seen == kind or (kind == "float" and seen == "integer") or incoming.column(name).null_count == len(rows)
+        if not fits and kind == "integer" and seen == "float":
+            values = [v for v in incoming.column(name).to_pylist() if v is not None]
+            past = next((v for v in values if abs(v) >= 2**63), None)
+            if past is not None:  # a JSON reader takes an integer past 64 bits for a float
+                raise MetadataError(
+                    f"metadata field {name!r} holds 64-bit integers in the index, and a record added gives it "
+                    f"{past:.17g}, an integer too large for that (read as a float); keep it within 64 bits, or "
+                    "store such values as strings"
+                )
         if not fits:
             raise MetadataError(
                 f"metadata field {name!r} holds {kind} values in the index but {seen} values in the records added; "
