@@ -89,11 +89,15 @@ class Index:
         self._reloading = threading.Lock()
         self.failed: dict[str, str] = {}  # version -> why it could not be opened
 
-    def stale(self) -> bool:
-        """Whether CURRENT names a version other than the loaded one that has not failed to open (a small read:
-        an event loop may ask it before handing the open to a thread)."""
+    def _to_open(self) -> str | None:
+        """The version CURRENT names when it is not the loaded one and has not failed to open, else None."""
         name = current_version(self.index_dir)
-        return name is not None and name != self.version and name not in self.failed
+        return name if name is not None and name != self.version and name not in self.failed else None
+
+    def stale(self) -> bool:
+        """Whether there is a version to open (a small read: an event loop may ask before handing the open to a
+        thread)."""
+        return self._to_open() is not None
 
     def current(self) -> Searcher:
         """The searcher of the version CURRENT names now, opened here first when it changed (blocking: call it from
@@ -101,8 +105,7 @@ class Index:
         if not self.stale():
             return self.searcher
         with self._reloading:  # one open at a time; whoever waited finds it done
-            name = current_version(self.index_dir)
-            if name is not None and name != self.version and name not in self.failed:
+            if (name := self._to_open()) is not None:
                 self._open(name)
         return self.searcher
 
