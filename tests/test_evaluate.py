@@ -81,3 +81,48 @@ def test_length_buckets():
     assert bucket_name(10) == "0-128"
     assert bucket_name(300) == "256-512"
     assert bucket_name(5000) == ">=1024"
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_encoder(tiny_tokenizer, tmp_path_factory) -> Path:
+    """A randomly initialised two-layer BERT with mean pooling, saved as a sentence-transformers folder."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    base = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, pad_token="<unk>")
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    word = models.Transformer(str(base), max_seq_length=128)
+    folder = tmp_path_factory.mktemp("tiny-st")
+    SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu").save(str(folder))
+    return folder
+
+
+def test_a_trained_encoder_is_scored_beside_htp_with_the_same_bm25(config, tmp_path, tiny_sentence_encoder):
+    from pipeline.evaluation.trained import RRF_EQUAL, trained_rankings
+    from pipeline.query.fusion import fuse
+
+    dataset = beir_folder(tmp_path / "toy")
+    method = f"st:{tiny_sentence_encoder}"
+    modes = ["dense", "bm25", "hybrid"]
+    trained = run_eval(config, EvalRequest(dataset=dataset, methods=[method], out=tmp_path / "st", modes=modes))
+    htp = run_eval(config, EvalRequest(dataset=dataset, methods=["htp"], out=tmp_path / "htp", modes=modes))
+    assert set(trained["results"]) == {method, "bm25", f"{method}+bm25"}
+    assert trained["results"]["bm25"] == htp["results"]["bm25"]  # the same BM25 and metrics as HTP's rows
+    texts, ids = ["a cat on a mat", "stock markets fell", "books in a library"], ["c", "s", "l"]
+    ranked = trained_rankings(method, ids, texts, ["cat", "library books"], modes, 3)
+    assert ranked["hybrid"] == [fuse(d, b, RRF_EQUAL, 3) for d, b in zip(ranked["dense"], ranked["bm25"])]
+    assert [hit[0] for hit in ranked["bm25"][1]][0] == "l"
+
+
+def test_a_trained_encoder_that_is_not_there_is_named():
+    from pipeline.errors import InputMissingError
+    from pipeline.evaluation.trained import model_folder
+
+    with pytest.raises(InputMissingError, match="st:no_such_model: no sentence-transformers model folder"):
+        model_folder("st:no_such_model")

@@ -12,9 +12,11 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.evaluation.beir import BeirData, load_beir, sample_queries
 from pipeline.evaluation.metrics import evaluate_run
+from pipeline.evaluation.trained import is_trained, trained_rankings
 from pipeline.ingest.builder import build
 from pipeline.query.modes import search_mode
 from pipeline.query.searcher import Searcher
+from pipeline.records import full_text
 
 LENGTH_BUCKETS = (128, 256, 512, 1024)  # words; a query falls in the bucket of its relevant documents' median length
 DEPTH = 100
@@ -90,6 +92,16 @@ def run_eval(config: Config, request: EvalRequest) -> dict:
     name = request.name or request.dataset.name
     rows: dict[str, dict] = {}
     for method in request.methods:
+        if is_trained(method):  # a trained sentence encoder's reference rows, beside HTP's
+            doc_ids = list(data.corpus)
+            texts = [full_text(data.corpus[d].get("title"), data.corpus[d]["text"]) for d in doc_ids]
+            ranked = trained_rankings(method, doc_ids, texts, query_texts, request.modes, DEPTH)
+            for mode, rankings in ranked.items():
+                label = search_mode(mode).label_for(method)
+                if label not in rows:
+                    rows[label] = _score(data, query_ids, rankings, request, buckets)
+                    log.info(f"eval {name}: {label}: NDCG@10 {100 * rows[label]['ndcg@10']:.2f}")
+            continue
         lexical = any(search_mode(mode).needs_bm25 for mode in request.modes)
         method_config = replace(
             config,
