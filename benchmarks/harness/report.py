@@ -20,6 +20,21 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
 
 
+FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # what decides the encoder's dtype and kernels here
+
+
+def cpu_flags() -> str:
+    """The CPU features among FLAGS this machine has, e.g. "avx512_bf16, avx512f, avx2" (the CPU model name alone
+    does not tell an AVX2-only EPYC from one with AVX512-BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown features"
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return ", ".join(flag for flag in FLAGS if flag in have) or "none of " + ", ".join(FLAGS)
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -39,7 +54,7 @@ def provenance() -> dict[str, str]:
     return {
         "command": " ".join([program, *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores",
         "commit": commit,
     }
 
