@@ -136,9 +136,12 @@ def calibrate_index(ctx: BuildContext, center: np.ndarray | None) -> Calibration
             verdict.update(
                 zip(fresh, ctx.encoder().same_input([originals[i] for i in fresh], [edited[i] for i in fresh]))
             )
-            unseen = [i for i in fresh if verdict[i]]
+            unseen: dict[str, int] = {}  # one row per key: two identical edits stored twice would read as two rows
+            for i in fresh:
+                if verdict[i]:
+                    unseen.setdefault(keys[i], i)
             if unseen:
-                cache.write([keys[i] for i in unseen], [keys[i] for i in unseen], sources[unseen])
+                cache.write(list(unseen), list(unseen), sources[list(unseen.values())])
                 cached.update(cache.locate())
         used.update(keys[i] for i, same in verdict.items() if same)
         return [verdict[i] for i in range(len(edited))]
